@@ -1,0 +1,1 @@
+"""Rules, the incident lifecycle, and the way incidents leave the pipeline (outbox, MQTT)."""

@@ -1,0 +1,79 @@
+"""Read a site YAML file into a validated :class:`SiteConfig`, or explain every problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from camera_config.schema import SiteConfig
+from patrol.errors import ConfigError
+
+
+def _loc_text(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _camera_label(raw: Any, loc: tuple[int | str, ...]) -> str:
+    """Name the camera an error sits under: its id if it has one, else its index."""
+    if len(loc) >= 2 and loc[0] == "cameras" and isinstance(loc[1], int):
+        index = loc[1]
+        cams = raw.get("cameras") if isinstance(raw, dict) else None
+        if isinstance(cams, list) and index < len(cams) and isinstance(cams[index], dict):
+            cam_id = cams[index].get("id")
+            if isinstance(cam_id, str):
+                return f"camera {cam_id!r}"
+        return f"camera #{index}"
+    return "site"
+
+
+def _strip_union_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    # discriminated unions add the tag ("no_parking") to the location; it is noise for a user
+    return tuple(p for p in loc if p not in ("no_parking", "no_vending", "keep_clear"))
+
+
+def format_validation_error(path: str, raw: Any, exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = _strip_union_tags(tuple(err["loc"]))
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = f"unknown key {loc[-1]!r}"
+        problems.append(f"{path}: {_camera_label(raw, loc)}: {_loc_text(loc)}: {message}")
+    return problems
+
+
+def parse_config(raw: Any, path: str = "<memory>") -> SiteConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(path, [f"{path}: site: (top level): expected a mapping, got {type(raw).__name__}"])
+    try:
+        return SiteConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(path, format_validation_error(path, raw, exc)) from exc
+
+
+def load_config(path: str | Path) -> SiteConfig:
+    """Load and validate ``path``. Raises :class:`ConfigError` naming file, camera and field."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(name, [f"{name}: cannot read: {exc.strerror or exc}"]) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(name, [f"{name}: not UTF-8 text: {exc.reason} at byte {exc.start}"]) from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(name, [f"{name}: not valid YAML{where}: {problem}"]) from exc
+    return parse_config(raw, name)

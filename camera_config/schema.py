@@ -1,0 +1,206 @@
+"""Pydantic models of a site's YAML config.
+
+Strict (``extra="forbid"``), immutable and pure: validators do no I/O, and runtime state
+(pixel masks, compiled schedules) is built from this config elsewhere, never stored in it.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import time
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from models.coco import COCO80
+
+Point = tuple[Annotated[float, Field(ge=0.0, le=1.0)], Annotated[float, Field(ge=0.0, le=1.0)]]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ALL_WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_classes(names: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [n for n in names if n not in COCO80]
+    if unknown:
+        raise ValueError(f"unknown COCO class name(s) {unknown}; see models/coco.py for the 80 names")
+    return names
+
+
+class TimeWindow(Strict):
+    """A daily window in the site's time zone; ``end`` before ``start`` wraps past midnight."""
+
+    start: time = Field(description="Start of the window, HH:MM, site time zone.")
+    end: time = Field(description="End of the window, HH:MM (exclusive); may wrap past midnight.")
+    weekdays: tuple[Weekday, ...] = Field(default=ALL_WEEKDAYS, min_length=1,
+                                          description="Days the window starts on.")
+
+
+class Schedule(Strict):
+    """When a zone's rule is active. No schedule means always active."""
+
+    windows: tuple[TimeWindow, ...] = Field(min_length=1)
+
+
+class ZoneBase(Strict):
+    id: str = Field(pattern=_ID, description="Zone id, unique within the camera.")
+    polygon: tuple[Point, ...] = Field(min_length=3, description="Vertices, normalised (x, y) in 0..1.")
+    schedule: Schedule | None = Field(default=None, description="Active times; absent means always.")
+    limit_s: float = Field(gt=0, le=86_400, description="Seconds the condition must hold before an incident.")
+    close_grace_s: float = Field(default=30.0, ge=0, le=3_600,
+                                 description="Seconds the cause must be gone before the incident closes.")
+    cooldown_s: float = Field(default=120.0, ge=0, le=86_400,
+                              description="Seconds after a close before the same place can reopen.")
+    update_interval_s: float = Field(default=60.0, ge=1, le=3_600,
+                                     description="Least seconds between two 'updated' events of one incident.")
+    severity: Literal["low", "medium", "high"] = "medium"
+
+
+class NoParkingZone(ZoneBase):
+    type: Literal["no_parking"]
+    limit_s: float = Field(default=180.0, gt=0, le=86_400)
+    vehicle_classes: tuple[str, ...] = Field(default=("car", "truck", "bus", "motorcycle"), min_length=1)
+    still_tolerance: float = Field(default=0.25, gt=0, le=2.0,
+                                   description="Max drift of the ground point, as a fraction of box size.")
+    occlusion_grace_s: float = Field(default=20.0, ge=0, le=600,
+                                     description="Seconds a stationary vehicle may be unseen without "
+                                                 "its dwell clock restarting.")
+    min_score: float = Field(default=0.25, ge=0, le=1)
+
+    _classes = field_validator("vehicle_classes")(_check_classes)
+
+
+class StallWeights(Strict):
+    stall_object: float = Field(default=1.0, ge=0, le=10)
+    lingering_person: float = Field(default=0.5, ge=0, le=10)
+    static_occupancy: float = Field(default=0.5, ge=0, le=10)
+
+
+class NoVendingZone(ZoneBase):
+    type: Literal["no_vending"]
+    limit_s: float = Field(default=300.0, gt=0, le=86_400)
+    stall_classes: tuple[str, ...] = Field(
+        default=("umbrella", "dining table", "bench", "chair", "potted plant", "suitcase",
+                 "bicycle", "motorcycle", "truck"), min_length=1)
+    linger_s: float = Field(default=60.0, gt=0, le=3_600,
+                            description="Seconds a person must stay near stall evidence to count as lingering.")
+    still_tolerance: float = Field(default=0.3, gt=0, le=2.0)
+    weights: StallWeights = StallWeights()
+    evidence_threshold: float = Field(default=1.0, gt=0, le=30,
+                                      description="Weighted evidence score that counts as a stall.")
+    occlusion_grace_s: float = Field(default=30.0, ge=0, le=600)
+    min_score: float = Field(default=0.25, ge=0, le=1)
+
+    _classes = field_validator("stall_classes")(_check_classes)
+
+
+class KeepClearZone(ZoneBase):
+    type: Literal["keep_clear"]
+    limit_s: float = Field(default=30.0, gt=0, le=86_400)
+    min_area: float = Field(default=0.002, gt=0, le=1,
+                            description="Least area of a static object, as a fraction of the frame.")
+    long_term_s: float = Field(default=120.0, gt=0, le=86_400,
+                               description="Time constant of the long-term background, seconds.")
+    short_term_s: float = Field(default=5.0, gt=0, le=3_600,
+                                description="Time constant of the short-term background, seconds.")
+    diff_threshold: float = Field(default=30.0, gt=0, le=255,
+                                  description="Grey-level difference that counts as foreground.")
+    ignore_classes: tuple[str, ...] = Field(default=("person", "car", "truck", "bus", "motorcycle", "bicycle"))
+
+    _classes = field_validator("ignore_classes")(_check_classes)
+
+    @model_validator(mode="after")
+    def _short_before_long(self) -> KeepClearZone:
+        if self.short_term_s >= self.long_term_s:
+            raise ValueError("short_term_s must be shorter than long_term_s")
+        return self
+
+
+Zone = Annotated[NoParkingZone | NoVendingZone | KeepClearZone, Field(discriminator="type")]
+
+
+class DetectorChoice(Strict):
+    model: str = Field(default="yolox_nano_416", description="Name in models/registry.yaml.")
+    default_score: float = Field(default=0.3, ge=0, le=1)
+    class_scores: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=dict, description="Per-class score thresholds by COCO name.")
+
+    @field_validator("class_scores")
+    @classmethod
+    def _known(cls, value: dict[str, float]) -> dict[str, float]:
+        _check_classes(tuple(value))
+        return value
+
+
+class Watchdog(Strict):
+    stall_timeout_s: float = Field(default=10.0, gt=0, le=600, description="No frame this long -> reconnect.")
+    backoff_initial_s: float = Field(default=1.0, gt=0, le=60)
+    backoff_max_s: float = Field(default=30.0, gt=0, le=3_600)
+    open_timeout_s: float = Field(default=10.0, gt=0, le=120)
+
+
+class Camera(Strict):
+    id: str = Field(pattern=_ID, description="Camera id, unique within the site.")
+    url: SecretStr = Field(description="rtsp://user:pass@host/path or a file path; the password is never logged.")
+    grid_cell: str = Field(min_length=1, max_length=64, description="Grid cell the camera covers.")
+    analysis_fps: float = Field(default=1.0, gt=0, le=30, description="Frames per second to analyse.")
+    transport: Literal["tcp", "udp"] = "tcp"
+    location: str | None = Field(default=None, max_length=200, description="Human description of the place.")
+    detector: DetectorChoice = DetectorChoice()
+    watchdog: Watchdog = Watchdog()
+    zones: tuple[Zone, ...] = Field(default=())
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zone_ids(cls, zones: tuple[ZoneBase, ...]) -> tuple[ZoneBase, ...]:
+        seen: set[str] = set()
+        for z in zones:
+            if z.id in seen:
+                raise ValueError(f"duplicate zone id {z.id!r}")
+            seen.add(z.id)
+        return zones
+
+
+class SiteInfo(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    timezone: str = Field(default="Asia/Shanghai", description="IANA time zone for zone schedules.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_+\-/]+", value):
+            raise ValueError(f"not a time zone name: {value!r}")
+        try:
+            ZoneInfo(value)  # tzdata is packaged data, not I/O against the outside world
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+
+class SiteConfig(Strict):
+    """One site: its cameras and the services they report to."""
+
+    version: Literal[1] = 1
+    site: SiteInfo
+    cameras: tuple[Camera, ...] = Field(min_length=1)
+
+    @field_validator("cameras")
+    @classmethod
+    def _unique_camera_ids(cls, cameras: tuple[Camera, ...]) -> tuple[Camera, ...]:
+        first: dict[str, int] = {}
+        for i, cam in enumerate(cameras):
+            if cam.id in first:
+                raise ValueError(f"duplicate camera id {cam.id!r} (cameras[{first[cam.id]}] and cameras[{i}])")
+            first[cam.id] = i
+        return cameras
+
+    def camera(self, camera_id: str) -> Camera:
+        for cam in self.cameras:
+            if cam.id == camera_id:
+                return cam
+        raise KeyError(camera_id)

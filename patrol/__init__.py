@@ -1,0 +1,1 @@
+"""Bright Patrol command line and cross-cutting plumbing (errors, logging, assets)."""

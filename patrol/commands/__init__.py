@@ -1,0 +1,1 @@
+"""Subcommand groups of the patrol CLI, one module each."""
