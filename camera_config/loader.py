@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from camera_config.schema import SiteConfig
+from camera_config.schema import DuplicateIdError, SiteConfig
 from patrol.errors import ConfigError
 
 
@@ -40,10 +40,27 @@ def _strip_union_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     return tuple(p for p in loc if p not in ("no_parking", "no_vending", "keep_clear"))
 
 
+def _point_at_duplicate(loc: tuple[int | str, ...], err: Any) -> tuple[int | str, ...]:
+    """Move a duplicate-id error from the list to the offending item's ``id`` field."""
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, DuplicateIdError):
+        return (*loc, cause.second, "id")
+    return loc
+
+
+def _is_consequence(err: Any, loc: tuple[int | str, ...], all_locs: list[tuple[int | str, ...]]) -> bool:
+    """A "too short" error on a list whose own item failed is noise: the item error says it all."""
+    return err["type"] == "too_short" and any(len(o) > len(loc) and o[: len(loc)] == loc for o in all_locs)
+
+
 def format_validation_error(path: str, raw: Any, exc: ValidationError) -> list[str]:
+    errors = exc.errors(include_url=False)
+    locs = [_strip_union_tags(tuple(e["loc"])) for e in errors]
     problems = []
-    for err in exc.errors(include_url=False):
-        loc = _strip_union_tags(tuple(err["loc"]))
+    for err, loc in zip(errors, locs, strict=True):
+        if _is_consequence(err, loc, locs):
+            continue
+        loc = _point_at_duplicate(loc, err)
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = f"unknown key {loc[-1]!r}"

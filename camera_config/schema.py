@@ -25,6 +25,14 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class DuplicateIdError(ValueError):
+    """Two items share an id; carries where, so the loader can name the camera and field."""
+
+    def __init__(self, kind: str, ident: str, first: int, second: int) -> None:
+        self.kind, self.ident, self.first, self.second = kind, ident, first, second
+        super().__init__(f"duplicate {kind} id {ident!r} (also at index {first})")
+
+
 def _check_classes(names: tuple[str, ...]) -> tuple[str, ...]:
     unknown = [n for n in names if n not in COCO80]
     if unknown:
@@ -158,11 +166,11 @@ class Camera(Strict):
     @field_validator("zones")
     @classmethod
     def _unique_zone_ids(cls, zones: tuple[ZoneBase, ...]) -> tuple[ZoneBase, ...]:
-        seen: set[str] = set()
-        for z in zones:
-            if z.id in seen:
-                raise ValueError(f"duplicate zone id {z.id!r}")
-            seen.add(z.id)
+        first: dict[str, int] = {}
+        for i, z in enumerate(zones):
+            if z.id in first:
+                raise DuplicateIdError("zone", z.id, first[z.id], i)
+            first[z.id] = i
         return zones
 
 
@@ -195,7 +203,7 @@ class SiteConfig(Strict):
         first: dict[str, int] = {}
         for i, cam in enumerate(cameras):
             if cam.id in first:
-                raise ValueError(f"duplicate camera id {cam.id!r} (cameras[{first[cam.id]}] and cameras[{i}])")
+                raise DuplicateIdError("camera", cam.id, first[cam.id], i)
             first[cam.id] = i
         return cameras
 
