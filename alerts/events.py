@@ -15,7 +15,7 @@ IncidentType = Literal["illegal_parking", "street_stall", "fallen_branch", "obst
 EventType = Literal["opened", "updated", "closed"]
 Severity = Literal["low", "medium", "high"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 class EvidenceBox(BaseModel):

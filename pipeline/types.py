@@ -43,7 +43,7 @@ class Frame:
 
 
 def _as_array(name: str, value: Any, dtype: type, ndim: int) -> np.ndarray:
-    arr = np.asarray(value, dtype=dtype)
+    arr: np.ndarray = np.asarray(value, dtype=dtype)
     if arr.ndim != ndim:
         raise ValueError(f"Detections.{name}: expected {ndim}-D array, got shape {arr.shape}")
     return arr
