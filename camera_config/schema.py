@@ -190,12 +190,66 @@ class SiteInfo(Strict):
         return value
 
 
+class MqttTls(Strict):
+    ca_file: str | None = Field(default=None, description="CA bundle that signs the broker certificate.")
+    cert_file: str | None = Field(default=None, description="Client certificate, for mutual TLS.")
+    key_file: str | None = Field(default=None, description="Client key, for mutual TLS.")
+    insecure: bool = Field(default=False, description="Skip hostname verification (test brokers only).")
+
+
+class MqttConfig(Strict):
+    """The broker incidents, health and verification requests travel through."""
+
+    host: str = Field(default="localhost", min_length=1, max_length=255)
+    port: int = Field(default=1883, ge=1, le=65_535)
+    username: str | None = Field(default=None, max_length=200)
+    password: SecretStr | None = Field(default=None, description="Broker password; never logged.")
+    tls: MqttTls | None = Field(default=None, description="Absent means plain TCP.")
+    topic_prefix: str = Field(default="patrol/v1", pattern=r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_\-]+)*$",
+                              description="Versioned topic root; incidents go to {prefix}/incidents/...")
+    client_id: str = Field(default="patrol", pattern=_ID, description="Base client id; roles append to it.")
+    keepalive_s: int = Field(default=30, ge=5, le=3_600)
+    max_payload_bytes: int = Field(default=65_536, ge=1_024, le=10_000_000,
+                                   description="Larger incoming messages are dead-lettered.")
+
+
+class DatabaseConfig(Strict):
+    url: str = Field(default="sqlite:///var/data/patrol.db", min_length=1,
+                     description="SQLAlchemy URL: sqlite:///file or postgresql+psycopg://user@host/db.")
+
+
+class TicketsConfig(Strict):
+    """Routing, deadlines and merging of the ticket service."""
+
+    routes: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="grid cell -> incident type -> department; '*' matches any cell or type.")
+    default_department: str = Field(default="urban_management", min_length=1, max_length=64)
+    deadlines_s: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: {"illegal_parking": 1_800.0, "street_stall": 3_600.0,
+                                 "fallen_branch": 7_200.0, "obstruction": 3_600.0,
+                                 "camera_offline": 86_400.0},
+        description="Seconds from the incident's start to the disposal deadline, per incident type.")
+    default_deadline_s: float = Field(default=86_400.0, gt=0)
+    merge_window_s: float = Field(default=1_800.0, ge=0, le=7 * 86_400,
+                                  description="An incident at the same place within this many seconds of "
+                                              "the open ticket's last incident joins it.")
+    merge_distance: float = Field(default=0.1, ge=0, le=2,
+                                  description="Greatest normalised distance between two locations that "
+                                              "counts as the same place.")
+    verify_duration_s: float = Field(default=4.0, gt=0, le=120,
+                                     description="Seconds of frames the verifier re-checks after disposal.")
+
+
 class SiteConfig(Strict):
     """One site: its cameras and the services they report to."""
 
     version: Literal[1] = 1
     site: SiteInfo
     cameras: tuple[Camera, ...] = Field(min_length=1)
+    mqtt: MqttConfig = MqttConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    tickets: TicketsConfig = TicketsConfig()
 
     @field_validator("cameras")
     @classmethod
