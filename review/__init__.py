@@ -1,0 +1,1 @@
+"""Operators' review page: FastAPI app, Jinja2 templates, static files."""
