@@ -78,6 +78,10 @@ class NoParkingZone(ZoneBase):
     occlusion_grace_s: float = Field(default=20.0, ge=0, le=600,
                                      description="Seconds a stationary vehicle may be unseen without "
                                                  "its dwell clock restarting.")
+    min_coverage: float = Field(default=0.5, gt=0, le=1,
+                                description="Least fraction of the dwell time the vehicle must actually "
+                                            "have been seen (tells one parked car from a stream of "
+                                            "passing cars crossing the same spot).")
     min_score: float = Field(default=0.25, ge=0, le=1)
 
     _classes = field_validator("vehicle_classes")(_check_classes)
@@ -95,16 +99,38 @@ class NoVendingZone(ZoneBase):
     stall_classes: tuple[str, ...] = Field(
         default=("umbrella", "dining table", "bench", "chair", "potted plant", "suitcase",
                  "bicycle", "motorcycle", "truck"), min_length=1)
+    weak_classes: tuple[str, ...] = Field(
+        default=("bicycle", "motorcycle", "truck"),
+        description="Stall classes that count half (vehicles standing still are a stall only with "
+                    "more evidence, e.g. a vendor lingering by them).")
     linger_s: float = Field(default=60.0, gt=0, le=3_600,
                             description="Seconds a person must stay near stall evidence to count as lingering.")
-    still_tolerance: float = Field(default=0.3, gt=0, le=2.0)
+    still_tolerance: float = Field(default=0.3, gt=0, le=2.0,
+                                   description="Max drift of a stall object's ground point, as a fraction "
+                                               "of its box size.")
+    person_tolerance: float = Field(default=1.0, gt=0, le=5.0,
+                                    description="Max drift of a lingering person's ground point, as a "
+                                                "fraction of their box height (vendors move about).")
+    near_factor: float = Field(default=1.5, gt=0, le=10,
+                               description="Evidence is 'near' when ground points are within this many "
+                                           "box sizes of each other.")
     weights: StallWeights = StallWeights()
     evidence_threshold: float = Field(default=1.0, gt=0, le=30,
                                       description="Weighted evidence score that counts as a stall.")
-    occlusion_grace_s: float = Field(default=30.0, ge=0, le=600)
+    occlusion_grace_s: float = Field(default=30.0, ge=0, le=600,
+                                     description="Seconds evidence may be unseen without its clock restarting.")
+    min_coverage: float = Field(default=0.5, gt=0, le=1,
+                                description="Least fraction of its life a stall object must have been seen.")
     min_score: float = Field(default=0.25, ge=0, le=1)
 
-    _classes = field_validator("stall_classes")(_check_classes)
+    _classes = field_validator("stall_classes", "weak_classes")(_check_classes)
+
+    @model_validator(mode="after")
+    def _weak_are_stall_classes(self) -> NoVendingZone:
+        extra = [c for c in self.weak_classes if c not in self.stall_classes]
+        if extra:
+            raise ValueError(f"weak_classes {extra} must also be listed in stall_classes")
+        return self
 
 
 class KeepClearZone(ZoneBase):

@@ -1,0 +1,162 @@
+"""The incident lifecycle: findings in, :class:`~alerts.events.IncidentEvent` out.
+
+One incident per problem and place (camera + zone + type + location): a finding joins the open
+incident of its type and zone nearest its place (within ``place_radius``, one finding per
+incident per frame); otherwise it opens a new one, unless that place closed less than the
+zone's ``cooldown_s`` ago. An open incident is updated when its evidence changes materially,
+at most once per ``update_interval_s``, and closed once no finding has supported it for
+``close_grace_s``. Ids are derived from camera, zone, type, place and start time, so the same
+input always gives the same ids (a replay, a redelivery).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from alerts.events import EventType, Evidence, IncidentEvent
+from alerts.findings import Finding
+from camera_config.schema import ZoneBase
+from pipeline.types import Frame
+
+
+@dataclass(frozen=True, slots=True)
+class ZonePolicy:
+    """The lifecycle timings of one zone (from its config)."""
+
+    close_grace_s: float
+    cooldown_s: float
+    update_interval_s: float
+
+    @classmethod
+    def of(cls, zone: ZoneBase) -> ZonePolicy:
+        return cls(zone.close_grace_s, zone.cooldown_s, zone.update_interval_s)
+
+
+@dataclass
+class _Open:
+    incident_id: str
+    finding: Finding
+    started_at: float
+    last_support_pts: float
+    last_event_pts: float
+    reported: Evidence
+    seq: int = 1
+    pending: bool = False
+
+
+@dataclass
+class _Closed:
+    type: str
+    zone_id: str
+    place: tuple[float, float]
+    closed_pts: float
+
+
+def _distance(a: tuple[float, float], b: tuple[float, float]) -> float:
+    return math.hypot(a[0] - b[0], a[1] - b[1])
+
+
+def material_change(before: Evidence, after: Evidence, rel: float = 0.25) -> bool:
+    """Evidence changed enough to tell the ticket system: a signal appeared or went, a signal's
+    value moved by more than ``rel``, or the number of evidence boxes changed. Growing
+    durations alone are not material (they grow every frame)."""
+    if set(before.signals) != set(after.signals) or len(before.boxes) != len(after.boxes):
+        return True
+    for key, old in before.signals.items():
+        new = after.signals[key]
+        if abs(new - old) > rel * max(abs(old), 1e-6):
+            return True
+    return False
+
+
+@dataclass
+class IncidentLifecycle:
+    """Per-camera lifecycle; call :meth:`step` once per analysed frame with every rule's findings."""
+
+    camera_id: str
+    grid_cell: str
+    policies: dict[str, ZonePolicy]
+    place_radius: float = 0.05
+    _open: list[_Open] = field(default_factory=list)
+    _closed: list[_Closed] = field(default_factory=list)
+
+    def _policy(self, zone_id: str) -> ZonePolicy:
+        try:
+            return self.policies[zone_id]
+        except KeyError as exc:
+            raise KeyError(f"camera {self.camera_id!r}: finding for unknown zone {zone_id!r}") from exc
+
+    def _incident_id(self, f: Finding, started_at: float) -> str:
+        key = f"{self.camera_id}|{f.zone_id}|{f.type}|{f.place[0]:.3f},{f.place[1]:.3f}|{started_at:.3f}"
+        return f"inc-{f.type[:4]}-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
+
+    def _event(self, inc: _Open, event: EventType, frame: Frame, evidence: Evidence) -> IncidentEvent:
+        f = inc.finding
+        return IncidentEvent(
+            incident_id=inc.incident_id, seq=inc.seq, event=event, type=f.type, camera_id=self.camera_id,
+            grid_cell=self.grid_cell, zone_id=f.zone_id, location=(round(f.place[0], 4), round(f.place[1], 4)),
+            severity=f.severity, started_at=inc.started_at, event_at=frame.wall_time, stream_pts=frame.pts,
+            evidence=evidence)
+
+    def step(self, frame: Frame, findings: Sequence[Finding]) -> list[IncidentEvent]:
+        """Advance to ``frame`` with the findings that hold now; return the events it causes."""
+        events: list[IncidentEvent] = []
+        offset = frame.wall_time - frame.pts
+        pairs = sorted(
+            ((_distance(inc.finding.place, f.place), i, j) for i, inc in enumerate(self._open)
+             for j, f in enumerate(findings)
+             if inc.finding.type == f.type and inc.finding.zone_id == f.zone_id),
+        )
+        used_inc: set[int] = set()
+        used_f: set[int] = set()
+        for d, i, j in pairs:
+            if d > self.place_radius or i in used_inc or j in used_f:
+                continue
+            used_inc.add(i)
+            used_f.add(j)
+            inc, f = self._open[i], findings[j]
+            inc.finding = f
+            inc.last_support_pts = frame.pts
+            if material_change(inc.reported, f.evidence):
+                inc.pending = True
+            if inc.pending and frame.pts - inc.last_event_pts >= self._policy(f.zone_id).update_interval_s:
+                inc.seq += 1
+                inc.last_event_pts = frame.pts
+                inc.reported = f.evidence
+                inc.pending = False
+                events.append(self._event(inc, "updated", frame, f.evidence))
+        for j, f in enumerate(findings):
+            if j in used_f or self._cooling(f, frame.pts):
+                continue
+            started_at = offset + f.started_pts
+            inc = _Open(self._incident_id(f, started_at), f, started_at, frame.pts, frame.pts, f.evidence)
+            self._open.append(inc)
+            events.append(self._event(inc, "opened", frame, f.evidence))
+        still_open: list[_Open] = []
+        for inc in self._open:
+            policy = self._policy(inc.finding.zone_id)
+            if frame.pts - inc.last_support_pts >= policy.close_grace_s and inc.last_support_pts < frame.pts:
+                inc.seq += 1
+                f = inc.finding
+                durations = dict(f.evidence.durations)
+                durations["incident_s"] = round(inc.last_support_pts - (inc.started_at - offset), 3)
+                durations["unsupported_s"] = round(frame.pts - inc.last_support_pts, 3)
+                events.append(self._event(inc, "closed", frame, f.evidence.model_copy(update={"durations": durations})))
+                self._closed.append(_Closed(f.type, f.zone_id, f.place, frame.pts))
+            else:
+                still_open.append(inc)
+        self._open = still_open
+        self._closed = [c for c in self._closed
+                        if frame.pts - c.closed_pts < self._policy(c.zone_id).cooldown_s]
+        return events
+
+    def _cooling(self, f: Finding, pts: float) -> bool:
+        return any(c.type == f.type and c.zone_id == f.zone_id and _distance(c.place, f.place) <= self.place_radius
+                   and pts - c.closed_pts < self._policy(f.zone_id).cooldown_s for c in self._closed)
+
+    @property
+    def open_count(self) -> int:
+        return len(self._open)

@@ -1,0 +1,83 @@
+"""Illegal parking: a vehicle standing still in a no_parking zone for at least the zone's limit,
+while the zone's schedule is active.
+
+Stillness is judged by place, not by track id (:class:`~pipeline.tracking.PlaceMemory`): a
+vehicle's ground point must stay within ``still_tolerance`` x its box size of where it stood
+when the clock started, so jitter is tolerated and slow creeping restarts the clock. A vehicle
+unseen (a bus in front, missed detections, a new track id) keeps its clock for up to
+``occlusion_grace_s``. Tracks that are visibly moving are never offered to the memory, and a
+station must have been seen for at least ``min_coverage`` of its dwell, so traffic streaming
+through one spot never adds up to a dwell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from alerts.events import Evidence, EvidenceBox
+from alerts.findings import Finding
+from camera_config.schema import NoParkingZone
+from models.coco import CLASS_ID, COCO80
+from pipeline.tracking import PlaceMemory, Sighting, Station, is_moving, match_tracks
+from pipeline.types import Detections, Frame, Track
+from pipeline.zones import build_zone_mask, schedule_active
+
+
+class ParkingRule:
+    """One no_parking zone of one camera. ``update`` once per analysed frame."""
+
+    def __init__(self, zone: NoParkingZone, frame_size: tuple[int, int], tz: ZoneInfo | None = None) -> None:
+        self.zone = zone
+        self.zone_id = zone.id
+        self.frame_size = frame_size
+        self.mask = build_zone_mask(zone, *frame_size)
+        self.tz = tz or ZoneInfo("UTC")
+        self.classes = np.array(sorted(CLASS_ID[c] for c in zone.vehicle_classes), dtype=np.int32)
+        self.memory = PlaceMemory(tolerance=zone.still_tolerance, forget_after_s=zone.occlusion_grace_s)
+
+    def _sightings(self, frame: Frame, tracks: Sequence[Track], detections: Detections) -> list[Sighting]:
+        keep = (np.isin(detections.class_id, self.classes) & (detections.score >= self.zone.min_score)
+                & self.mask.contains_boxes(detections.xyxy))
+        dets = detections[keep]
+        out = []
+        for box, score, cls, track in zip(dets.xyxy, dets.score, dets.class_id,
+                                          match_tracks(dets, tracks, frame.pts), strict=True):
+            if is_moving(track, self.zone.still_tolerance):
+                continue
+            xyxy = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+            out.append(Sighting(xyxy, float(score), int(cls), track.track_id if track else None))
+        return out
+
+    def update(self, frame: Frame, tracks: Sequence[Track], detections: Detections) -> list[Finding]:
+        if not schedule_active(self.zone.schedule, frame.wall_time, self.tz):
+            self.memory.clear()  # dwell counts only while parking is forbidden
+            return []
+        self.memory.update(frame.pts, self._sightings(frame, tracks, detections))
+        return [self._finding(st, frame.pts) for st in self.memory.alive() if self._parked(st, frame.pts)]
+
+    def _parked(self, st: Station, now: float) -> bool:
+        dwell = st.last_seen - st.since
+        return dwell >= self.zone.limit_s and st.coverage(st.last_seen) >= self.zone.min_coverage
+
+    def _finding(self, st: Station, now: float) -> Finding:
+        w, h = self.frame_size
+        gx, gy = st.ground
+        track_id = max(st.track_ids) if st.track_ids else None
+        box = EvidenceBox(label=COCO80[st.class_id], score=round(min(max(st.mean_score, 0.0), 1.0), 4),
+                          xyxy=tuple(round(v, 1) for v in st.last_box),
+                          track_id=track_id)
+        evidence = Evidence(
+            boxes=(box,),
+            durations={"dwell_s": round(st.last_seen - st.since, 3), "seen_s": round(st.seen_s, 3),
+                       "unseen_s": round(now - st.last_seen, 3)},
+            signals={"stationary_vehicle": 1.0},
+            thresholds={"limit_s": self.zone.limit_s, "still_tolerance": self.zone.still_tolerance,
+                        "min_coverage": self.zone.min_coverage,
+                        "occlusion_grace_s": self.zone.occlusion_grace_s},
+            frame_size=(w, h),
+        )
+        return Finding(type="illegal_parking", zone_id=self.zone_id, place=(gx / w, gy / h),
+                       started_pts=st.since, severity=self.zone.severity, evidence=evidence)
