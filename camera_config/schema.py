@@ -267,6 +267,34 @@ class TicketsConfig(Strict):
                                      description="Seconds of frames the verifier re-checks after disposal.")
 
 
+class EvidenceRetention(Strict):
+    max_age_days: float = Field(default=30.0, gt=0, le=3_650,
+                                description="Evidence of closed tickets older than this is deleted.")
+    max_total_mb: float = Field(default=10_240.0, gt=0, le=10_000_000,
+                                description="Above this total, the oldest evidence of closed tickets goes first.")
+
+
+class EvidenceConfig(Strict):
+    """Where incident evidence (clips, snapshots, manifests) is written and how long it stays."""
+
+    dir: str = Field(default="var/evidence", min_length=1, description="Root folder of the evidence store.")
+    pre_roll_s: float = Field(default=5.0, ge=0, le=120, description="Seconds of clip before the incident.")
+    post_roll_s: float = Field(default=5.0, ge=0, le=120, description="Seconds of clip after the incident.")
+    clip_queue: int = Field(default=8, ge=1, le=1_000,
+                            description="Clips waiting to be written; more are dropped and counted.")
+    retention: EvidenceRetention = EvidenceRetention()
+
+
+class ReviewConfig(Strict):
+    """The operators' review page."""
+
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=255)
+    port: int = Field(default=8080, ge=1, le=65_535)
+    secret_file: str = Field(default="var/review-secret",
+                             description="File holding the session signing key; created (mode 600) if absent.")
+    session_max_age_s: int = Field(default=12 * 3_600, ge=60, le=30 * 86_400)
+
+
 class SiteConfig(Strict):
     """One site: its cameras and the services they report to."""
 
@@ -276,6 +304,8 @@ class SiteConfig(Strict):
     mqtt: MqttConfig = MqttConfig()
     database: DatabaseConfig = DatabaseConfig()
     tickets: TicketsConfig = TicketsConfig()
+    evidence: EvidenceConfig = EvidenceConfig()
+    review: ReviewConfig = ReviewConfig()
 
     @field_validator("cameras")
     @classmethod
