@@ -158,8 +158,8 @@ def reencode_launch(path: Path, scale: str | None, fps: float | None, gop: float
         width, height = scale.lower().split("x")
         caps += [f"width={int(width)}", f"height={int(height)}"]
     rate = fps or 25.0  # a fixed output rate makes the keyframe interval exact in seconds
-    caps.append(f"framerate={int(round(rate * 1000))}/1000")
-    key_int = max(1, int(round((gop or 2.0) * rate)))
+    caps.append(f"framerate={round(rate * 1000)}/1000")
+    key_int = max(1, round((gop or 2.0) * rate))
     return (f'( filesrc location="{path}" ! qtdemux name=demux demux.video_0 ! queue ! h264parse '
             f'! avdec_h264 ! videoconvert ! videoscale ! videorate ! {",".join(caps)} '
             f'! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={key_int} bitrate=4000 '
