@@ -1,0 +1,270 @@
+"""The ``Detector`` protocol and what every ONNX adapter shares.
+
+A detector takes a batch of BGR uint8 images of any sizes and returns one
+:class:`pipeline.types.Detections` per image, boxes in that image's own pixel coordinates.
+Adapters only say how to turn raw network outputs into candidate boxes in network-input pixels
+(:meth:`OnnxDetector.decode`); resizing, normalisation, un-mapping, clipping, score threshold and
+NMS live here once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from models.registry import InputSpec
+from patrol.errors import ModelError
+from pipeline.types import Detections
+
+log = logging.getLogger(__name__)
+
+DEFAULT_THREADS = 2
+"""intra-op threads: the target box has 2 cores; more threads than cores only adds contention."""
+
+Candidates = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.int32]]
+"""(xyxy (N,4) in network-input pixels, score (N,), class_id (N,)) before NMS."""
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """What the pipeline needs from a detector."""
+
+    name: str
+    input_size: tuple[int, int]
+    """(width, height) of the network input."""
+
+    def warmup(self) -> None:
+        """Run once on a blank image so the first real frame is not slow."""
+
+    def detect(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[Detections]:
+        """One :class:`Detections` per image, boxes in that image's pixel coordinates."""
+        ...
+
+
+# --- sessions ----------------------------------------------------------------------------------
+
+def pick_providers(requested: Sequence[str] | None = None) -> list[str]:
+    """Requested execution providers that this onnxruntime build has, CPU always last.
+
+    ``None`` means CPU only. Asking for CUDA or TensorRT on a machine without them is not an
+    error: they are skipped with a log line and CPU is used.
+    """
+    available = set(ort.get_available_providers())
+    chosen = []
+    for name in requested or ():
+        if name in available and name not in chosen:
+            chosen.append(name)
+        elif name not in available:
+            log.info("execution provider %s not available here; skipped", name)
+    if "CPUExecutionProvider" not in chosen:
+        chosen.append("CPUExecutionProvider")
+    return chosen
+
+
+def create_session(path: Path | str, threads: int | None = None,
+                   providers: Sequence[str] | None = None) -> ort.InferenceSession:
+    """An inference session with bounded threads; load failures become :class:`ModelError`."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or int(os.environ.get("PATROL_ORT_THREADS", DEFAULT_THREADS))
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3  # old exporters leave initializers in graph inputs: harmless warnings
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=pick_providers(providers))
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelError(f"{path}: cannot load ONNX model: {exc}") from exc
+
+
+# --- pre-processing ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Where an image sits in the network input: ``net = orig * scale + pad`` per axis."""
+
+    scale_x: float
+    scale_y: float
+    pad_x: float
+    pad_y: float
+    width: int
+    height: int
+
+    def to_image(self, xyxy: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Map boxes from network-input pixels back to the image, clipped to its borders."""
+        out = np.empty_like(xyxy, dtype=np.float32)
+        out[:, 0::2] = (xyxy[:, 0::2] - self.pad_x) / self.scale_x
+        out[:, 1::2] = (xyxy[:, 1::2] - self.pad_y) / self.scale_y
+        np.clip(out[:, 0::2], 0, self.width, out=out[:, 0::2])
+        np.clip(out[:, 1::2], 0, self.height, out=out[:, 1::2])
+        return out
+
+
+def check_image(image: object, index: int) -> npt.NDArray[np.uint8]:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
+            or image.dtype != np.uint8 or image.shape[0] == 0 or image.shape[1] == 0:
+        shape = getattr(image, "shape", None)
+        dtype = getattr(image, "dtype", type(image).__name__)
+        raise ModelError(f"image #{index}: expected a BGR uint8 array of shape (H, W, 3), "
+                         f"got shape {shape} dtype {dtype}")
+    return image
+
+
+def place(image: npt.NDArray[np.uint8], spec: InputSpec) -> tuple[npt.NDArray[np.uint8], Placement]:
+    """Resize (letterbox or stretch) one BGR image into a ``spec.height x spec.width`` canvas."""
+    h, w = image.shape[:2]
+    if spec.resize == "stretch":
+        sx, sy = spec.width / w, spec.height / h
+        resized = np.asarray(cv2.resize(image, (spec.width, spec.height), interpolation=cv2.INTER_LINEAR),
+                             dtype=np.uint8)
+        return resized, Placement(sx, sy, 0.0, 0.0, w, h)
+    s = min(spec.width / w, spec.height / h)
+    nw, nh = max(1, round(w * s)), max(1, round(h * s))
+    canvas = np.full((spec.height, spec.width, 3), spec.pad_value, dtype=np.uint8)
+    if spec.anchor == "center":
+        px, py = (spec.width - nw) // 2, (spec.height - nh) // 2
+    else:
+        px, py = 0, 0
+    canvas[py:py + nh, px:px + nw] = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    # exact per-axis scale of the resized content, so un-mapping is exact
+    return canvas, Placement(nw / w, nh / h, float(px), float(py), w, h)
+
+
+def to_tensor(canvases: Sequence[npt.NDArray[np.uint8]], spec: InputSpec) -> npt.NDArray[np.float32]:
+    """Stack BGR canvases into an NCHW float32 batch in the spec's colour order and normalisation."""
+    batch = np.stack(canvases).astype(np.float32)
+    if spec.colour == "rgb":
+        batch = batch[..., ::-1]
+    mean = np.asarray(spec.mean, np.float32)
+    std = np.asarray(spec.std, np.float32)
+    if mean.any():
+        batch -= mean
+    if (std != 1).any():
+        batch /= std
+    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+
+
+# --- post-processing ----------------------------------------------------------------------------
+
+def nms(xyxy: npt.NDArray[np.float32], score: npt.NDArray[np.float32], class_id: npt.NDArray[np.int32],
+        iou_threshold: float, class_agnostic: bool = False, max_det: int = 300) -> npt.NDArray[np.intp]:
+    """Indices kept by non-maximum suppression, best score first (per class unless agnostic)."""
+    if len(score) == 0:
+        return np.zeros(0, np.intp)
+    xywh = np.concatenate([xyxy[:, :2], xyxy[:, 2:] - xyxy[:, :2]], axis=1).astype(np.float64)
+    boxes = xywh.tolist()
+    scores = score.astype(np.float64).tolist()
+    if class_agnostic:
+        kept = cv2.dnn.NMSBoxes(boxes, scores, 0.0, iou_threshold)
+    else:
+        kept = cv2.dnn.NMSBoxesBatched(boxes, scores, class_id.astype(np.int32).tolist(), 0.0, iou_threshold)
+    keep = np.asarray(kept, dtype=np.intp).reshape(-1)
+    keep = keep[np.argsort(-score[keep], kind="stable")]
+    return keep[:max_det]
+
+
+def input_batch_size(session: ort.InferenceSession) -> int | None:
+    """The fixed batch size of the first input, or ``None`` when it is dynamic."""
+    dim = session.get_inputs()[0].shape[0]
+    return dim if isinstance(dim, int) and dim > 0 else None
+
+
+class OnnxDetector:
+    """Common ONNX Runtime detector: subclasses implement :meth:`decode` for their output format."""
+
+    def __init__(self, name: str, session: ort.InferenceSession, spec: InputSpec, *,
+                 score_threshold: float = 0.3, iou_threshold: float = 0.45,
+                 class_agnostic: bool = False, max_det: int = 300) -> None:
+        if not 0.0 <= score_threshold <= 1.0 or not 0.0 < iou_threshold <= 1.0:
+            raise ModelError(f"model {name!r}: score_threshold must be in [0, 1] and iou_threshold "
+                             f"in (0, 1], got {score_threshold} and {iou_threshold}")
+        self.name = name
+        self.session = session
+        self.spec = spec
+        self.input_size = (spec.width, spec.height)
+        self.score_threshold = score_threshold
+        self.iou_threshold = iou_threshold
+        self.class_agnostic = class_agnostic
+        self.max_det = max_det
+        self._input_name = session.get_inputs()[0].name
+        self._batch = input_batch_size(session)
+        self._check_input_shape()
+
+    def _check_input_shape(self) -> None:
+        shape = self.session.get_inputs()[0].shape
+        want = [3, self.spec.height, self.spec.width]
+        have = list(shape[1:])
+        if len(shape) != 4 or any(isinstance(h, int) and h != w for h, w in zip(have, want, strict=True)):
+            raise ModelError(f"model {self.name!r}: input {self._input_name!r} has shape {shape}, "
+                             f"expected [N, {want[0]}, {want[1]}, {want[2]}] from the registry spec")
+
+    def warmup(self) -> None:
+        self.detect([np.zeros((self.spec.height, self.spec.width, 3), np.uint8)])
+
+    def detect(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[Detections]:
+        if len(images) == 0:
+            return []
+        placed = [place(check_image(img, i), self.spec) for i, img in enumerate(images)]
+        tensor = to_tensor([c for c, _ in placed], self.spec)
+        per_image = self._run(tensor)
+        return [self._finish(raw, p) for raw, (_, p) in zip(per_image, placed, strict=True)]
+
+    def _run(self, tensor: npt.NDArray[np.float32]) -> list[list[npt.NDArray[np.float32]]]:
+        """Raw outputs per image: one call for a dynamic batch, a loop for a fixed batch of 1."""
+        try:
+            if self._batch is None:
+                outs = self.session.run(None, {self._input_name: tensor})
+                return [[self._take(o, i, len(tensor)) for o in outs] for i in range(len(tensor))]
+            results = []
+            for i in range(0, len(tensor), self._batch):
+                chunk = tensor[i:i + self._batch]
+                if len(chunk) < self._batch:  # pad a short last chunk of a fixed-batch model
+                    chunk = np.concatenate([chunk, np.zeros((self._batch - len(chunk), *chunk.shape[1:]),
+                                                            np.float32)])
+                outs = self.session.run(None, {self._input_name: chunk})
+                for j in range(min(self._batch, len(tensor) - i)):
+                    results.append([self._take(o, j, self._batch) for o in outs])
+            return results
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"model {self.name!r}: inference failed: {exc}") from exc
+
+    @staticmethod
+    def _take(output: npt.NDArray[np.float32], index: int, batch: int) -> npt.NDArray[np.float32]:
+        """Slice one image's output; exporters that drop the batch axis (batch 1) pass through."""
+        if batch == 1 and (output.ndim < 3 or output.shape[0] != 1):
+            return np.asarray(output)
+        return np.asarray(output[index])
+
+    def _finish(self, raw: list[npt.NDArray[np.float32]], placement: Placement) -> Detections:
+        xyxy, score, class_id = self.decode(raw)
+        if len(score):
+            keep = score >= self.score_threshold
+            xyxy, score, class_id = xyxy[keep], score[keep], class_id[keep]
+        if len(score) == 0:
+            return Detections.empty()
+        xyxy = placement.to_image(xyxy.astype(np.float32))
+        wide = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+        xyxy, score, class_id = xyxy[wide], score[wide], class_id[wide]
+        order = nms(xyxy, score, class_id, self.iou_threshold, self.class_agnostic, self.max_det)
+        return Detections(xyxy[order], score[order].astype(np.float32), class_id[order].astype(np.int32))
+
+    def decode(self, outputs: list[npt.NDArray[np.float32]]) -> Candidates:
+        """Candidate boxes of one image in network-input pixels (score threshold may be applied)."""
+        raise NotImplementedError
+
+    def _shape_error(self, what: str, expected: str, actual: object) -> ModelError:
+        return ModelError(f"model {self.name!r}: {what}: expected shape {expected}, got {actual}")
+
+
+def best_class(scores: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
+    """Per row, the best class score and its index."""
+    cls = scores.argmax(axis=1).astype(np.int32)
+    return scores[np.arange(len(scores)), cls].astype(np.float32), cls
