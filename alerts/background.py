@@ -1,0 +1,390 @@
+"""Dual background model: new static objects as "foreground to the long-term model, background
+to the short-term model", in the spirit of Porikli, Ivanov and Haga 2008, *Robust abandoned
+object detection using dual foregrounds*.
+
+Two running-average backgrounds of a downscaled grey image are kept, each with a time constant
+in SECONDS: the per-update learning rate is ``1 - exp(-dt / tau)`` with ``dt`` taken from frame
+timestamps, so 1 fps, 5 fps and dropped frames all age the models alike. An object that arrives
+and stays differs from the long-term model at once and is absorbed by the short-term model after
+about ``short_term_s``; from then on its pixels are *static foreground*. A connected patch of
+static foreground larger than ``min_area`` is a :class:`StaticRegion`, dated by when its pixels
+first began to differ from the long-term model (the object's arrival, not the confirmation).
+
+What it does not report, and how:
+
+* **tracked people and vehicles** — pixels under ``ignore_boxes`` (grown by a margin) are never
+  reported and never learnt into the long-term model, so a person walking or standing is not
+  absorbed as background and does not leave a ghost when they leave;
+* **global illumination** (clouds, dusk, auto-exposure): each frame is divided by a robust global
+  gain, the median of frame / background over the pixels not under an ignore box; a change that
+  still makes more than ``global_change_frac`` of the frame foreground at once (lights switched
+  on, camera moved) re-adapts both models to the new picture instead of reporting;
+* **camera shake**: the global translation to the long-term model is estimated by phase
+  correlation and undone (up to ``max_shift_px`` at working resolution), and foreground is
+  measured against the 3x3 min/max of the background, so a residual 1 px sway along edges is
+  not foreground either;
+* **specks**: morphological opening and ``min_area`` (fraction of the frame).
+
+The long-term model learns only pixels that look like background (selective update), so a
+static object stays reported while it stays — until ``max_static_s``, after which it is learnt
+as background (this also bounds the life of a "ghost" left by an object that was in the first
+frame and then went away).
+
+One model per camera can serve several rules: a second ``update`` with the same ``pts`` returns
+the regions computed by the first call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+Box = tuple[float, float, float, float] | Sequence[float]
+GreyImage = npt.NDArray[np.float32]
+BoolMask = npt.NDArray[np.bool_]
+
+_EPS = 1.0  # added to grey levels before taking ratios, so black pixels do not explode the gain
+
+
+@dataclass(frozen=True, slots=True)
+class StaticRegion:
+    """A new object that has stood still: a connected patch of static foreground.
+
+    ``xyxy`` is in pixel coordinates of the image given to :meth:`DualBackground.update`;
+    ``mask`` is the region's own pixels inside that box (shape ``(y2 - y1, x2 - x1)``, with the
+    box rounded outward to whole pixels); ``area_frac`` is its pixel area over the frame area.
+    """
+
+    xyxy: tuple[float, float, float, float]
+    area_frac: float
+    static_since_pts: float
+    mask: BoolMask | None = None
+
+    @property
+    def ground_point(self) -> tuple[float, float]:
+        """Bottom centre of the box: where the object stands."""
+        x1, _, x2, y2 = self.xyxy
+        return ((x1 + x2) / 2, y2)
+
+
+def _gradient(image: GreyImage) -> GreyImage:
+    gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3)
+    out: GreyImage = cv2.magnitude(gx, gy)
+    return out
+
+
+def learning_rate(dt: float, tau: float) -> float:
+    """Running-average weight of a new sample ``dt`` seconds after the last, time constant ``tau``."""
+    if dt <= 0:
+        return 0.0
+    return 1.0 - math.exp(-dt / tau)
+
+
+class DualBackground:
+    """Long- and short-term backgrounds; ``update`` returns the static regions of this frame.
+
+    Args:
+        long_term_s: time constant (s) of the long-term model for background pixels.
+        short_term_s: time constant (s) of the short-term model; an object is "static" after
+            roughly this long. Must be shorter than ``long_term_s``.
+        diff_threshold: grey-level difference (0..255, after gain normalisation) that counts
+            as foreground.
+        min_area: least area of a reported region, as a fraction of the frame.
+        work_width: images are downscaled to this width (never upscaled) before modelling.
+        max_static_s: seconds after which a static object is learnt into the long-term model.
+        global_change_frac: a frame with more than this fraction of foreground pixels is a
+            global change (lights, camera moved): both models re-adapt, nothing is reported.
+        max_shift_px: largest camera shake (working pixels) that is compensated; a larger
+            measured shift is ignored (treated as noise or left to the global-change test).
+        ignore_margin: ignore boxes grow by this fraction of their size on each side.
+        ghost_edge_ratio: a region whose outline is this much less edgy in the frame than in the
+            long-term model is a ghost (see :meth:`_is_ghost`) and is learnt, not reported.
+    """
+
+    def __init__(
+        self,
+        *,
+        long_term_s: float = 120.0,
+        short_term_s: float = 5.0,
+        diff_threshold: float = 30.0,
+        min_area: float = 0.002,
+        work_width: int = 320,
+        max_static_s: float = 3600.0,
+        global_change_frac: float = 0.35,
+        max_shift_px: float = 8.0,
+        ignore_margin: float = 0.1,
+        ghost_edge_ratio: float = 0.5,
+    ) -> None:
+        if not 0 < short_term_s < long_term_s:
+            raise ValueError(
+                f"DualBackground: need 0 < short_term_s < long_term_s, got {short_term_s} and {long_term_s}")
+        if not 0 < diff_threshold <= 255:
+            raise ValueError(f"DualBackground: diff_threshold must be in (0, 255], got {diff_threshold}")
+        if not 0 < min_area <= 1:
+            raise ValueError(f"DualBackground: min_area must be in (0, 1], got {min_area}")
+        if work_width < 16:
+            raise ValueError(f"DualBackground: work_width must be at least 16, got {work_width}")
+        if not 0 < global_change_frac <= 1:
+            raise ValueError(f"DualBackground: global_change_frac must be in (0, 1], got {global_change_frac}")
+        self.long_term_s = long_term_s
+        self.short_term_s = short_term_s
+        self.diff_threshold = diff_threshold
+        self.min_area = min_area
+        self.work_width = work_width
+        self.max_static_s = max_static_s
+        self.global_change_frac = global_change_frac
+        self.max_shift_px = max_shift_px
+        self.ignore_margin = ignore_margin
+        self._input_size: tuple[int, int] | None = None  # (w, h) of input images
+        self._work_size: tuple[int, int] = (0, 0)
+        self._long: GreyImage | None = None
+        self._short: GreyImage | None = None
+        self._known: BoolMask | None = None  # long-term pixels seen once clear of ignore boxes
+        self._onset: GreyImage | None = None  # pts each pixel began to differ from the long-term model
+        self._window: npt.NDArray[np.float64] | None = None
+        self._last_pts: float | None = None
+        self._last_regions: list[StaticRegion] = []
+        self._static_mask: BoolMask | None = None
+        self.ghost_edge_ratio = ghost_edge_ratio
+        self.global_changes = 0
+        """How many times a global change made both models re-adapt."""
+        self.ghosts_healed = 0
+        """How many regions were found to be ghosts of departed objects and learnt as background."""
+        self.last_shift: tuple[float, float] = (0.0, 0.0)
+        """Camera shift (working pixels) compensated in the last update."""
+        self.last_gain: float = 1.0
+        """Brightness gain (frame / long-term model) divided out in the last update."""
+
+    # ----------------------------------------------------------------- public
+    @property
+    def work_size(self) -> tuple[int, int]:
+        """(width, height) of the working image; (0, 0) before the first update."""
+        return self._work_size
+
+    @property
+    def static_mask(self) -> BoolMask | None:
+        """Static-foreground pixels of the last update at working resolution (ignore boxes removed,
+        no area filter): "static occupancy" evidence for other rules. None before the first update."""
+        return self._static_mask
+
+    def reset(self) -> None:
+        """Forget both models; the next update starts afresh."""
+        self._input_size = None
+        self._long = self._short = self._onset = None
+        self._known = None
+        self._last_pts = None
+        self._last_regions = []
+        self._static_mask = None
+
+    def update(self, image_bgr: npt.NDArray[np.uint8], pts: float,
+               ignore_boxes: Sequence[Box] = ()) -> list[StaticRegion]:
+        """Learn one frame taken at stream time ``pts`` (s); return the static regions in it.
+
+        ``ignore_boxes`` are pixel boxes (x1, y1, x2, y2) of tracked people and vehicles in
+        ``image_bgr``. A repeated ``pts`` returns the previous result; a ``pts`` that goes
+        backwards (stream reconnected) or a new image size restarts the models.
+        """
+        image = np.asarray(image_bgr)
+        if image.ndim not in (2, 3) or image.shape[0] < 2 or image.shape[1] < 2:
+            raise ValueError(f"DualBackground.update: expected an HxW or HxWx3 image, got shape {image.shape}")
+        if not math.isfinite(pts):
+            raise ValueError(f"DualBackground.update: pts must be finite, got {pts}")
+        size = (int(image.shape[1]), int(image.shape[0]))
+        if self._last_pts is not None and pts == self._last_pts and size == self._input_size:
+            return list(self._last_regions)
+        if self._input_size != size or (self._last_pts is not None and pts < self._last_pts):
+            self.reset()
+            self._start(size)
+        grey = self._prepare(image)
+        ignore = self._ignore_mask(ignore_boxes)
+        if self._long is None:
+            self._first_frame(grey, ignore, pts)
+            return []
+        dt = pts - (self._last_pts if self._last_pts is not None else pts)
+        self._last_pts = pts
+        regions = self._step(grey, ignore, pts, dt)
+        self._last_regions = regions
+        return list(regions)
+
+    # ---------------------------------------------------------------- helpers
+    def _start(self, size: tuple[int, int]) -> None:
+        w, h = size
+        ww = min(self.work_width, w)
+        wh = max(2, round(h * ww / w))
+        self._input_size = size
+        self._work_size = (ww, wh)
+        self._window = cv2.createHanningWindow((ww, wh), cv2.CV_64F)
+
+    def _prepare(self, image: npt.NDArray[np.uint8]) -> GreyImage:
+        grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        if (grey.shape[1], grey.shape[0]) != self._work_size:
+            grey = cv2.resize(grey, self._work_size, interpolation=cv2.INTER_AREA)
+        out: GreyImage = cv2.GaussianBlur(grey.astype(np.float32), (5, 5), 0)
+        return out
+
+    def _ignore_mask(self, boxes: Sequence[Box]) -> BoolMask:
+        assert self._input_size is not None
+        ww, wh = self._work_size
+        sx = ww / self._input_size[0]
+        sy = wh / self._input_size[1]
+        mask = np.zeros((wh, ww), np.uint8)
+        for i, box in enumerate(boxes):
+            values = [float(v) for v in box]
+            if len(values) != 4 or not all(math.isfinite(v) for v in values):
+                raise ValueError(f"DualBackground.update: ignore_boxes[{i}] must be 4 finite numbers, got {box!r}")
+            x1, y1, x2, y2 = values
+            mx = (x2 - x1) * self.ignore_margin
+            my = (y2 - y1) * self.ignore_margin
+            c1 = max(0, math.floor((x1 - mx) * sx))
+            r1 = max(0, math.floor((y1 - my) * sy))
+            c2 = min(ww, math.ceil((x2 + mx) * sx))
+            r2 = min(wh, math.ceil((y2 + my) * sy))
+            if c2 > c1 and r2 > r1:
+                mask[r1:r2, c1:c2] = 1
+        return mask.astype(bool)
+
+    def _first_frame(self, grey: GreyImage, ignore: BoolMask, pts: float) -> None:
+        self._long = grey.copy()
+        self._short = grey.copy()
+        self._known = ~ignore
+        self._onset = np.full(grey.shape, np.nan, np.float32)
+        self._static_mask = np.zeros(grey.shape, bool)
+        self._last_pts = pts
+        self._last_regions = []
+
+    def _shift(self, grey: GreyImage, ref: GreyImage) -> tuple[float, float]:
+        (dx, dy), response = cv2.phaseCorrelate(ref.astype(np.float64), grey.astype(np.float64), self._window)
+        if response < 0.1 or math.hypot(dx, dy) > self.max_shift_px or math.hypot(dx, dy) < 1.0:
+            return (0.0, 0.0)
+        return (float(dx), float(dy))
+
+    @staticmethod
+    def _gain(grey: GreyImage, ref: GreyImage, where: BoolMask) -> float:
+        if not where.any():
+            return 1.0
+        return float(np.median((grey[where] + _EPS) / (ref[where] + _EPS)))
+
+    def _foreground(self, grey: GreyImage, ref: GreyImage, threshold: float) -> BoolMask:
+        """|grey - ref| > threshold, measured against ref's 3x3 min and max (1 px sway tolerant)."""
+        kernel = np.ones((3, 3), np.uint8)
+        hi = cv2.dilate(ref, kernel)
+        lo = cv2.erode(ref, kernel)
+        out: BoolMask = (grey - hi > threshold) | (lo - grey > threshold)
+        return out
+
+    def _step(self, grey: GreyImage, ignore: BoolMask, pts: float, dt: float) -> list[StaticRegion]:
+        assert self._long is not None and self._short is not None
+        assert self._known is not None and self._onset is not None
+        long, short, known, onset = self._long, self._short, self._known, self._onset
+        # pixels of the long-term model never seen clear of a person/vehicle: learn them now
+        fresh = ~known & ~ignore
+        long[fresh] = grey[fresh]
+        short[fresh] = grey[fresh]
+        onset[fresh] = np.nan
+        known |= fresh
+
+        dx, dy = self._shift(grey, long)
+        self.last_shift = (dx, dy)
+        if dx or dy:
+            m = np.float32([[1, 0, -dx], [0, 1, -dy]])
+            grey = cv2.warpAffine(grey, m, self._work_size, flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_REPLICATE)
+        clear = known & ~ignore
+        gain_long = self._gain(grey, long, clear)
+        gain_short = self._gain(grey, short, clear)
+        self.last_gain = gain_long
+        if not 0.2 <= gain_long <= 5.0:
+            return self._readapt(grey, pts)
+        norm_long = (grey + _EPS) / gain_long - _EPS
+        norm_short = (grey + _EPS) / gain_short - _EPS
+        fg_long = self._foreground(norm_long, long, self.diff_threshold) & known
+        fg_short = self._foreground(norm_short, short, self.diff_threshold)
+        n_clear = int(clear.sum())
+        if n_clear and float((fg_long & clear).sum()) / n_clear > self.global_change_frac:
+            return self._readapt(grey, pts)
+
+        # onset: when each pixel began to differ from the long-term model (hysteresis at half the
+        # threshold so one noisy frame does not restart it; kept while occluded by an ignore box)
+        still_fg = self._foreground(norm_long, long, self.diff_threshold / 2) & known
+        onset[~still_fg & ~ignore] = np.nan
+        onset[fg_long & np.isnan(onset)] = pts
+
+        # learn: short-term everywhere (a bag set down by a person standing next to it is learnt
+        # while they stand there); long-term only where it looks
+        # like background, and static objects older than max_static_s
+        a_short = learning_rate(dt, self.short_term_s)
+        a_long = learning_rate(dt, self.long_term_s)
+        short += a_short * (grey - short)
+        learn_long = known & ~ignore & ~fg_long
+        long[learn_long] += a_long * (grey[learn_long] - long[learn_long])
+        expired = known & ~ignore & fg_long & (pts - onset > self.max_static_s)
+        if expired.any():
+            long[expired] = short[expired]
+            onset[expired] = np.nan
+
+        static = (fg_long & ~fg_short & ~ignore & ~expired).astype(np.uint8)
+        static = cv2.morphologyEx(static, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        static = cv2.morphologyEx(static, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+        static &= (~ignore).astype(np.uint8)
+        self._static_mask = static.astype(bool)
+        return self._regions(static, onset, norm_long, long)
+
+    def _readapt(self, grey: GreyImage, pts: float) -> list[StaticRegion]:
+        assert self._long is not None and self._short is not None and self._onset is not None
+        self.global_changes += 1
+        self._long[:] = grey
+        self._short[:] = grey
+        self._onset[:] = np.nan
+        self._static_mask = np.zeros(grey.shape, bool)
+        return []
+
+    def _regions(self, static: npt.NDArray[np.uint8], onset: GreyImage, now: GreyImage,
+                 long: GreyImage) -> list[StaticRegion]:
+        assert self._input_size is not None and self._short is not None
+        ww, wh = self._work_size
+        w, h = self._input_size
+        sx, sy = w / ww, h / wh
+        min_px = self.min_area * ww * wh
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(static, connectivity=8)
+        big = [label for label in range(1, n) if stats[label, cv2.CC_STAT_AREA] >= min_px]
+        if not big:
+            return []
+        grad_now, grad_long = _gradient(now), _gradient(long)
+        regions: list[StaticRegion] = []
+        for label in big:
+            x, y, bw, bh, area = (int(v) for v in stats[label])
+            pix = labels == label
+            if self._is_ghost(pix, grad_now, grad_long):
+                # the long-term model still shows something that has gone: learn what is there now
+                long[pix] = self._short[pix]
+                onset[pix] = np.nan
+                self.ghosts_healed += 1
+                continue
+            times = onset[pix]
+            times = times[np.isfinite(times)]
+            if times.size == 0:
+                continue
+            x1, y1 = math.floor(x * sx), math.floor(y * sy)
+            x2, y2 = min(w, math.ceil((x + bw) * sx)), min(h, math.ceil((y + bh) * sy))
+            crop = pix[y:y + bh, x:x + bw].astype(np.uint8)
+            mask = cv2.resize(crop, (x2 - x1, y2 - y1), interpolation=cv2.INTER_NEAREST).astype(bool)
+            regions.append(StaticRegion(
+                xyxy=(float(x1), float(y1), float(x2), float(y2)),
+                area_frac=area / (ww * wh),
+                static_since_pts=float(np.median(times)),
+                mask=mask,
+            ))
+        return regions
+
+    def _is_ghost(self, pix: BoolMask, grad_now: GreyImage, grad_long: GreyImage) -> bool:
+        """A region whose outline has edges in the long-term model but not in the frame is a
+        "ghost": something that was there has left (revealed background is smooth where the
+        object's outline was), rather than something new that arrived."""
+        band = cv2.morphologyEx(pix.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)).astype(bool)
+        return float(grad_now[band].mean()) < self.ghost_edge_ratio * float(grad_long[band].mean())
