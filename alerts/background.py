@@ -75,7 +75,7 @@ class StaticRegion:
 def _gradient(image: GreyImage) -> GreyImage:
     gx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3)
-    out: GreyImage = cv2.magnitude(gx, gy)
+    out: GreyImage = np.asarray(cv2.magnitude(gx, gy), dtype=np.float32)
     return out
 
 
@@ -219,13 +219,13 @@ class DualBackground:
         wh = max(2, round(h * ww / w))
         self._input_size = size
         self._work_size = (ww, wh)
-        self._window = cv2.createHanningWindow((ww, wh), cv2.CV_64F)
+        self._window = np.asarray(cv2.createHanningWindow((ww, wh), cv2.CV_64F), dtype=np.float64)
 
     def _prepare(self, image: npt.NDArray[np.uint8]) -> GreyImage:
         grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         if (grey.shape[1], grey.shape[0]) != self._work_size:
-            grey = cv2.resize(grey, self._work_size, interpolation=cv2.INTER_AREA)
-        out: GreyImage = cv2.GaussianBlur(grey.astype(np.float32), (5, 5), 0)
+            grey = np.asarray(cv2.resize(grey, self._work_size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+        out: GreyImage = np.asarray(cv2.GaussianBlur(grey.astype(np.float32), (5, 5), 0), dtype=np.float32)
         return out
 
     def _ignore_mask(self, boxes: Sequence[Box]) -> BoolMask:
@@ -292,9 +292,9 @@ class DualBackground:
         dx, dy = self._shift(grey, long)
         self.last_shift = (dx, dy)
         if dx or dy:
-            m = np.float32([[1, 0, -dx], [0, 1, -dy]])
-            grey = cv2.warpAffine(grey, m, self._work_size, flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_REPLICATE)
+            m = np.array([[1, 0, -dx], [0, 1, -dy]], dtype=np.float32)
+            grey = np.asarray(cv2.warpAffine(grey, m, self._work_size, flags=cv2.INTER_LINEAR,
+                                             borderMode=cv2.BORDER_REPLICATE), dtype=np.float32)
         clear = known & ~ignore
         gain_long = self._gain(grey, long, clear)
         gain_short = self._gain(grey, short, clear)
@@ -328,10 +328,10 @@ class DualBackground:
             long[expired] = short[expired]
             onset[expired] = np.nan
 
-        static = (fg_long & ~fg_short & ~ignore & ~expired).astype(np.uint8)
-        static = cv2.morphologyEx(static, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
-        static = cv2.morphologyEx(static, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
-        static &= (~ignore).astype(np.uint8)
+        raw = (fg_long & ~fg_short & ~ignore & ~expired).astype(np.uint8)
+        opened = cv2.morphologyEx(raw, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        closed = cv2.morphologyEx(opened, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
+        static = np.asarray(closed, dtype=np.uint8) & (~ignore).astype(np.uint8)
         self._static_mask = static.astype(bool)
         return self._regions(static, onset, norm_long, long)
 
