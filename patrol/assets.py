@@ -79,7 +79,7 @@ class Asset:
 
     @property
     def total_size(self) -> int:
-        return sum(f.size or 0 for f in self.members())
+        return self.size if self.size is not None else sum(f.size or 0 for f in self.members())
 
 
 def _hex64(value: Any, where: str) -> str:

@@ -19,6 +19,8 @@ from patrol.redact import redact_text
 
 COMMAND_MODULES: tuple[str, ...] = (
     "patrol.commands.config",
+    "patrol.commands.models",
+    "patrol.commands.detect",
 )
 
 log = logging.getLogger("patrol")
