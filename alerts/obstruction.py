@@ -1,0 +1,200 @@
+"""Fallen branches and obstructions: a large new object that appears in a keep-clear zone and stays.
+
+No COCO detector knows a broken branch or a pile of debris by name, so this rule does not look for
+a class: it asks the camera's :class:`~alerts.background.DualBackground` for *static regions*
+(new since the long-term background, still for longer than the short-term one) and reports each
+one whose ground point (bottom centre of its box) lies in the zone and that has been there for
+at least ``zone.limit_s`` while the zone's schedule is active. Tracks and detections of
+``zone.ignore_classes`` (people, vehicles) are only used to tell the background model what to
+ignore — a parked car is the parking rule's business, a person sitting down is nobody's.
+
+Each finding is typed by a documented colour-and-texture heuristic (:func:`vegetation_signals`):
+
+* ``green_brown_share`` — fraction of the region's pixels whose hue is foliage green
+  (OpenCV hue 30..90, i.e. 60°..180°, saturation >= 50, value >= 40) or bark/dead-leaf brown
+  (hue 5..25, saturation >= 60, value 30..200);
+* ``edge_density`` — fraction of the region's inner pixels (its mask eroded by 2 px, so the
+  object's own outline does not count) that are Canny edges (thresholds 60/150) in the frame:
+  twigs and leaves are busy, boxes, bags and barriers are smooth;
+* ``vegetation_score`` = min(1, green_brown_share / 0.3, edge_density / 0.06) — it reaches 1
+  only when both the colour and the texture say "vegetation". Score 1 -> ``fallen_branch``,
+  otherwise ``obstruction``.
+
+A region keeps the type and the start time it was first reported with, so one object gives one
+incident even when the heuristic or the region's outline wobbles from frame to frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from alerts.background import DualBackground, StaticRegion
+from alerts.events import Evidence, EvidenceBox, IncidentType
+from alerts.findings import Finding
+from camera_config.schema import KeepClearZone
+from models.coco import CLASS_ID
+from pipeline.types import Detections, Frame, Track
+from pipeline.zones import build_zone_mask, schedule_active
+
+Box = tuple[float, float, float, float]
+
+GREEN_HUE = (30, 90)
+BROWN_HUE = (5, 25)
+VEGETATION_COLOUR_MIN = 0.3
+VEGETATION_EDGE_MIN = 0.06
+CANNY_THRESHOLDS = (60, 150)
+MATCH_IOU = 0.3
+"""A region this much overlapping a remembered one is the same object."""
+
+
+@dataclass(frozen=True, slots=True)
+class VegetationSignals:
+    green_brown_share: float
+    edge_density: float
+
+    @property
+    def score(self) -> float:
+        return min(1.0, self.green_brown_share / VEGETATION_COLOUR_MIN, self.edge_density / VEGETATION_EDGE_MIN)
+
+    @property
+    def is_vegetation(self) -> bool:
+        return self.score >= 1.0
+
+
+def vegetation_signals(image_bgr: npt.NDArray[np.uint8], region: StaticRegion) -> VegetationSignals:
+    """Colour and texture of ``region`` in ``image_bgr`` (see the module docstring)."""
+    x1, y1, x2, y2 = (int(v) for v in region.xyxy)
+    crop = image_bgr[y1:y2, x1:x2]
+    if crop.size == 0:
+        return VegetationSignals(0.0, 0.0)
+    mask = region.mask if region.mask is not None and region.mask.shape == crop.shape[:2] \
+        else np.ones(crop.shape[:2], bool)
+    if not mask.any():
+        return VegetationSignals(0.0, 0.0)
+    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV)
+    h, s, v = hsv[..., 0], hsv[..., 1], hsv[..., 2]
+    green = (h >= GREEN_HUE[0]) & (h <= GREEN_HUE[1]) & (s >= 50) & (v >= 40)
+    brown = (h >= BROWN_HUE[0]) & (h <= BROWN_HUE[1]) & (s >= 60) & (v >= 30) & (v <= 200)
+    share = float((green | brown)[mask].mean())
+    inner = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    if inner.sum() < 16:
+        inner = mask
+    edges = cv2.Canny(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), *CANNY_THRESHOLDS) > 0
+    return VegetationSignals(share, float(edges[inner].mean()))
+
+
+def _iou(a: Box, b: Box) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class _Known:
+    """A static region the rule has seen before: its first start time and, once reported, its type."""
+
+    xyxy: Box
+    since: float
+    last_seen: float
+    type: IncidentType | None = None
+
+
+class ObstructionRule:
+    """One keep_clear zone of one camera (the :class:`alerts.findings.Rule` protocol).
+
+    ``background`` may be shared with other rules of the camera (it is updated once per frame
+    pts); by default the rule builds its own from the zone's ``long_term_s``, ``short_term_s``,
+    ``diff_threshold`` and ``min_area``. ``timezone`` is the site's, for the zone schedule.
+    """
+
+    def __init__(self, zone: KeepClearZone, frame_size: tuple[int, int],
+                 background: DualBackground | None = None,
+                 timezone: ZoneInfo | str = "Asia/Shanghai") -> None:
+        self.zone = zone
+        self.zone_id = zone.id
+        self.frame_size = frame_size
+        self.mask = build_zone_mask(zone, *frame_size)
+        self.tz = timezone if isinstance(timezone, ZoneInfo) else ZoneInfo(timezone)
+        self.background = background or DualBackground(
+            long_term_s=zone.long_term_s, short_term_s=zone.short_term_s,
+            diff_threshold=zone.diff_threshold, min_area=zone.min_area)
+        self._ignore_ids = frozenset(CLASS_ID[name] for name in zone.ignore_classes)
+        self._known: list[_Known] = []
+        self.last_regions: list[StaticRegion] = []
+        """Every static region of the last frame, in the zone or not (for engineers tuning a camera)."""
+
+    def ignore_boxes(self, tracks: Sequence[Track], detections: Detections) -> list[Box]:
+        """Boxes of people and vehicles (``zone.ignore_classes``) from this frame's tracks and detections."""
+        boxes: list[Box] = [t.xyxy for t in tracks if t.class_id in self._ignore_ids]
+        for xyxy, class_id in zip(detections.xyxy, detections.class_id, strict=True):
+            if int(class_id) in self._ignore_ids:
+                x1, y1, x2, y2 = (float(v) for v in xyxy)
+                boxes.append((x1, y1, x2, y2))
+        return boxes
+
+    def update(self, frame: Frame, tracks: Sequence[Track], detections: Detections) -> list[Finding]:
+        """Feed one analysed frame; return a finding per static object in the zone past its limit."""
+        if (frame.width, frame.height) != self.frame_size:
+            raise ValueError(f"zone {self.zone_id!r}: frame of camera {frame.camera_id!r} is "
+                             f"{frame.width}x{frame.height}, rule was built for "
+                             f"{self.frame_size[0]}x{self.frame_size[1]}")
+        regions = self.background.update(frame.image, frame.pts, self.ignore_boxes(tracks, detections))
+        self.last_regions = regions
+        in_zone = [r for r in regions if self.mask.contains([r.ground_point])[0]]
+        known = [self._remember(r, frame.pts) for r in in_zone]
+        self._forget(frame.pts)
+        if not schedule_active(self.zone.schedule, frame.wall_time, self.tz):
+            return []
+        findings = []
+        for region, memory in zip(in_zone, known, strict=True):
+            static_s = frame.pts - memory.since
+            if static_s < self.zone.limit_s:
+                continue
+            findings.append(self._finding(frame, region, memory, static_s))
+        return findings
+
+    def _remember(self, region: StaticRegion, pts: float) -> _Known:
+        best = max(self._known, key=lambda k: _iou(k.xyxy, region.xyxy), default=None)
+        if best is None or _iou(best.xyxy, region.xyxy) < MATCH_IOU:
+            best = _Known(region.xyxy, region.static_since_pts, pts)
+            self._known.append(best)
+        best.xyxy = region.xyxy
+        best.since = min(best.since, region.static_since_pts)
+        best.last_seen = pts
+        return best
+
+    def _forget(self, pts: float) -> None:
+        """Drop regions unseen for longer than the zone's close grace (the incident has closed)."""
+        self._known = [k for k in self._known if pts - k.last_seen <= self.zone.close_grace_s]
+
+    def _finding(self, frame: Frame, region: StaticRegion, memory: _Known, static_s: float) -> Finding:
+        veg = vegetation_signals(frame.image, region)
+        if memory.type is None:
+            memory.type = "fallen_branch" if veg.is_vegetation else "obstruction"
+        w, h = self.frame_size
+        gx, gy = region.ground_point
+        zone = self.zone
+        evidence = Evidence(
+            boxes=(EvidenceBox(label="static_region", score=1.0, xyxy=region.xyxy),),
+            durations={"static_s": round(static_s, 3)},
+            signals={"area_frac": round(region.area_frac, 5),
+                     "vegetation_score": round(veg.score, 4),
+                     "green_brown_share": round(veg.green_brown_share, 4),
+                     "edge_density": round(veg.edge_density, 4)},
+            thresholds={"limit_s": zone.limit_s, "min_area": zone.min_area,
+                        "diff_threshold": zone.diff_threshold, "long_term_s": zone.long_term_s,
+                        "short_term_s": zone.short_term_s,
+                        "vegetation_colour_min": VEGETATION_COLOUR_MIN,
+                        "vegetation_edge_min": VEGETATION_EDGE_MIN},
+            frame_size=(w, h),
+        )
+        return Finding(type=memory.type, zone_id=zone.id, place=(gx / w, min(gy, h) / h),
+                       started_pts=memory.since, severity=zone.severity, evidence=evidence)
