@@ -1,0 +1,460 @@
+"""Camera sources: RTSP streams and video files behind one interface, both decoded with PyAV.
+
+A :class:`Source` owns one reader thread and is a state machine::
+
+    CONNECTING -> STREAMING -> (stall / error / server gone) -> RECONNECTING -> STREAMING ...
+    any state -> STOPPED              (stop() was called, or a file ended cleanly)
+    CONNECTING / STREAMING -> FAILED  (files only: unreadable, corrupt or truncated; terminal)
+
+The watchdog lives in the reader: no decoded frame for ``stall_timeout_s`` (or a read that
+blocks that long) -> close and reconnect after a capped exponential backoff. A live stream never
+gives up; a file never retries.
+
+Decoding is as cheap as the analysis rate allows: when the analysis interval (1/analysis_fps) is
+longer than the stream's keyframe interval (measured from the packets), the decoder is told to
+skip every non-keyframe (``skip_frame = "NONKEY"``); otherwise every frame is decoded and frames
+are dropped by time (:class:`pipeline.sampler.TimeSampler`). Only sampled frames are converted to
+BGR arrays.
+
+The reader never blocks on its consumer: ``on_frame`` must return at once (the worker hands it
+:meth:`pipeline.sampler.LatestFrameSlot.put`). ``on_packet(packet, stream)`` sees every encoded
+video packet before decoding, for evidence ring buffers; :attr:`Source.stream_info` carries the
+codec parameters and time base of the current connection.
+
+The stream URL's password never appears in logs, exceptions or metrics: everything user-facing
+uses :attr:`Source.safe_url` and error texts pass through :func:`patrol.redact.redact_text`.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import av
+import av.error
+
+from camera_config.schema import Camera, Watchdog
+from patrol.errors import SourceEnded, SourceError
+from patrol.redact import redact_text, redact_url
+from pipeline.metrics import CameraMetrics
+from pipeline.sampler import TimeSampler
+from pipeline.types import Frame
+
+log = logging.getLogger("patrol.source")
+
+LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt"})
+TRUNCATION_SLACK_S = 1.0
+"""A file whose last frame ends more than this before its declared duration counts as truncated."""
+MAX_FILE_DECODE_ERRORS = 25
+
+
+class SourceState(enum.StrEnum):
+    CONNECTING = "connecting"
+    STREAMING = "streaming"
+    RECONNECTING = "reconnecting"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+FrameCallback = Callable[[Frame], None]
+PacketListener = Callable[[av.Packet, Any], None]
+"""``on_packet(packet, stream)``: called in the reader thread for every video packet; must be quick."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """Codec parameters of the current connection, for remuxing packets into evidence clips.
+
+    ``stream`` is the PyAV video stream itself (valid while this connection lasts), e.g. for
+    ``output.add_stream_from_template(stream)``.
+    """
+
+    codec_name: str
+    width: int
+    height: int
+    time_base: Fraction
+    average_rate: Fraction | None
+    extradata: bytes | None
+    stream: Any
+
+
+class RedactedCause(Exception):
+    """Stands in as ``__cause__`` for a library error whose text carried a credential-bearing URL."""
+
+
+def is_live_url(url: str) -> bool:
+    """True for network streams (reconnect forever), False for local files (end, never retry)."""
+    scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+    return scheme in LIVE_SCHEMES
+
+
+def _safe_cause(exc: BaseException) -> BaseException:
+    text = str(exc)
+    clean = redact_text(text)
+    return exc if clean == text else RedactedCause(f"{type(exc).__name__}: {clean}")
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line, credential-free reason from a PyAV/FFmpeg error."""
+    if isinstance(exc, av.error.FFmpegError):
+        reason = exc.strerror or type(exc).__name__
+        return redact_text(f"{reason} ({type(exc).__name__})")
+    return redact_text(f"{exc} ({type(exc).__name__})")
+
+
+def h264_has_idr(data: bytes) -> bool:
+    """True if an Annex-B H.264 access unit contains an IDR slice (NAL type 5).
+
+    Some demuxers (RTP) do not flag keyframe packets; the keyframe interval is measured anyway.
+    """
+    i = data.find(b"\x00\x00\x01")
+    while i != -1 and i + 3 < len(data):
+        if data[i + 3] & 0x1F == 5:
+            return True
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return False
+
+
+class KeyframeClock:
+    """Measures the keyframe interval (seconds) from keyframe packet timestamps.
+
+    Keeps the last few intervals and reports the largest, so decoding switches to keyframes-only
+    only when every recent gap between keyframes is shorter than the analysis interval.
+    """
+
+    def __init__(self, keep: int = 4) -> None:
+        self._last: float | None = None
+        self._gaps: deque[float] = deque(maxlen=keep)
+
+    def add(self, pts: float) -> None:
+        if self._last is not None:
+            gap = pts - self._last
+            if gap <= 1e-3:  # parameter-set packets sharing the keyframe's pts, or a reset
+                if gap < 0:
+                    self._gaps.clear()
+                    self._last = pts
+                return
+            self._gaps.append(gap)
+        self._last = pts
+
+    @property
+    def interval_s(self) -> float | None:
+        return max(self._gaps) if self._gaps else None
+
+
+class Source:
+    """One camera's reader thread: open, decode, sample by time, hand frames on; reconnect on stalls."""
+
+    def __init__(self, camera_id: str, url: str, on_frame: FrameCallback, *,
+                 analysis_fps: float = 1.0, transport: str = "tcp", watchdog: Watchdog | None = None,
+                 realtime: bool = True, keyframe_only: bool | None = None,
+                 on_packet: PacketListener | None = None, metrics: CameraMetrics | None = None) -> None:
+        if not analysis_fps > 0:
+            raise ValueError(f"camera {camera_id!r}: analysis_fps must be > 0, got {analysis_fps!r}")
+        self.camera_id = camera_id
+        self._url = url[len("file://"):] if url.startswith("file://") else url
+        self.safe_url = redact_url(self._url)
+        self.live = is_live_url(self._url)
+        self.on_frame = on_frame
+        self.on_packet = on_packet
+        self.analysis_interval_s = 1.0 / analysis_fps
+        self.transport = transport
+        self.watchdog = watchdog or Watchdog()
+        self.realtime = realtime
+        self.keyframe_only_override = keyframe_only
+        self.metrics = metrics or CameraMetrics(camera_id)
+        self.error: SourceError | None = None
+        self.stream_info: StreamInfo | None = None
+        self.state_history: list[tuple[float, SourceState]] = []
+        self._state = SourceState.CONNECTING
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sampler = TimeSampler(self.analysis_interval_s)
+        self._connection_frames = 0
+        self._set_state(SourceState.CONNECTING)
+
+    @classmethod
+    def from_camera(cls, camera: Camera, on_frame: FrameCallback, **kwargs: Any) -> Source:
+        return cls(camera.id, camera.url.get_secret_value(), on_frame, analysis_fps=camera.analysis_fps,
+                   transport=camera.transport, watchdog=camera.watchdog, **kwargs)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> SourceState:
+        return self._state
+
+    @property
+    def finished(self) -> bool:
+        return self._state in (SourceState.STOPPED, SourceState.FAILED)
+
+    def start(self) -> Source:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self.run, name=f"source-{self.camera_id}", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the reader to end; it notices within one packet, or one read timeout when stalled."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the reader thread; True if it has ended."""
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _set_state(self, state: SourceState) -> None:
+        if self.state_history and self._state == state:
+            return
+        previous = self._state
+        self._state = state
+        self.metrics.state = state.value
+        self.state_history.append((time.time(), state))
+        if self.state_history[:-1]:
+            log.info("camera %s: %s -> %s", self.camera_id, previous.value, state.value,
+                     extra={"camera": self.camera_id, "state": state.value})
+
+    # -- reader thread --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """The reader loop (runs in the thread started by :meth:`start`; callable directly too)."""
+        failures = 0
+        try:
+            while not self._stop.is_set():
+                try:
+                    self._connect_and_stream()
+                    if not self.live:
+                        self._set_state(SourceState.STOPPED)
+                        return
+                    if self._stop.is_set():
+                        break
+                    raise SourceError(self.camera_id, f"stream {self.safe_url} ended")
+                except SourceError as exc:
+                    self.metrics.last_error = str(exc)
+                    if not self.live:
+                        self._fail(exc)
+                        return
+                    if self._stop.is_set():
+                        break
+                    failures = 1 if self._connection_frames else failures + 1
+                    log.warning("%s; reconnecting", exc, extra={"camera": self.camera_id})
+                self._set_state(SourceState.RECONNECTING)
+                delay = min(self.watchdog.backoff_initial_s * 2 ** (failures - 1), self.watchdog.backoff_max_s)
+                if self._stop.wait(delay):
+                    break
+                self.metrics.reconnects += 1
+        except Exception as exc:  # a bug must not kill the process silently, nor leak the URL
+            err = SourceError(self.camera_id, f"reader crashed: {_describe(exc)}")
+            err.__cause__ = _safe_cause(exc)
+            self._fail(err)
+            return
+        self._set_state(SourceState.STOPPED)
+
+    def _fail(self, exc: SourceError) -> None:
+        self.error = exc
+        self.metrics.last_error = str(exc)
+        log.error("%s", exc, extra={"camera": self.camera_id})
+        self._set_state(SourceState.FAILED)
+
+    def _open(self) -> Any:
+        options: dict[str, str] = {}
+        if self.live and self._url.lower().startswith("rtsp"):
+            options["rtsp_transport"] = self.transport
+        if not self.live and not Path(self._url).is_file():
+            raise SourceEnded(self.camera_id, f"no such file: {self.safe_url}")
+        try:
+            return av.open(self._url, options=options,
+                           timeout=(self.watchdog.open_timeout_s, self.watchdog.stall_timeout_s))
+        except (av.error.FFmpegError, OSError) as exc:
+            what = "cannot open stream" if self.live else "cannot open file (corrupt or not a video?)"
+            raise SourceError(self.camera_id, f"{what} {self.safe_url}: {_describe(exc)}") \
+                from _safe_cause(exc)
+
+    def _connect_and_stream(self) -> None:
+        """One connection: open, stream until it ends or fails (SourceError)."""
+        self._sampler.reset()
+        self._connection_frames = 0
+        container = self._open()
+        try:
+            self._stream(container)
+        finally:
+            self.stream_info = None
+            try:
+                container.close()
+            except Exception:  # closing a dead connection may complain; nothing to do about it
+                log.debug("camera %s: error closing source", self.camera_id)
+
+    def _stream(self, container: Any) -> None:
+        if not container.streams.video:
+            raise SourceError(self.camera_id, f"no video stream in {self.safe_url}")
+        stream = container.streams.video[0]
+        ctx = stream.codec_context
+        self.stream_info = StreamInfo(codec_name=ctx.name, width=ctx.width, height=ctx.height,
+                                      time_base=stream.time_base or Fraction(1, 90_000),
+                                      average_rate=stream.average_rate, extradata=ctx.extradata,
+                                      stream=stream)
+        reader = _StreamReader(self, stream)
+        try:
+            for packet in container.demux(stream):
+                if self._stop.is_set():
+                    return
+                reader.packet(packet)
+        except (av.error.FFmpegError, OSError) as exc:
+            if isinstance(exc, av.error.EOFError):
+                reader.finish()
+                return
+            if isinstance(exc, av.error.ExitError):
+                reason = f"no data for {self.watchdog.stall_timeout_s:g} s from {self.safe_url} (stalled)"
+            else:
+                reason = f"read failed on {self.safe_url}: {_describe(exc)}"
+            raise SourceError(self.camera_id, reason) from _safe_cause(exc)
+        reader.finish()
+
+
+class _StreamReader:
+    """Per-connection decode state: keyframe clock, decode mode, pacing, stall detection."""
+
+    def __init__(self, source: Source, stream: Any) -> None:
+        self.src = source
+        self.stream = stream
+        self.ctx = stream.codec_context
+        self.time_base = float(stream.time_base or Fraction(1, 90_000))
+        self.keyframes = KeyframeClock()
+        self.decoded = 0
+        self.decode_errors = 0
+        self.last_pts: float | None = None
+        self.last_packet_end: float | None = None
+        self.last_frame_mono = time.monotonic()
+        self.pace_origin: tuple[float, float] | None = None  # (pts, monotonic) for realtime files
+        self.keyframe_only = False
+        self.codec_is_h264 = self.ctx.name == "h264"
+        override = source.keyframe_only_override
+        if override is not None:
+            self._set_keyframe_only(override)
+
+    def packet(self, packet: Any) -> None:
+        src = self.src
+        if time.monotonic() - self.last_frame_mono > src.watchdog.stall_timeout_s:
+            raise SourceError(src.camera_id, f"no frame for {src.watchdog.stall_timeout_s:g} s "
+                                             f"from {src.safe_url} (stalled)")
+        if packet.size == 0:
+            return
+        src.metrics.packets += 1
+        if packet.pts is not None:
+            end = (float(packet.pts) + float(packet.duration or 0)) * self.time_base
+            self.last_packet_end = max(self.last_packet_end or end, end)
+            if self.keyframe_only:  # frames come one per GOP; packets show the stream is alive
+                self.last_frame_mono = time.monotonic()
+        if src.on_packet is not None:
+            try:
+                src.on_packet(packet, self.stream)
+            except Exception:
+                log.exception("camera %s: packet listener failed", src.camera_id)
+        if packet.pts is not None and self._is_keyframe(packet):
+            self.keyframes.add(float(packet.pts) * self.time_base)
+            self._choose_decode_mode()
+        t0 = time.perf_counter()
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError as exc:
+            self.decode_errors += 1
+            if not src.live and self.decode_errors > MAX_FILE_DECODE_ERRORS:
+                raise SourceError(src.camera_id, f"too many decode errors in {src.safe_url}: "
+                                                 f"{_describe(exc)}") from _safe_cause(exc)
+            log.debug("camera %s: decode error: %s", src.camera_id, _describe(exc))
+            return
+        src.metrics.stage["decode"].add(time.perf_counter() - t0)
+        for frame in frames:
+            self._frame(frame)
+
+    def _is_keyframe(self, packet: Any) -> bool:
+        if packet.is_keyframe:
+            return True
+        return self.codec_is_h264 and h264_has_idr(bytes(packet)[:4096])
+
+    def _choose_decode_mode(self) -> None:
+        if self.src.keyframe_only_override is not None:
+            return
+        interval = self.keyframes.interval_s
+        self.src.metrics.keyframe_interval_s = interval
+        if interval is not None:
+            self._set_keyframe_only(self.src.analysis_interval_s > interval)
+
+    def _set_keyframe_only(self, on: bool) -> None:
+        if on == self.keyframe_only and self.ctx.skip_frame == ("NONKEY" if on else "DEFAULT"):
+            return
+        self.ctx.skip_frame = "NONKEY" if on else "DEFAULT"
+        self.keyframe_only = on
+        self.src.metrics.keyframe_only = on
+        log.info("camera %s: %s", self.src.camera_id,
+                 "decoding keyframes only" if on else "decoding every frame",
+                 extra={"camera": self.src.camera_id, "keyframe_interval_s": self.keyframes.interval_s,
+                        "analysis_interval_s": self.src.analysis_interval_s})
+
+    def _frame(self, frame: Any) -> None:
+        src = self.src
+        now = time.monotonic()
+        self.last_frame_mono = now
+        self.decoded += 1
+        src._connection_frames += 1
+        src.metrics.frames_decoded += 1
+        pts = frame.time
+        if pts is None:
+            pts = (self.last_pts or 0.0) + (1.0 / float(self.stream.average_rate or 25))
+        self.last_pts = pts
+        src.metrics.last_pts = pts
+        if src.state is not SourceState.STREAMING:
+            src._set_state(SourceState.STREAMING)
+        if src.realtime and not src.live:
+            self._pace(pts)
+        if not src._sampler.due(pts):
+            return
+        image = frame.to_ndarray(format="bgr24")
+        wall = time.time()
+        src.metrics.last_frame_wall = wall
+        src.metrics.frames_in += 1
+        src.on_frame(Frame(camera_id=src.camera_id, pts=pts, wall_time=wall, image=image,
+                           keyframe=bool(frame.key_frame)))
+
+    def _pace(self, pts: float) -> None:
+        """Realtime file playback: wait until the wall clock reaches this frame's place."""
+        if self.pace_origin is None or pts < self.pace_origin[0]:
+            self.pace_origin = (pts, time.monotonic())
+            return
+        delay = self.pace_origin[1] + (pts - self.pace_origin[0]) - time.monotonic()
+        if delay > 0:
+            self.src._stop.wait(delay)
+        self.last_frame_mono = time.monotonic()
+
+    def finish(self) -> None:
+        """End of input: for a file, decide whether it ended where it said it would."""
+        src = self.src
+        if src.live:
+            return
+        if self.decoded == 0:
+            raise SourceEnded(src.camera_id, f"no decodable video in {src.safe_url}")
+        expected = self._declared_duration()
+        ends = self.last_packet_end
+        if expected is not None and ends is not None and ends + TRUNCATION_SLACK_S < expected:
+            raise SourceEnded(src.camera_id, f"file {src.safe_url} is truncated: video data ends at "
+                                             f"{ends:.2f} s of {expected:.2f} s declared")
+
+    def _declared_duration(self) -> float | None:
+        if self.stream.duration is not None:
+            start = float(self.stream.start_time or 0) * self.time_base
+            return start + float(self.stream.duration) * self.time_base
+        container = self.stream.container
+        if container is not None and container.duration is not None:
+            return float(container.duration) / 1_000_000
+        return None
