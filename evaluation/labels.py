@@ -1,0 +1,281 @@
+"""Label files: what a recorded clip should make the rules report, and when nothing may fire.
+
+A label file is YAML, one clip and one camera::
+
+    version: 1
+    clip: footage/vehicle_counting_input_video.mp4   # asset name (cache/mirror) or path next to this file
+    clip_sha256: 3f0c...                               # optional pin; eval refuses a different file
+    camera: kerb_street                                # camera id inside the config
+    config:                                            # a site config, inline, or a path to one
+      site: {name: labels}
+      cameras: [{id: kerb_street, url: file, grid_cell: G1, zones: [...]}]
+    exhaustive: true          # every incident not matched to `expected` is a false positive
+    expected:                 # incidents that must open
+      - type: illegal_parking
+        zone: kerb_left
+        start: [0, 40]        # stream seconds: [problem visible, latest acceptable opening]
+        end: [30, null]       # optional: window for the close; null upper bound = may stay open
+        note: silver hatchback at the left kerb, parked all clip
+    quiet:                    # spans where nothing (of these types / zones) may open
+      - {from: 0, to: 37.7, types: [street_stall]}
+
+Times are stream seconds from the start of the clip. An incident *opens* at the stream time of
+its ``opened`` event; its start delay is that time minus the label's ``start[0]``. With
+``exhaustive: false`` (labels exported from operator verdicts) only incidents that open inside a
+quiet span count as false positives; others are reported as unlabelled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from alerts.events import IncidentType
+from camera_config.loader import load_config, parse_config
+from camera_config.schema import Camera, SiteConfig
+from patrol.assets import AssetCache, data_assets
+from patrol.errors import AssetError, ConfigError, PatrolError
+
+Seconds = Annotated[float, Field(ge=0, le=86_400)]
+
+
+class LabelError(PatrolError):
+    """A label file is unreadable or inconsistent; the message names the file and the field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Window(_Strict):
+    """A closed interval of stream seconds; ``hi`` None means "until the end of the clip"."""
+
+    lo: Seconds
+    hi: Seconds | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pair(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            if len(value) != 2:
+                raise ValueError(f"expected [from, to], got {len(value)} value(s)")
+            return {"lo": value[0], "hi": value[1]}
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Window:
+        if self.hi is not None and self.hi < self.lo:
+            raise ValueError(f"window ends ({self.hi}) before it starts ({self.lo})")
+        return self
+
+    def contains(self, t: float) -> bool:
+        return self.lo <= t and (self.hi is None or t <= self.hi)
+
+    def as_list(self) -> list[float | None]:
+        return [self.lo, self.hi]
+
+
+class Expected(_Strict):
+    """One incident that must open in ``start`` (and, if given, close in ``end``)."""
+
+    type: IncidentType
+    zone: str = Field(min_length=1, max_length=64)
+    start: Window = Field(description="[problem visible, latest acceptable opening], stream seconds.")
+    end: Window | None = Field(default=None, description="Window for the close; null upper bound = may stay open.")
+    note: str | None = Field(default=None, max_length=500)
+
+
+class Quiet(_Strict):
+    """A span where no incident (optionally: of these types, in these zones) may open."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    start: Seconds = Field(alias="from")
+    stop: Seconds | None = Field(default=None, alias="to", description="null = until the end of the clip.")
+    types: tuple[IncidentType, ...] | None = None
+    zones: tuple[str, ...] | None = None
+    note: str | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Quiet:
+        if self.stop is not None and self.stop < self.start:
+            raise ValueError(f"quiet span ends ({self.stop}) before it starts ({self.start})")
+        return self
+
+    def covers(self, t: float, type_: str, zone: str | None) -> bool:
+        if t < self.start or (self.stop is not None and t > self.stop):
+            return False
+        if self.types is not None and type_ not in self.types:
+            return False
+        return not (self.zones is not None and zone not in self.zones)
+
+
+class LabelDoc(_Strict):
+    """The raw YAML document, validated; the config is resolved by :func:`load_labels`."""
+
+    version: Literal[1] = 1
+    clip: str = Field(min_length=1, description="Asset name (e.g. footage/x.mp4) or path relative to the file.")
+    clip_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    camera: str = Field(min_length=1)
+    config: str | dict[str, Any] = Field(description="Site config: a path relative to this file, or inline.")
+    recorded_at: datetime | None = Field(default=None, description="Wall time of the clip's first frame "
+                                         "(for zone schedules); absent: 1970-01-01T00:00Z.")
+    exhaustive: bool = True
+    expected: tuple[Expected, ...] = ()
+    quiet: tuple[Quiet, ...] = ()
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ClipLabels:
+    """A label file resolved: the clip on disk, its camera config, and the expectations."""
+
+    path: Path
+    clip: Path
+    site: SiteConfig
+    camera: Camera
+    doc: LabelDoc
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+    @property
+    def wall_start(self) -> float:
+        return self.doc.recorded_at.timestamp() if self.doc.recorded_at is not None else 0.0
+
+    @property
+    def expected(self) -> tuple[Expected, ...]:
+        return self.doc.expected
+
+    @property
+    def quiet(self) -> tuple[Quiet, ...]:
+        return self.doc.quiet
+
+    @property
+    def exhaustive(self) -> bool:
+        return self.doc.exhaustive
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_clip(name: str, label_dir: Path) -> Path:
+    """Find a clip: a registered asset path (fetched into the asset cache and checked), a path
+    relative to the label file, or an absolute path."""
+    candidate = Path(name)
+    if not candidate.is_absolute():
+        asset = next((a for a in data_assets().values() if a.path == name), None)
+        if asset is not None:
+            try:
+                return AssetCache().fetch(asset)
+            except AssetError as exc:
+                raise LabelError(f"clip {name!r}: {exc}") from exc
+        candidate = label_dir / candidate
+    if candidate.is_file():
+        return candidate
+    raise LabelError(f"clip {name!r} is neither a registered asset path (patrol assets list) nor a file "
+                     f"({candidate} does not exist)")
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise LabelError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise LabelError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from exc
+
+
+def _validation_text(path: Path, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key {err['loc'][-1]!r}"
+        lines.append(f"{path}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_labels(raw: Any, path: Path, *, check_clip: bool = True) -> ClipLabels:
+    """Validate a label document and resolve its clip and camera config."""
+    if not isinstance(raw, dict):
+        raise LabelError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        doc = LabelDoc.model_validate(raw)
+    except ValidationError as exc:
+        raise LabelError(_validation_text(path, exc)) from exc
+    site = _resolve_config(doc, path)
+    try:
+        camera = site.camera(doc.camera)
+    except KeyError as exc:
+        known = ", ".join(c.id for c in site.cameras)
+        raise LabelError(f"{path}: camera: no camera {doc.camera!r} in the config (has: {known})") from exc
+    zone_ids = {z.id for z in camera.zones}
+    for i, exp in enumerate(doc.expected):
+        if exp.zone not in zone_ids:
+            raise LabelError(f"{path}: expected[{i}].zone: camera {camera.id!r} has no zone {exp.zone!r} "
+                             f"(has: {', '.join(sorted(zone_ids)) or 'none'})")
+    for i, q in enumerate(doc.quiet):
+        for zone in q.zones or ():
+            if zone not in zone_ids:
+                raise LabelError(f"{path}: quiet[{i}].zones: camera {camera.id!r} has no zone {zone!r}")
+    clip = resolve_clip(doc.clip, path.parent) if check_clip else Path(doc.clip)
+    if check_clip and doc.clip_sha256 is not None:
+        actual = sha256_file(clip)
+        if actual != doc.clip_sha256:
+            raise LabelError(f"{path}: clip_sha256: {clip} has sha256 {actual}, the labels were made for "
+                             f"{doc.clip_sha256}")
+    return ClipLabels(path=path, clip=clip, site=site, camera=camera, doc=doc)
+
+
+def _resolve_config(doc: LabelDoc, path: Path) -> SiteConfig:
+    if isinstance(doc.config, str):
+        cfg_path = path.parent / doc.config
+        try:
+            return load_config(cfg_path)
+        except ConfigError as exc:
+            raise LabelError(f"{path}: config: {'; '.join(exc.problems)}") from exc
+    name = f"{path}#config"
+    try:
+        return parse_config(doc.config, name)
+    except ConfigError as exc:
+        raise LabelError("\n".join(exc.problems)) from exc
+
+
+def load_labels(path: str | Path, *, check_clip: bool = True) -> ClipLabels:
+    """Load one label file. Raises :class:`LabelError` naming the file and field."""
+    p = Path(path)
+    return parse_labels(read_yaml(p), p, check_clip=check_clip)
+
+
+def dump_labels(doc: LabelDoc) -> str:
+    """YAML text of a label document (used by export-labels)."""
+    data = doc.model_dump(mode="json", by_alias=True, exclude_none=True)
+    for exp in data.get("expected", []):
+        exp["start"] = [exp["start"]["lo"], exp["start"].get("hi")]
+        if "end" in exp:
+            exp["end"] = [exp["end"]["lo"], exp["end"].get("hi")]
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+__all__ = [
+    "ClipLabels", "Expected", "LabelDoc", "LabelError", "Quiet", "Window", "dump_labels",
+    "load_labels", "parse_labels", "resolve_clip", "sha256_file",
+]

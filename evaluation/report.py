@@ -1,0 +1,157 @@
+"""Reports of an evaluation or a sweep: a text table, JSON, and Markdown with matplotlib plots."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from evaluation.matching import OVERALL, ClipResult, Score
+from evaluation.tune import Trial
+
+
+def _fmt_delay(s: Score) -> str:
+    if not s.delays:
+        return "-"
+    d = sorted(s.delays)
+    return f"{d[len(d) // 2]:.1f}"
+
+
+def score_table(scores: Mapping[str, Score]) -> str:
+    """Fixed-width table: one row per incident type and the overall row."""
+    head = f"{'type':<16} {'TP':>4} {'FP':>4} {'FN':>4} {'prec':>6} {'recall':>6} {'F1':>6} {'delay_s':>8}"
+    lines = [head, "-" * len(head)]
+    for name, s in scores.items():
+        lines.append(f"{name:<16} {s.tp:>4} {s.fp:>4} {s.fn:>4} {s.precision:>6.3f} {s.recall:>6.3f} "
+                     f"{s.f1:>6.3f} {_fmt_delay(s):>8}")
+    lines.append("(delay_s: median start delay of matched incidents, from label start[0] to opening)")
+    return "\n".join(lines)
+
+
+def clip_lines(results: Sequence[ClipResult]) -> list[str]:
+    """One line per match, false positive and miss, clip by clip."""
+    out = []
+    for r in results:
+        out.append(f"{r.clip}: {len(r.matches)} matched, {len(r.false_positives)} false, {len(r.missed)} missed"
+                   + (f", {len(r.unlabelled)} unlabelled" if r.unlabelled else ""))
+        for m in r.matches:
+            out.append(f"  TP {m.label.type} zone={m.label.zone} opened={m.incident.opened:.1f}s "
+                       f"delay={m.delay_s:.1f}s")
+        for fp in r.false_positives:
+            out.append(f"  FP {fp.incident.type} zone={fp.incident.zone} opened={fp.incident.opened:.1f}s "
+                       f"({fp.reason})")
+        for miss in r.missed:
+            hi = "end" if miss.start.hi is None else f"{miss.start.hi:g}"
+            out.append(f"  FN {miss.type} zone={miss.zone} window=[{miss.start.lo:g}, {hi}]s")
+    return out
+
+
+def eval_json(scores: Mapping[str, Score], results: Sequence[ClipResult]) -> dict[str, Any]:
+    return {
+        "scores": {k: v.as_dict() for k, v in scores.items()},
+        "clips": [{
+            "clip": r.clip,
+            "matches": [{"type": m.label.type, "zone": m.label.zone, "incident_id": m.incident.incident_id,
+                         "opened_s": m.incident.opened, "closed_s": m.incident.closed,
+                         "delay_s": round(m.delay_s, 3)} for m in r.matches],
+            "false_positives": [{"type": f.incident.type, "zone": f.incident.zone, "reason": f.reason,
+                                 "incident_id": f.incident.incident_id, "opened_s": f.incident.opened}
+                                for f in r.false_positives],
+            "missed": [{"type": m.type, "zone": m.zone, "start": m.start.as_list(), "note": m.note}
+                       for m in r.missed],
+            "unlabelled": [{"type": u.type, "zone": u.zone, "opened_s": u.opened} for u in r.unlabelled],
+        } for r in results],
+    }
+
+
+def plot_eval(scores: Mapping[str, Score], png: Path) -> Path:
+    """Bar chart of precision / recall / F1 per type, and the start delays of matched incidents."""
+    names = list(scores)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    x = range(len(names))
+    for i, (metric, label) in enumerate((("precision", "precision"), ("recall", "recall"), ("f1", "F1"))):
+        ax1.bar([v + (i - 1) * 0.27 for v in x], [getattr(scores[n], metric) for n in names], width=0.27,
+                label=label)
+    ax1.set_xticks(list(x), names, rotation=20, ha="right")
+    ax1.set_ylim(0, 1.05)
+    ax1.set_title("Event-level scores")
+    ax1.legend(fontsize=8)
+    per_type = [n for n in names if n != OVERALL]
+    ax2.boxplot([scores[n].delays or [float("nan")] for n in per_type], tick_labels=per_type)
+    ax2.set_ylabel("start delay (s)")
+    ax2.set_title("Start delay of matched incidents")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
+
+
+def eval_markdown(scores: Mapping[str, Score], results: Sequence[ClipResult], png_name: str,
+                  label_files: Sequence[str]) -> str:
+    rows = ["| type | TP | FP | FN | precision | recall | F1 | median delay (s) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, s in scores.items():
+        rows.append(f"| {name} | {s.tp} | {s.fp} | {s.fn} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} "
+                    f"| {_fmt_delay(s)} |")
+    parts = ["# Evaluation report", "", "Label files: " + ", ".join(f"`{f}`" for f in label_files), "",
+             *rows, "", f"![scores]({png_name})", "", "## Per clip", "", "```", *clip_lines(results), "```", ""]
+    return "\n".join(parts)
+
+
+def tune_table(default: Trial, trials: Sequence[Trial], chosen: Trial, top: int = 15) -> str:
+    """The default row, the chosen row, and the best ``top`` settings by F1."""
+    def row(tag: str, t: Trial) -> str:
+        o = t.overall
+        setting = ", ".join(f"{k}={v}" for k, v in t.setting.items()) or "(as configured)"
+        return f"{tag:<8} {o.precision:>6.3f} {o.recall:>6.3f} {o.f1:>6.3f} {o.tp:>4} {o.fp:>4} {o.fn:>4}  {setting}"
+
+    head = f"{'':<8} {'prec':>6} {'recall':>6} {'F1':>6} {'TP':>4} {'FP':>4} {'FN':>4}  setting"
+    lines = [head, "-" * 80, row("default", default), row("chosen", chosen), "-" * 80]
+    ranked = sorted(trials, key=lambda t: (t.overall.f1, t.overall.recall, t.overall.precision), reverse=True)
+    lines += [row(f"#{i + 1}", t) for i, t in enumerate(ranked[:top])]
+    return "\n".join(lines)
+
+
+def pareto(trials: Sequence[Trial]) -> list[Trial]:
+    """Settings no other setting beats on both precision and recall, by recall."""
+    front: list[Trial] = []
+    for t in sorted(trials, key=lambda t: (-t.overall.precision, -t.overall.recall)):
+        if not front or t.overall.recall > front[-1].overall.recall:
+            front.append(t)
+    return sorted(front, key=lambda t: t.overall.recall)
+
+
+def plot_pr(default: Trial, trials: Sequence[Trial], chosen: Trial, png: Path) -> Path:
+    """Precision against recall of every setting, the Pareto front, the default and the choice."""
+    fig, ax = plt.subplots(figsize=(6, 5))
+    ax.scatter([t.overall.recall for t in trials], [t.overall.precision for t in trials], s=12, alpha=0.4,
+               label=f"settings ({len(trials)})")
+    front = pareto(trials)
+    ax.plot([t.overall.recall for t in front], [t.overall.precision for t in front], "-", color="grey",
+            label="Pareto front")
+    ax.scatter([default.overall.recall], [default.overall.precision], marker="s", s=60, color="black",
+               label="default")
+    ax.scatter([chosen.overall.recall], [chosen.overall.precision], marker="*", s=160, color="red", label="chosen")
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    ax.set_title("Precision / recall over the parameter grid")
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=90)
+    plt.close(fig)
+    return png
+
+
+def tune_markdown(table: str, png_name: str, patch_yaml_text: str) -> str:
+    return "\n".join(["# Tuning report", "", "```", table, "```", "", f"![precision-recall]({png_name})", "",
+                      "## Config patch", "", "```yaml", patch_yaml_text, "```", ""])
