@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import numpy as np
 
 from models.coco import COCO80
 from models.factory import load_detector
@@ -36,7 +37,7 @@ def detect(args: argparse.Namespace) -> int:
         image = cv2.imread(path, cv2.IMREAD_COLOR)
         if image is None:
             raise PatrolError(f"{path}: cannot decode image (not a picture format OpenCV reads)")
-        images.append(image)
+        images.append(np.asarray(image, dtype=np.uint8))
     many = len(args.images) > 1
     for path, dets in zip(args.images, detector.detect(images), strict=True):
         for box, score, cls in zip(dets.xyxy, dets.score, dets.class_id, strict=True):
