@@ -1,0 +1,127 @@
+"""Never lose an alert: commit first, publish from the outbox, mark sent only after PUBACK.
+
+:class:`OutboxSink` is the pipeline worker's ``EventSink``: ``publish(events)`` commits the
+incidents, their events and one outbox row per event in one transaction and returns. An
+:class:`OutboxPublisher` thread sends pending rows oldest first at QoS 1 and marks a row sent only
+when the broker acknowledged it. Broker down: rows wait. SIGTERM or a crash between commit and
+publish: rows are still pending in the database and go out on the next start (a consumer may see
+one twice; it dedupes on incident id + seq).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+from alerts.events import IncidentEvent
+from alerts.mqtt import MqttLink
+from storage import repository as repo
+from storage.db import Database
+from storage.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+
+class OutboxPublisher:
+    """Publishes the outbox of ``db`` through ``link`` in commit order."""
+
+    def __init__(self, db: Database, link: MqttLink, *, batch: int = 200, ack_timeout_s: float = 10.0,
+                 idle_poll_s: float = 1.0) -> None:
+        self.db = db
+        self.link = link
+        self.batch = batch
+        self.ack_timeout_s = ack_timeout_s
+        self.idle_poll_s = idle_poll_s
+        self.sent = 0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def wake(self) -> None:
+        """New rows are committed: publish now rather than at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="outbox-publisher", daemon=True)
+        self._thread.start()
+
+    def stop(self, flush_timeout_s: float = 5.0) -> None:
+        """Try to flush for up to ``flush_timeout_s``, then stop. Unsent rows stay pending."""
+        deadline = time.monotonic() + flush_timeout_s
+        while time.monotonic() < deadline and self.pending() and self.link.connected.is_set():
+            self.wake()
+            time.sleep(0.05)
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.ack_timeout_s + 2)
+
+    def pending(self) -> int:
+        with self.db.transaction() as s:
+            return repo.outbox_counts(s).get("pending", 0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.link.connected.wait(0.5):
+                continue
+            try:
+                progressed = self.publish_once()
+            except StorageError as exc:
+                log.error("outbox: database error, retrying", extra={"error": str(exc)})
+                progressed = False
+                self._stop.wait(1.0)
+            if not progressed:
+                self._wake.wait(self.idle_poll_s)
+                self._wake.clear()
+
+    def publish_once(self) -> bool:
+        """Send one batch of pending rows; True when at least one was acknowledged."""
+        with self.db.transaction() as s:
+            rows = [(r.id, r.topic, r.payload, r.retain) for r in repo.pending_outbox(s, self.batch)]
+        if not rows:
+            return False
+        infos = []
+        for row_id, topic, payload, retain in rows:
+            info = self.link.client.publish(topic, payload, qos=1, retain=retain)
+            if info.rc != 0:  # not connected: stop here, keep order
+                break
+            infos.append((row_id, info))
+        acked: list[int] = []
+        deadline = time.monotonic() + self.ack_timeout_s
+        for row_id, info in infos:
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):
+                break
+            if not info.is_published():
+                break
+            acked.append(row_id)
+        acked_set = set(acked)
+        failed = [row[0] for row in rows if row[0] not in acked_set]
+        with self.db.transaction() as s:
+            repo.mark_sent(s, acked)
+            repo.mark_failed(s, failed[:1], "no PUBACK (broker unreachable or slow)")
+        self.sent += len(acked)
+        if failed:
+            log.info("outbox: %d acknowledged, %d waiting for the broker", len(acked), len(failed))
+        return bool(acked)
+
+
+class OutboxSink:
+    """``EventSink`` of the pipeline worker: commit, then let the publisher send."""
+
+    def __init__(self, db: Database, topic_prefix: str = "patrol/v1",
+                 publisher: OutboxPublisher | None = None) -> None:
+        self.db = db
+        self.topic_prefix = topic_prefix
+        self.publisher = publisher
+
+    def publish(self, events: Sequence[IncidentEvent]) -> None:
+        if not events:
+            return
+        with self.db.transaction() as s:
+            repo.record_events(s, events, self.topic_prefix)
+        if self.publisher is not None:
+            self.publisher.wake()

@@ -1,0 +1,1 @@
+"""The ticket service: consumes incidents, routes them, and runs the six-step loop."""

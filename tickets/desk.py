@@ -1,0 +1,168 @@
+"""What the ticket service does with an incident event, a transition or a verification result.
+
+Each entry point is one database transaction, so a crash leaves either all of it or none:
+the dedupe row (incident id + seq), the incident, the ticket and its history go in together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from alerts.events import IncidentEvent
+from alerts.mqtt import Topics
+from camera_config.schema import TicketsConfig
+from storage import repository as repo
+from storage.db import Database
+from storage.models import Incident, Ticket
+from tickets.routing import deadline_s, route
+from tickets.states import OPEN_STATES, check_transition
+
+log = logging.getLogger(__name__)
+
+SERVICE_ACTOR = "tickets"
+VERIFIER_ACTOR = "verifier"
+
+
+def apply_event(db: Database, cfg: TicketsConfig, ev: IncidentEvent, topic: str) -> str:
+    """Take one received event: 'duplicate', 'held' (an earlier seq is missing) or 'applied'.
+
+    Events of one incident are applied strictly in seq order; one that arrives early waits in the
+    inbox and is applied when the gap fills.
+    """
+    with db.transaction() as s:
+        repo.ensure_incident(s, ev)  # locks the incident: concurrent consumers queue here
+        if not repo.receive(s, ev, topic):
+            return "duplicate"
+        done = repo.applied_seq(s, ev.incident_id)
+        applied = 0
+        while (row := repo.received_unapplied(s, ev.incident_id, done + 1)) is not None:
+            _apply_in_order(s, cfg, IncidentEvent.model_validate_json(row.payload))
+            repo.mark_applied(s, row)
+            done += 1
+            applied += 1
+        return "applied" if applied else "held"
+
+
+def _apply_in_order(s: Session, cfg: TicketsConfig, ev: IncidentEvent) -> None:
+    inc = repo.apply_incident_event(s, ev)
+    if inc.ticket_id is None and ev.event != "closed":
+        ticket = _ticket_for(s, cfg, ev)
+        inc.ticket_id = ticket.id
+    elif inc.ticket_id is not None:
+        ticket = repo.get_ticket(s, inc.ticket_id, lock=True)
+        ticket.last_incident_at = max(ticket.last_incident_at, ev.event_at)
+        ticket.updated_at = time.time()
+
+
+def _same_place(ticket: Ticket, ev: IncidentEvent, max_distance: float) -> bool:
+    if ev.location is None or ticket.location_x is None or ticket.location_y is None:
+        return True
+    return math.dist(ev.location, (ticket.location_x, ticket.location_y)) <= max_distance
+
+
+def _ticket_for(s: Session, cfg: TicketsConfig, ev: IncidentEvent) -> Ticket:
+    """Join an open ticket at the same place within the merge window, or open a new one."""
+    now = time.time()
+    for ticket in repo.candidate_tickets(s, type=ev.type, camera_id=ev.camera_id, zone_id=ev.zone_id,
+                                         states=OPEN_STATES, since=ev.started_at - cfg.merge_window_s):
+        if _same_place(ticket, ev, cfg.merge_distance):
+            ticket.incident_count += 1
+            ticket.last_incident_at = max(ticket.last_incident_at, ev.event_at)
+            ticket.updated_at = now
+            repo.add_history(s, ticket.id, ticket.state, ticket.state, actor=SERVICE_ACTOR, at=now,
+                             reason=f"incident {ev.incident_id} at the same place joined this ticket",
+                             evidence={"incident_id": ev.incident_id, "links": dict(ev.evidence.links)})
+            return ticket
+    department = route(cfg, ev.grid_cell, ev.type)
+    return repo.add_ticket(s, ev, department, ev.started_at + deadline_s(cfg, ev.type), "accepted",
+                           actor=SERVICE_ACTOR, at=now,
+                           reason=f"incident {ev.incident_id} ({ev.type}) accepted; department {department} "
+                                  f"by grid cell {ev.grid_cell}")
+
+
+def transition(s: Session, ticket_id: int, target: str, *, actor: str, reason: str,
+               evidence: dict[str, Any] | None = None, topics: Topics | None = None,
+               verify_duration_s: float = 4.0) -> Ticket:
+    """Move a ticket; refused (:class:`TransitionError`, nothing changed) unless the loop allows it.
+
+    Going to ``disposed`` also queues a verification request in the outbox, in the same transaction.
+    """
+    ticket = repo.get_ticket(s, ticket_id, lock=True)
+    state = check_transition(ticket_id, ticket.state, target)
+    if not actor.strip():
+        raise ValueError("a transition needs an actor (who)")
+    now = time.time()
+    previous = ticket.state
+    ticket.state = state
+    ticket.updated_at = now
+    if state == "disposed":
+        ticket.verify_request_id = uuid.uuid4().hex
+        request = verify_request(ticket, now, verify_duration_s)
+        repo.enqueue(s, (topics or Topics()).verify_request(ticket.camera_id), json.dumps(request, sort_keys=True))
+    repo.add_history(s, ticket.id, previous, state, actor=actor, reason=reason, at=now, evidence=evidence)
+    return ticket
+
+
+def verify_request(ticket: Ticket, now: float, duration_s: float) -> dict[str, Any]:
+    loc = None if ticket.location_x is None else [ticket.location_x, ticket.location_y]
+    return {"request_id": ticket.verify_request_id, "ticket_id": ticket.id, "camera_id": ticket.camera_id,
+            "zone_id": ticket.zone_id, "type": ticket.type, "location": loc, "duration_s": duration_s,
+            "requested_at": now}
+
+
+def apply_verify_result(db: Database, result: dict[str, Any]) -> str:
+    """Disposed ticket + matching request: 'verified' or 'dispatched' (problem still there).
+
+    A stale or repeated result (another request id, or the ticket already moved) is 'ignored'.
+    """
+    with db.transaction() as s:
+        ticket = repo.get_ticket(s, int(result["ticket_id"]), lock=True)
+        if ticket.state != "disposed" or ticket.verify_request_id != result.get("request_id"):
+            return "ignored"
+        present = bool(result["present"])
+        evidence: dict[str, Any] = {k: result[k] for k in ("request_id", "present", "frames", "frames_present", "boxes",
+                                           "checked_at", "error") if k in result}
+        if present:
+            transition(s, ticket.id, "dispatched", actor=VERIFIER_ACTOR, evidence=evidence,
+                       reason=f"re-check of camera {ticket.camera_id} zone {ticket.zone_id}: problem still "
+                              f"there in {result.get('frames_present')}/{result.get('frames')} frames")
+        else:
+            transition(s, ticket.id, "verified", actor=VERIFIER_ACTOR, evidence=evidence,
+                       reason=f"re-check of camera {ticket.camera_id} zone {ticket.zone_id}: gone "
+                              f"({result.get('frames_present')}/{result.get('frames')} frames)")
+        ticket.verify_request_id = None
+        return ticket.state
+
+
+# ---------------------------------------------------------------- views (JSON for the CLI)
+
+def ticket_view(s: Session, ticket: Ticket, *, full: bool = False, now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    out: dict[str, Any] = {
+        "id": ticket.id, "state": ticket.state, "type": ticket.type, "department": ticket.department,
+        "camera_id": ticket.camera_id, "grid_cell": ticket.grid_cell, "zone_id": ticket.zone_id,
+        "incident_id": ticket.incident_id, "incident_count": ticket.incident_count,
+        "created_at": ticket.created_at, "updated_at": ticket.updated_at, "due_at": ticket.due_at,
+        "overdue_s": round(now - ticket.due_at, 1) if ticket.state in OPEN_STATES and now > ticket.due_at
+        else None,
+    }
+    if full:
+        out["history"] = [
+            {"at": h.at, "actor": h.actor, "from": h.from_state, "to": h.to_state, "reason": h.reason,
+             "evidence": json.loads(h.evidence) if h.evidence else None}
+            for h in repo.ticket_history(s, ticket.id)]
+        out["incidents"] = [_incident_view(s, i) for i in repo.incidents_of_ticket(s, ticket.id)]
+    return out
+
+
+def _incident_view(s: Session, inc: Incident) -> dict[str, Any]:
+    return {"id": inc.id, "state": inc.state, "started_at": inc.started_at, "last_seq": inc.last_seq,
+            "evidence": [{"kind": e.kind, "path": e.path, "sha256": e.sha256}
+                         for e in repo.evidence_of(s, inc.id)]}

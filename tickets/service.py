@@ -1,0 +1,178 @@
+"""``patrol tickets serve``: the MQTT consumer in front of :mod:`tickets.desk`.
+
+Subscribes with an MQTT v5 persistent session to the shared subscriptions
+``$share/tickets/{prefix}/incidents/#`` and ``$share/tickets/{prefix}/verify/result/+`` and
+acknowledges a message (manual PUBACK) only after its transaction committed. A message that cannot
+be used (oversized, not JSON, against the schema, wrong topic) goes to ``dead_letters`` with the
+reason and is acknowledged; the service keeps running. When the database fails, the message is not
+acknowledged and the service reconnects after a pause, so the broker delivers it again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from pydantic import ValidationError
+
+from alerts.events import IncidentEvent
+from alerts.mqtt import MqttLink, Topics
+from alerts.outbox import OutboxPublisher
+from alerts.schema import schema_errors
+from camera_config.schema import MqttConfig, TicketsConfig
+from storage import repository as repo
+from storage.db import Database
+from storage.errors import NotFound, StorageError
+from tickets.desk import apply_event, apply_verify_result
+from tickets.states import OPEN_STATES
+
+log = logging.getLogger(__name__)
+
+
+class Rejected(Exception):
+    """A message that goes to the dead-letter table; the text is the reason."""
+
+
+def decode_event(topics: Topics, topic: str, payload: bytes, max_bytes: int) -> IncidentEvent:
+    if len(payload) > max_bytes:
+        raise Rejected(f"oversized: {len(payload)} bytes > limit {max_bytes}")
+    where = topics.parse_incident(topic)
+    if where is None:
+        raise Rejected(f"not an incident topic: {topic!r} (expected {topics.prefix}/incidents/TYPE/CAMERA)")
+    try:
+        raw = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Rejected(f"not JSON: {exc}") from exc
+    problems = schema_errors(raw)
+    if problems:
+        raise Rejected("schema: " + "; ".join(problems[:5]))
+    try:
+        ev = IncidentEvent.model_validate(raw)
+    except ValidationError as exc:
+        raise Rejected(f"invalid event: {exc.errors(include_url=False)[:3]}") from exc
+    if (ev.type, ev.camera_id) != where:
+        raise Rejected(f"topic {topic!r} does not match payload type={ev.type!r} camera={ev.camera_id!r}")
+    return ev
+
+
+def decode_verify_result(payload: bytes, max_bytes: int) -> dict[str, Any]:
+    if len(payload) > max_bytes:
+        raise Rejected(f"oversized: {len(payload)} bytes > limit {max_bytes}")
+    try:
+        raw = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise Rejected(f"not JSON: {exc}") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("ticket_id"), int) \
+            or not isinstance(raw.get("present"), bool) or not isinstance(raw.get("request_id"), str):
+        raise Rejected("verify result: needs integer ticket_id, string request_id and boolean present")
+    return raw
+
+
+class TicketService:
+    def __init__(self, db: Database, mqtt_cfg: MqttConfig, tickets_cfg: TicketsConfig, *,
+                 client_id: str | None = None) -> None:
+        self.db = db
+        self.mqtt_cfg = mqtt_cfg
+        self.cfg = tickets_cfg
+        self.topics = Topics(mqtt_cfg.topic_prefix)
+        self.client_id = client_id or f"{mqtt_cfg.client_id}-tickets"
+        self.counts: dict[str, int] = {}
+        self._db_down = threading.Event()
+        self._stop = threading.Event()
+        self.link = self._new_link()
+        self.publisher = OutboxPublisher(db, self.link)
+
+    def _new_link(self) -> MqttLink:
+        link = MqttLink(self.mqtt_cfg, self.client_id, availability=self.topics.availability(self.client_id),
+                        persistent_session=True, manual_ack=True)
+        link.on_connected.append(self._subscribe)
+        link.on_message = self._on_message
+        return link
+
+    def _subscribe(self, client: mqtt.Client) -> None:
+        client.subscribe([(self.topics.shared(self.topics.incidents), 1),
+                          (self.topics.shared(self.topics.verify_result()), 1)])
+
+    # ---- one message
+    def handle(self, topic: str, payload: bytes) -> str:
+        """Process one message; returns the outcome. Raises StorageError when the database fails."""
+        try:
+            if topic.startswith(f"{self.topics.prefix}/verify/result/"):
+                return "verify:" + apply_verify_result(self.db, decode_verify_result(
+                    payload, self.mqtt_cfg.max_payload_bytes))
+            ev = decode_event(self.topics, topic, payload, self.mqtt_cfg.max_payload_bytes)
+            return apply_event(self.db, self.cfg, ev, topic)
+        except (Rejected, NotFound) as exc:
+            with self.db.transaction() as s:
+                repo.add_dead_letter(s, topic, payload, str(exc))
+            log.warning("dead-lettered a message", extra={"topic": topic, "reason": str(exc)[:200]})
+            return "dead_letter"
+
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if self._db_down.is_set():
+            return  # not acknowledged: redelivered after the reconnect
+        try:
+            outcome = self.handle(msg.topic, bytes(msg.payload))
+        except StorageError as exc:
+            log.error("database failed; message left unacknowledged", extra={"error": str(exc)})
+            self._db_down.set()
+            return
+        except Exception:  # a bug must not kill the network thread; keep the message for later
+            log.exception("unexpected error on a message; left unacknowledged", extra={"topic": msg.topic})
+            self._db_down.set()
+            return
+        self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        client.ack(msg.mid, msg.qos)
+
+    # ---- lifecycle
+    def start(self) -> None:
+        self.link.start()
+        self.publisher.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.publisher.stop(flush_timeout_s=2.0)
+        self.link.stop()
+
+    def run(self, stop: threading.Event, *, overdue_every_s: float = 60.0) -> None:
+        """Serve until ``stop`` is set: reconnect after a database failure, log overdue tickets."""
+        self.start()
+        next_overdue = time.monotonic()
+        while not stop.wait(0.5):
+            if self._db_down.is_set():
+                self._recover()
+            if time.monotonic() >= next_overdue:
+                next_overdue = time.monotonic() + overdue_every_s
+                self._log_overdue()
+        self.stop()
+
+    def _recover(self) -> None:
+        """Drop the connection (unacked messages return), wait for the database, reconnect."""
+        log.warning("reconnecting after a database failure")
+        self.publisher.stop(flush_timeout_s=0)
+        self.link.stop(offline=False)
+        while not self._stop.is_set():
+            try:
+                with self.db.transaction() as s:
+                    repo.outbox_counts(s)
+                break
+            except StorageError:
+                self._stop.wait(2.0)
+        self._db_down.clear()
+        self.link = self._new_link()
+        self.publisher = OutboxPublisher(self.db, self.link)
+        self.start()
+
+    def _log_overdue(self) -> None:
+        try:
+            with self.db.transaction() as s:
+                late = repo.overdue_tickets(s, time.time(), OPEN_STATES)
+                if late:
+                    log.warning("overdue tickets", extra={"count": len(late),
+                                                          "ids": ",".join(str(t.id) for t in late[:20])})
+        except StorageError as exc:
+            log.error("cannot list overdue tickets", extra={"error": str(exc)})
