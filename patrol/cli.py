@@ -19,6 +19,7 @@ from patrol.redact import redact_text
 
 COMMAND_MODULES: tuple[str, ...] = (
     "patrol.commands.config",
+    "patrol.commands.tickets",
     "patrol.commands.models",
     "patrol.commands.detect",
 )
