@@ -55,7 +55,8 @@ class ParkingRule:
         if not schedule_active(self.zone.schedule, frame.wall_time, self.tz):
             self.memory.clear()  # dwell counts only while parking is forbidden
             return []
-        self.memory.update(frame.pts, self._sightings(frame, tracks, detections))
+        occluders = detections[detections.score >= self.zone.min_score].xyxy
+        self.memory.update(frame.pts, self._sightings(frame, tracks, detections), occluders)
         return [self._finding(st, frame.pts) for st in self.memory.alive() if self._parked(st, frame.pts)]
 
     def _parked(self, st: Station, now: float) -> bool:

@@ -139,6 +139,14 @@ def ground_point(xyxy: tuple[float, float, float, float]) -> tuple[float, float]
     return ((xyxy[0] + xyxy[2]) / 2, xyxy[3])
 
 
+def covered_frac(box: tuple[float, float, float, float], other: tuple[float, ...]) -> float:
+    """Fraction of ``box``'s area covered by ``other``."""
+    w = min(box[2], other[2]) - max(box[0], other[0])
+    h = min(box[3], other[3]) - max(box[1], other[1])
+    area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-6)
+    return max(w, 0.0) * max(h, 0.0) / area
+
+
 @dataclass(frozen=True, slots=True)
 class Sighting:
     """One detection offered to a :class:`PlaceMemory`."""
@@ -167,6 +175,8 @@ class Station:
     class_votes: dict[int, float] = field(default_factory=dict)
     track_ids: set[int] = field(default_factory=set)
     seen_s: float = 0.0
+    last_present: float = -math.inf
+    """Last pts the object was seen or hidden behind another detected object."""
     recent_scores: deque[float] = field(default_factory=lambda: deque(maxlen=10))
 
     def dwell(self, now: float) -> float:
@@ -201,8 +211,10 @@ class PlaceMemory:
     object (seen most of the time) from passing objects that cross the same spot.
     """
 
-    def __init__(self, tolerance: float, forget_after_s: float, size_ratio: float = 1.6) -> None:
+    def __init__(self, tolerance: float, forget_after_s: float, size_ratio: float = 1.6,
+                 occluded_frac: float = 0.3) -> None:
         self.tolerance = tolerance
+        self.occluded_frac = occluded_frac
         self.forget_after_s = forget_after_s
         self.size_ratio = size_ratio
         self.stations: dict[int, Station] = {}
@@ -222,8 +234,14 @@ class PlaceMemory:
         d = max(abs(ax - bx), abs(ay - by)) / size
         return d if d <= self.tolerance else math.inf
 
-    def update(self, pts: float, sightings: Iterable[Sighting]) -> list[Station]:
-        """Feed one frame's sightings; return the stations seen in this frame."""
+    def update(self, pts: float, sightings: Iterable[Sighting],
+               occluders: Iterable[tuple[float, float, float, float]] = ()) -> list[Station]:
+        """Feed one frame's sightings; return the stations seen in this frame.
+
+        ``occluders`` are this frame's other detected boxes: a station not seen but covered by
+        one (by at least ``occluded_frac`` of its area, e.g. a bus passing in front) counts as
+        present for ``coverage``; only a real sighting refreshes ``last_seen``.
+        """
         prev = self._last_pts
         self._last_pts = pts
         items = list(sightings)
@@ -240,9 +258,9 @@ class PlaceMemory:
             used_st.add(sid)
             used_s.add(i)
             st, s = self.stations[sid], items[i]
-            if prev is not None and st.last_seen == prev:
+            if prev is not None and st.last_present == prev:
                 st.seen_s += pts - prev
-            st.last_seen, st.last_box, st.score = pts, s.xyxy, s.score
+            st.last_seen, st.last_present, st.last_box, st.score = pts, pts, s.xyxy, s.score
             st.recent_scores.append(s.score)
             st.class_votes[s.class_id] = st.class_votes.get(s.class_id, 0.0) + s.score
             if s.track_id is not None:
@@ -252,12 +270,18 @@ class PlaceMemory:
             if i in used_s:
                 continue
             st = Station(station_id=self._next_id, anchor=s.xyxy, since=pts, last_seen=pts, last_box=s.xyxy,
-                         score=s.score, class_votes={s.class_id: s.score},
+                         score=s.score, class_votes={s.class_id: s.score}, last_present=pts,
                          track_ids={s.track_id} if s.track_id is not None else set())
             st.recent_scores.append(s.score)
             self._next_id += 1
             self.stations[st.station_id] = st
             seen.append(st)
+        boxes = [tuple(map(float, b)) for b in occluders]
+        for sid, st in self.stations.items():
+            if sid not in used_st and any(covered_frac(st.anchor, b) >= self.occluded_frac for b in boxes):
+                if prev is not None and st.last_present == prev:
+                    st.seen_s += pts - prev
+                st.last_present = pts
         for sid in [k for k, st in self.stations.items() if pts - st.last_seen > self.forget_after_s]:
             del self.stations[sid]
         return sorted(seen, key=lambda st: st.station_id)
