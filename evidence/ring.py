@@ -24,6 +24,8 @@ from typing import Any
 
 import av
 
+from pipeline.sources import h264_has_idr
+
 log = logging.getLogger(__name__)
 
 
@@ -49,9 +51,14 @@ class EncodedPacket:
         return self.time + float(self.duration * self.time_base)
 
     @classmethod
-    def from_av(cls, packet: av.Packet, time_base: Fraction) -> EncodedPacket:
-        return cls(bytes(packet), packet.pts, packet.dts, int(packet.duration or 0),
-                   bool(packet.is_keyframe), Fraction(packet.time_base or time_base))
+    def from_av(cls, packet: av.Packet, time_base: Fraction, keyframe: bool) -> EncodedPacket:
+        return cls(bytes(packet), packet.pts, packet.dts, int(packet.duration or 0), keyframe,
+                   Fraction(packet.time_base or time_base))
+
+
+def is_keyframe(packet: av.Packet, codec: str) -> bool:
+    """The packet's key flag, or for H.264 an IDR slice in its bytes (RTP demuxers leave the flag off)."""
+    return bool(packet.is_keyframe) or (codec == "h264" and h264_has_idr(bytes(packet)[:4096]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,16 +144,17 @@ class PacketRing:
         if packet.size == 0 or (packet.pts is None and packet.dts is None):
             return  # flush/empty packets carry nothing to keep
         extradata = bytes(stream.codec_context.extradata or b"")
-        key = (id(stream), extradata)
+        stream_key = (id(stream), extradata)
         ready: list[ClipJob] = []
         with self._lock:
-            if key != self._stream_key:
-                ready += self._new_generation(key)
+            key = is_keyframe(packet, stream.codec_context.name)
+            if stream_key != self._stream_key or self._went_back(packet, stream):
+                ready += self._new_generation(stream_key)
             if self._template is None:
-                if not packet.is_keyframe:
+                if not key:
                     return  # nothing decodes before the first keyframe of a connection
                 self._template = StreamTemplate.from_stream(stream, packet)
-            enc = EncodedPacket.from_av(packet, Fraction(stream.time_base))
+            enc = EncodedPacket.from_av(packet, Fraction(stream.time_base), key)
             self._packets.append(enc)
             self._trim()
             for job in self._pending:
@@ -156,6 +164,13 @@ class PacketRing:
             ready += done
         for job in ready:
             self._on_ready(job)
+
+    def _went_back(self, packet: av.Packet, stream: Any) -> bool:
+        """Time jumped back by more than a second: a new connection reusing the old stream's id."""
+        if not self._packets:
+            return False
+        ts = packet.pts if packet.pts is not None else packet.dts
+        return float(ts * Fraction(stream.time_base)) < self._packets[-1].time - 1.0
 
     def end_of_stream(self) -> None:
         """The source ended or lost its connection: hand over pending clips as they are."""
