@@ -170,7 +170,7 @@ class PacketRing:
         if not self._packets:
             return False
         ts = packet.pts if packet.pts is not None else packet.dts
-        return float(ts * Fraction(stream.time_base)) < self._packets[-1].time - 1.0
+        return float((ts or 0) * Fraction(stream.time_base)) < self._packets[-1].time - 1.0
 
     def end_of_stream(self) -> None:
         """The source ended or lost its connection: hand over pending clips as they are."""
