@@ -1,0 +1,221 @@
+"""Task verification (step 5 of the loop): re-check a camera's zone after a ticket is disposed.
+
+The ticket service publishes ``{prefix}/verify/request/{camera}``; :class:`VerifierService`, running
+next to the pipeline with the site config, grabs a few seconds of the camera's current frames, runs
+the camera's detector and the zone check, and publishes ``{prefix}/verify/result/{camera}`` with
+``present`` (is the vehicle, stall or obstruction still there?) and the boxes it saw.
+
+What counts as "still there" per zone type:
+
+* ``no_parking`` — a detection of one of the zone's vehicle classes whose ground point (bottom
+  centre) lies in the zone;
+* ``no_vending`` — a detection of one of the zone's stall classes in the zone;
+* ``keep_clear`` — a detection of a class outside the zone's ignore list in the zone (the
+  detector knows no branches by name; this is the weakest of the three checks);
+* a ``camera_offline`` ticket (no zone) — no frame arrived at all.
+
+The problem counts as present when it is seen in at least ``present_fraction`` of the frames.
+No frame at all for a zone check means it cannot be verified: reported present, with an error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from alerts.mqtt import MqttLink, Topics
+from camera_config.schema import Camera, KeepClearZone, NoParkingZone, NoVendingZone, SiteConfig
+from models.coco import COCO80
+from pipeline.types import Detections, Frame
+
+log = logging.getLogger(__name__)
+
+Image = npt.NDArray[np.uint8]
+DetectFn = Callable[[Sequence[Image]], list[Detections]]
+FrameGrabber = Callable[[Camera, float], list[Frame]]
+
+AnyZone = NoParkingZone | NoVendingZone | KeepClearZone
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneCheck:
+    """Which detections count as the problem still being there, for one zone."""
+
+    zone: AnyZone
+    class_ids: frozenset[int]
+    min_score: float
+
+    @classmethod
+    def for_zone(cls, zone: AnyZone, default_score: float) -> ZoneCheck:
+        if isinstance(zone, NoParkingZone):
+            names, score = set(zone.vehicle_classes), zone.min_score
+        elif isinstance(zone, NoVendingZone):
+            names, score = set(zone.stall_classes), zone.min_score
+        else:
+            names, score = set(COCO80) - set(zone.ignore_classes), default_score
+        return cls(zone, frozenset(COCO80.index(n) for n in names), score)
+
+    def boxes_in_zone(self, dets: Detections, width: int, height: int) -> list[dict[str, Any]]:
+        from pipeline.zones import build_zone_mask
+
+        keep = np.array([int(c) in self.class_ids for c in dets.class_id], dtype=bool) \
+            & (dets.score >= self.min_score)
+        if not keep.any():
+            return []
+        mask = build_zone_mask(self.zone, width, height)
+        inside = mask.contains_boxes(dets.xyxy[keep])
+        out = []
+        for xyxy, score, cls_id in zip(dets.xyxy[keep][inside], dets.score[keep][inside],
+                                       dets.class_id[keep][inside], strict=True):
+            out.append({"label": COCO80[int(cls_id)], "score": round(float(score), 3),
+                        "xyxy": [round(float(v), 1) for v in xyxy]})
+        return out
+
+
+def check_zone(frames: Sequence[Frame], detect: DetectFn, check: ZoneCheck, *,
+               present_fraction: float = 0.5) -> dict[str, Any]:
+    """Run the detector on ``frames`` and say whether the problem is still in the zone."""
+    if not frames:
+        return {"present": True, "frames": 0, "frames_present": 0, "boxes": [],
+                "error": "no frames from the camera: cannot verify"}
+    detections = detect([f.image for f in frames])
+    seen = 0
+    boxes: list[dict[str, Any]] = []
+    for frame, dets in zip(frames, detections, strict=True):
+        hits = check.boxes_in_zone(dets, frame.width, frame.height)
+        if hits:
+            seen += 1
+            boxes = hits  # the latest frame's boxes are the evidence
+    return {"present": seen >= present_fraction * len(frames), "frames": len(frames), "frames_present": seen,
+            "boxes": boxes}
+
+
+def grab_frames(camera: Camera, duration_s: float, *, fps: float = 2.0, timeout_s: float = 30.0) -> list[Frame]:
+    """About ``duration_s`` seconds of the camera's current frames at ``fps`` (stream time)."""
+    from pipeline.sources import Source
+
+    frames: list[Frame] = []
+    done = threading.Event()
+
+    def on_frame(frame: Frame) -> None:
+        if done.is_set():
+            return
+        frames.append(frame)
+        if frame.pts - frames[0].pts >= duration_s:
+            done.set()
+
+    source = Source(camera.id, camera.url.get_secret_value(), on_frame, analysis_fps=fps,
+                    transport=camera.transport, watchdog=camera.watchdog, realtime=False)
+    if source.live:
+        source.realtime = True
+    source.start()
+    deadline = time.monotonic() + timeout_s
+    while not done.is_set() and not source.finished and time.monotonic() < deadline:
+        done.wait(0.1)
+    source.stop()
+    source.join(5.0)
+    return list(frames)
+
+
+class Verifier:
+    """Answers one verification request from the site config, a detector per model and a grabber."""
+
+    def __init__(self, site: SiteConfig, *, detector_factory: Callable[[Camera], DetectFn] | None = None,
+                 grabber: FrameGrabber = grab_frames) -> None:
+        self.site = site
+        self.grabber = grabber
+        self.detector_factory = detector_factory or _load_detect
+        self._detectors: dict[str, DetectFn] = {}
+
+    def _detect_for(self, camera: Camera) -> DetectFn:
+        if camera.id not in self._detectors:
+            self._detectors[camera.id] = self.detector_factory(camera)
+        return self._detectors[camera.id]
+
+    def verify(self, request: dict[str, Any]) -> dict[str, Any]:
+        base = {k: request.get(k) for k in ("request_id", "ticket_id", "camera_id", "zone_id", "type")}
+        duration = float(request.get("duration_s") or 4.0)
+        try:
+            camera = self.site.camera(str(request["camera_id"]))
+        except KeyError:
+            return {**base, "present": True, "frames": 0, "frames_present": 0, "boxes": [],
+                    "checked_at": time.time(), "error": f"camera {request.get('camera_id')!r} not in this site"}
+        frames = self.grabber(camera, duration)
+        zone_id = request.get("zone_id")
+        if zone_id is None:  # camera_offline: is the stream back?
+            result = {"present": not frames, "frames": len(frames), "frames_present": 0, "boxes": []}
+        else:
+            zone = next((z for z in camera.zones if z.id == zone_id), None)
+            if zone is None:
+                result = {"present": True, "frames": len(frames), "frames_present": 0, "boxes": [],
+                          "error": f"camera {camera.id!r} has no zone {zone_id!r}"}
+            else:
+                check = ZoneCheck.for_zone(zone, camera.detector.default_score)
+                result = check_zone(frames, self._detect_for(camera), check)
+        return {**base, **result, "checked_at": time.time()}
+
+
+def _load_detect(camera: Camera) -> DetectFn:
+    from models.factory import load_detector
+
+    detector = load_detector(camera.detector.model, score_threshold=camera.detector.default_score)
+    detector.warmup()
+    return detector.detect
+
+
+class VerifierService:
+    """MQTT loop: ``{prefix}/verify/request/+`` in, ``{prefix}/verify/result/{camera}`` out (QoS 1)."""
+
+    def __init__(self, site: SiteConfig, *, client_id: str | None = None, verifier: Verifier | None = None) -> None:
+        self.site = site
+        self.topics = Topics(site.mqtt.topic_prefix)
+        self.verifier = verifier or Verifier(site)
+        self.client_id = client_id or f"{site.mqtt.client_id}-verifier"
+        self.link = MqttLink(site.mqtt, self.client_id, availability=self.topics.availability(self.client_id),
+                             persistent_session=True)
+        self.link.on_connected.append(self._subscribe)
+        self.link.on_message = self._on_message
+        self._work: list[dict[str, Any]] = []
+        self._cv = threading.Condition()
+
+    def _subscribe(self, client: Any) -> None:
+        client.subscribe(self.topics.shared(self.topics.verify_request(), group="verifiers"), qos=1)
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        try:
+            request = json.loads(msg.payload)
+            if not isinstance(request, dict) or "camera_id" not in request:
+                raise ValueError("needs a JSON object with camera_id")
+        except (ValueError, UnicodeDecodeError) as exc:
+            log.warning("ignored a malformed verify request", extra={"topic": msg.topic, "error": str(exc)})
+            return
+        with self._cv:
+            self._work.append(request)
+            self._cv.notify()
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set; the slow re-check runs here, not on the network thread."""
+        self.link.start()
+        while not stop.is_set():
+            with self._cv:
+                if not self._work:
+                    self._cv.wait(0.5)
+                    continue
+                request = self._work.pop(0)
+            result = self.verifier.verify(request)
+            log.info("verified", extra={"ticket_id": result.get("ticket_id"), "present": result["present"],
+                                        "frames": result["frames"]})
+            info = self.link.publish_json(self.topics.verify_result(str(result["camera_id"])), result)
+            try:
+                info.wait_for_publish(10.0)
+            except (RuntimeError, ValueError) as exc:
+                log.error("verify result not acknowledged", extra={"error": str(exc)})
+        self.link.stop()
