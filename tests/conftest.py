@@ -52,3 +52,70 @@ def yolox_detector():  # type: ignore[no-untyped-def]
     detector = load_detector("yolox_nano_416", score_threshold=0.3)
     detector.warmup()
     return detector
+
+
+# ---- broker and database fixtures (storage / tickets owner) --------------------------------------
+
+def _services():  # type: ignore[no-untyped-def]
+    """``scripts/services.py`` (throwaway mosquitto and PostgreSQL), loaded by path."""
+    import importlib.util
+    import sys
+
+    if "patrol_test_services" in sys.modules:
+        return sys.modules["patrol_test_services"]
+    path = Path(__file__).resolve().parents[1] / "scripts" / "services.py"
+    spec = importlib.util.spec_from_file_location("patrol_test_services", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["patrol_test_services"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def mosquitto():  # type: ignore[no-untyped-def]
+    """A fresh mosquitto on a free port with persistence; ``.stop()`` / ``.start()`` restart it."""
+    import shutil
+
+    if shutil.which("mosquitto") is None:
+        pytest.skip("mosquitto not installed (scripts/install_system_deps.sh)")
+    with _services().Mosquitto() as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def postgres_server():  # type: ignore[no-untyped-def]
+    """One PostgreSQL cluster for the session (initdb in a temp dir, as user postgres when root)."""
+    services = _services()
+    if not (services.PG_BIN / "postgres").exists():
+        pytest.skip(f"PostgreSQL binaries not found in {services.PG_BIN}")
+    with services.Postgres() as pg:
+        yield pg
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database URL: a SQLite file, or a new database in the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'patrol.db'}"
+    import uuid
+
+    import sqlalchemy as sa
+
+    pg = request.getfixturevalue("postgres_server")
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(pg.url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return pg.url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture
+def db(db_url: str):  # type: ignore[no-untyped-def]
+    """An open, migrated :class:`storage.db.Database` over :func:`db_url`."""
+    from storage.db import open_database
+
+    database = open_database(db_url)
+    yield database
+    database.dispose()
