@@ -119,3 +119,21 @@ def db(db_url: str):  # type: ignore[no-untyped-def]
     database = open_database(db_url)
     yield database
     database.dispose()
+
+
+@pytest.fixture
+def make_incident_event():  # type: ignore[no-untyped-def]
+    """``make_incident_event(incident_id, seq, event="opened", **fields)`` -> a valid IncidentEvent."""
+    from alerts.events import Evidence, IncidentEvent
+
+    def make(incident_id: str = "inc-0001", seq: int = 1, event: str = "opened", **fields: object) -> IncidentEvent:
+        values: dict[str, object] = {
+            "incident_id": incident_id, "seq": seq, "event": event, "type": "illegal_parking",
+            "camera_id": "cam-1", "grid_cell": "G-01", "zone_id": "kerb", "location": (0.5, 0.8),
+            "started_at": 1_700_000_000.0, "event_at": 1_700_000_000.0 + seq,
+            "evidence": Evidence(links={"snapshot": f"evidence/{incident_id}/snap.jpg"}),
+        }
+        values.update(fields)
+        return IncidentEvent.model_validate(values)
+
+    return make
