@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "patrol.commands.tickets",
     "patrol.commands.models",
     "patrol.commands.detect",
+    "patrol.commands.run",
 )
 
 log = logging.getLogger("patrol")

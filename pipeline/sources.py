@@ -111,19 +111,6 @@ def _describe(exc: BaseException) -> str:
     return redact_text(f"{exc} ({type(exc).__name__})")
 
 
-def h264_has_idr(data: bytes) -> bool:
-    """True if an Annex-B H.264 access unit contains an IDR slice (NAL type 5).
-
-    Some demuxers (RTP) do not flag keyframe packets; the keyframe interval is measured anyway.
-    """
-    i = data.find(b"\x00\x00\x01")
-    while i != -1 and i + 3 < len(data):
-        if data[i + 3] & 0x1F == 5:
-            return True
-        i = data.find(b"\x00\x00\x01", i + 3)
-    return False
-
-
 class KeyframeClock:
     """Measures the keyframe interval (seconds) from keyframe packet timestamps.
 
@@ -338,7 +325,6 @@ class _StreamReader:
         self.last_frame_mono = time.monotonic()
         self.pace_origin: tuple[float, float] | None = None  # (pts, monotonic) for realtime files
         self.keyframe_only = False
-        self.codec_is_h264 = self.ctx.name == "h264"
         override = source.keyframe_only_override
         if override is not None:
             self._set_keyframe_only(override)
@@ -361,7 +347,7 @@ class _StreamReader:
                 src.on_packet(packet, self.stream)
             except Exception:
                 log.exception("camera %s: packet listener failed", src.camera_id)
-        if packet.pts is not None and self._is_keyframe(packet):
+        if packet.pts is not None and packet.is_keyframe:
             self.keyframes.add(float(packet.pts) * self.time_base)
             self._choose_decode_mode()
         t0 = time.perf_counter()
@@ -377,11 +363,6 @@ class _StreamReader:
         src.metrics.stage["decode"].add(time.perf_counter() - t0)
         for frame in frames:
             self._frame(frame)
-
-    def _is_keyframe(self, packet: Any) -> bool:
-        if packet.is_keyframe:
-            return True
-        return self.codec_is_h264 and h264_has_idr(bytes(packet)[:4096])
 
     def _choose_decode_mode(self) -> None:
         if self.src.keyframe_only_override is not None:
