@@ -24,8 +24,6 @@ from typing import Any
 
 import av
 
-from pipeline.sources import h264_has_idr
-
 log = logging.getLogger(__name__)
 
 
@@ -54,6 +52,16 @@ class EncodedPacket:
     def from_av(cls, packet: av.Packet, time_base: Fraction, keyframe: bool) -> EncodedPacket:
         return cls(bytes(packet), packet.pts, packet.dts, int(packet.duration or 0), keyframe,
                    Fraction(packet.time_base or time_base))
+
+
+def h264_has_idr(data: bytes) -> bool:
+    """True if an Annex-B H.264 access unit holds an IDR slice (NAL unit type 5)."""
+    i = data.find(b"\x00\x00\x01")
+    while i != -1 and i + 3 < len(data):
+        if data[i + 3] & 0x1F == 5:
+            return True
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return False
 
 
 def is_keyframe(packet: av.Packet, codec: str) -> bool:

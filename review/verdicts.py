@@ -1,0 +1,56 @@
+"""An operator's verdict: recorded in the database and queued for MQTT in the same transaction.
+
+The message goes to ``{prefix}/verdicts/{camera}`` through the storage outbox, so a verdict is never
+lost when the broker is down: the outbox publisher sends it (QoS 1) once the broker is back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from storage import repository as repo
+from storage.db import Database
+
+VerdictKind = Literal["confirm", "reject"]
+VERDICT_SCHEMA_VERSION = 1
+MAX_REASON = 500
+
+
+class VerdictRejected(ValueError):
+    """The verdict request is incomplete (e.g. a rejection without a reason)."""
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictRecord:
+    verdict_id: int
+    topic: str
+    payload: dict[str, Any]
+
+
+def verdict_topic(prefix: str, camera_id: str) -> str:
+    return f"{prefix}/verdicts/{camera_id}"
+
+
+def record_verdict(db: Database, incident_id: str, operator: str, verdict: str, reason: str,
+                   topic_prefix: str, at: float) -> VerdictRecord:
+    """Store the verdict and its outbox message atomically. Raises VerdictRejected or storage NotFound."""
+    if verdict not in ("confirm", "reject"):
+        raise VerdictRejected(f"verdict must be 'confirm' or 'reject', got {verdict!r}")
+    reason = reason.strip()
+    if verdict == "reject" and not reason:
+        raise VerdictRejected("a rejection needs a reason (it is used to tune the rules)")
+    if len(reason) > MAX_REASON:
+        raise VerdictRejected(f"reason longer than {MAX_REASON} characters")
+    with db.transaction() as s:
+        row = repo.add_verdict(s, incident_id, operator, verdict, reason, at=at)
+        inc = repo.get_incident(s, incident_id)
+        payload = {
+            "schema_version": VERDICT_SCHEMA_VERSION, "verdict_id": row.id, "incident_id": incident_id,
+            "camera_id": inc.camera_id, "grid_cell": inc.grid_cell, "type": inc.type, "zone_id": inc.zone_id,
+            "verdict": verdict, "reason": reason, "operator": operator, "at": at,
+        }
+        topic = verdict_topic(topic_prefix, inc.camera_id)
+        repo.enqueue(s, topic, json.dumps(payload, sort_keys=True))
+    return VerdictRecord(row.id, topic, payload)
