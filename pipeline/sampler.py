@@ -20,9 +20,9 @@ class TimeSampler:
     """Emit one frame per ``interval_s`` of stream time.
 
     The first frame is always due. After an emitted frame at ``pts`` the next one is due at
-    ``next_due + interval_s`` (keeps the average rate when frames arrive late, e.g. only keyframes),
-    but never earlier than ``pts + interval_s / 2`` and never later than ``pts + interval_s`` (after
-    a gap, sampling restarts from the frame that ended the gap instead of bursting to catch up).
+    ``next_due + interval_s`` (keeps the average rate when frames arrive a little late, e.g. only
+    keyframes), but never earlier than ``pts + interval_s / 2``. After a gap of more than one
+    interval, sampling restarts from the frame that ended the gap instead of bursting to catch up.
     A pts that goes backwards (a new connection, a looped file) restarts the clock.
     """
 
@@ -45,8 +45,10 @@ class TimeSampler:
         if self.next_due is not None and pts < self.next_due:
             return False
         step = self.interval_s
-        nxt = pts + step if self.next_due is None else self.next_due + step
-        self.next_due = min(max(nxt, pts + step / 2), pts + step)
+        if self.next_due is None or pts >= self.next_due + step:
+            self.next_due = pts + step  # first frame, or after a gap: restart from this frame
+        else:
+            self.next_due = max(self.next_due + step, pts + step / 2)
         return True
 
 

@@ -55,6 +55,8 @@ LIVE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "ud
 TRUNCATION_SLACK_S = 1.0
 """A file whose last frame ends more than this before its declared duration counts as truncated."""
 MAX_FILE_DECODE_ERRORS = 25
+MAX_PROBE_PACKETS = 600
+"""Most packets held back undecoded while the keyframe interval is being measured."""
 
 
 class SourceState(enum.StrEnum):
@@ -325,9 +327,13 @@ class _StreamReader:
         self.last_frame_mono = time.monotonic()
         self.pace_origin: tuple[float, float] | None = None  # (pts, monotonic) for realtime files
         self.keyframe_only = False
-        override = source.keyframe_only_override
-        if override is not None:
-            self._set_keyframe_only(override)
+        # Until the keyframe interval is known, packets wait here undecoded (at most one GOP, or one
+        # analysis interval), so a keyframe-only camera never decodes its first GOP in full.
+        self.probing = source.keyframe_only_override is None
+        self.pending: list[Any] = []
+        self.first_key_pts: float | None = None
+        if source.keyframe_only_override is not None:
+            self._set_keyframe_only(source.keyframe_only_override)
 
     def packet(self, packet: Any) -> None:
         src = self.src
@@ -347,9 +353,42 @@ class _StreamReader:
                 src.on_packet(packet, self.stream)
             except Exception:
                 log.exception("camera %s: packet listener failed", src.camera_id)
-        if packet.pts is not None and packet.is_keyframe:
-            self.keyframes.add(float(packet.pts) * self.time_base)
-            self._choose_decode_mode()
+        pts = None if packet.pts is None else float(packet.pts) * self.time_base
+        if pts is not None and packet.is_keyframe:
+            self.keyframes.add(pts)
+            if self.first_key_pts is None:
+                self.first_key_pts = pts
+            if not self.probing:
+                self._choose_decode_mode()
+        if self.probing:
+            self.pending.append(packet)
+            self.last_frame_mono = time.monotonic()
+            if self._probe_done(pts):
+                self.end_probe()
+            return
+        self._decode(packet)
+
+    def _probe_done(self, pts: float | None) -> bool:
+        if self.keyframes.interval_s is not None or len(self.pending) >= MAX_PROBE_PACKETS:
+            return True
+        # no second keyframe within one analysis interval: keyframes are too rare to skip to
+        return (pts is not None and self.first_key_pts is not None
+                and pts - self.first_key_pts > self.src.analysis_interval_s)
+
+    def end_probe(self) -> None:
+        """Decide the decode mode from what was measured and decode the packets held back."""
+        if not self.probing:
+            return
+        self.probing = False
+        self._choose_decode_mode()
+        if self.keyframes.interval_s is None:
+            self._set_keyframe_only(False)
+        pending, self.pending = self.pending, []
+        for packet in pending:
+            self._decode(packet)
+
+    def _decode(self, packet: Any) -> None:
+        src = self.src
         t0 = time.perf_counter()
         try:
             frames = packet.decode()
@@ -421,6 +460,7 @@ class _StreamReader:
     def finish(self) -> None:
         """End of input: for a file, decide whether it ended where it said it would."""
         src = self.src
+        self.end_probe()
         if src.live:
             return
         if self.decoded == 0:
