@@ -293,6 +293,10 @@ class ReviewConfig(Strict):
     secret_file: str = Field(default="var/review-secret",
                              description="File holding the session signing key; created (mode 600) if absent.")
     session_max_age_s: int = Field(default=12 * 3_600, ge=60, le=30 * 86_400)
+    secure_cookies: bool = Field(default=False, description="Send the session cookie over HTTPS only "
+                                 "(set when the page is served behind TLS).")
+    metrics_token_file: str | None = Field(default=None, description="File holding a bearer token that lets "
+                                           "a Prometheus scraper read /metrics without logging in.")
 
 
 class SiteConfig(Strict):

@@ -1,8 +1,8 @@
 """Which incidents' evidence retention must keep, asked of the database (storage package).
 
-Kept: incidents the pipeline still has open, and incidents whose ticket is not closed — both the
-incident a ticket was opened by and incidents merged into it. A ticket state counts as closed only
-when it is one of :data:`CLOSED_TICKET_STATES`; any other (or unknown) state keeps the evidence.
+Kept: incidents the pipeline still has open, and incidents whose ticket is open — in one of the
+ticket service's :data:`tickets.states.OPEN_STATES` (accepted, dispatched, disposed, reopened) —
+both the incident a ticket was opened by and incidents merged into it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from sqlalchemy import select
 from evidence.retention import KeepCheck
 from storage.db import Database
 from storage.models import Incident, Ticket
-
-CLOSED_TICKET_STATES = frozenset({"closed", "archived", "rejected", "cancelled"})
+from tickets.states import OPEN_STATES
 
 
 def open_ticket_keep(db: Database) -> KeepCheck:
@@ -27,7 +26,7 @@ def open_ticket_keep(db: Database) -> KeepCheck:
                 chunk = ids[start:start + 500]
                 kept.update(s.scalars(select(Incident.id).where(Incident.id.in_(chunk),
                                                                 Incident.state == "open")))
-                open_ticket = Ticket.state.not_in(CLOSED_TICKET_STATES)
+                open_ticket = Ticket.state.in_(OPEN_STATES)
                 kept.update(s.scalars(select(Incident.id).join(Ticket, Incident.ticket_id == Ticket.id)
                                       .where(Incident.id.in_(chunk), open_ticket)))
                 kept.update(s.scalars(select(Ticket.incident_id).where(Ticket.incident_id.in_(chunk),
@@ -37,4 +36,4 @@ def open_ticket_keep(db: Database) -> KeepCheck:
     return keep
 
 
-__all__ = ["CLOSED_TICKET_STATES", "open_ticket_keep"]
+__all__ = ["OPEN_STATES", "open_ticket_keep"]

@@ -53,8 +53,13 @@ class EvidenceRecorder:
             return self._rings[camera_id]
 
     def record(self, event: IncidentEvent, frame: Frame,
-               polygon: Sequence[tuple[float, float]] | None = None) -> dict[str, str]:
-        """Write the evidence of an opened incident; returns store-relative links."""
+               polygon: Sequence[tuple[float, float]] | None = None,
+               model: ModelInfo | None = None) -> dict[str, str]:
+        """Write the evidence of an opened incident; returns store-relative links.
+
+        ``model`` names the detector that saw it (default: the recorder's).
+        """
+        model = model or self.model
         folder = self.store.incident_dir(event.incident_id)
         folder.mkdir(parents=True, exist_ok=True)
         write_jpeg(folder / FRAME, frame.image)
@@ -67,7 +72,7 @@ class EvidenceRecorder:
                                       "post_roll_s": self.post_roll_s, "at_pts": at, "remuxed": True}
 
         def manifest(clip: dict[str, Any]) -> None:
-            m = build_manifest(event, files=file_entries(folder, (CLIP, SNAPSHOT, FRAME)), model=self.model,
+            m = build_manifest(event, files=file_entries(folder, (CLIP, SNAPSHOT, FRAME)), model=model,
                                config_version=self.config_version, polygon=polygon, snapshot_pts=frame.pts,
                                clip=clip)
             write_manifest(folder / MANIFEST, m)

@@ -23,6 +23,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "patrol.commands.models",
     "patrol.commands.detect",
     "patrol.commands.run",
+    "patrol.commands.evaluate",
+    "patrol.commands.review",
 )
 
 log = logging.getLogger("patrol")
