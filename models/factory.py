@@ -19,12 +19,13 @@ from patrol.errors import ModelError
 def load_detector(model: str | Path, *, score_threshold: float = 0.3, iou_threshold: float = 0.45,
                   class_agnostic: bool = False, threads: int | None = None,
                   providers: Sequence[str] | None = None, cache: AssetCache | None = None,
-                  input_spec: InputSpec | None = None) -> Detector:
+                  input_spec: InputSpec | None = None, num_classes: int | None = None) -> Detector:
     """Build a detector.
 
     ``model`` is a registered name (``patrol models list``; the file is fetched into the asset cache
     and checked) or the path of an Ultralytics-format ONNX export (``[N, 4 + C, A]`` or
-    ``[N, K, 6]``; input spec read from the file's input shape unless ``input_spec`` is given).
+    ``[N, K, 6]``; input spec read from the file's input shape unless ``input_spec`` is given; class
+    count from ``num_classes`` or the file's Ultralytics metadata, else 80).
     """
     kw: dict[str, Any] = {"score_threshold": score_threshold, "iou_threshold": iou_threshold,
                           "class_agnostic": class_agnostic}
@@ -48,7 +49,7 @@ def load_detector(model: str | Path, *, score_threshold: float = 0.3, iou_thresh
     if input_spec is None:
         h, w = shape[2:4] if len(shape) == 4 else (None, None)
         input_spec = ultralytics_input(w if isinstance(w, int) else 640, h if isinstance(h, int) else 640)
-    return UltralyticsDetector(path.stem, session, input_spec, **kw)
+    return UltralyticsDetector(path.stem, session, input_spec, num_classes=num_classes, **kw)
 
 
 def _from_spec(spec: ModelSpec, session: Any, kw: dict[str, Any]) -> OnnxDetector:
@@ -59,4 +60,4 @@ def _from_spec(spec: ModelSpec, session: Any, kw: dict[str, Any]) -> OnnxDetecto
                            num_classes=spec.num_classes, **kw)
     if spec.family == "fastestdet":
         return FastestDetDetector(spec.name, session, spec.input, **kw)
-    return UltralyticsDetector(spec.name, session, spec.input, **kw)
+    return UltralyticsDetector(spec.name, session, spec.input, num_classes=spec.num_classes, **kw)

@@ -12,8 +12,11 @@ Default input as Ultralytics exports it: RGB, 0..1, letterbox centred with pad 1
 
 from __future__ import annotations
 
+import ast
+
 import numpy as np
 import numpy.typing as npt
+import onnxruntime as ort
 
 from models.base import Candidates, OnnxDetector, best_class
 from models.registry import InputSpec
@@ -24,22 +27,43 @@ def ultralytics_input(width: int = 640, height: int = 640) -> InputSpec:
                      resize="letterbox", pad_value=114, anchor="center")
 
 
-def is_end_to_end(shape: tuple[int, ...] | list[int | str | None]) -> bool:
-    """``[N, K, 6]`` with K not 6 — the NMS-free layout (``[N, 4 + C, A]`` has A >> 6)."""
-    return len(shape) == 3 and shape[2] == 6 and shape[1] != 6
+def is_end_to_end(rows: int, cols: int, num_classes: int | None) -> bool:
+    """Tell ``[K, 6]`` (NMS-free) from ``[4 + C, A]`` for one image's output.
+
+    Only a raw head with exactly 6 anchors looks like the NMS-free layout; the class count (from
+    the caller or the file's metadata, else COCO's 80) settles it.
+    """
+    return cols == 6 and rows != 4 + (num_classes if num_classes is not None else 80)
+
+
+def class_count_from_metadata(session: ort.InferenceSession) -> int | None:
+    """Ultralytics writes ``names: {0: 'person', ...}`` into the ONNX metadata; count them."""
+    names = session.get_modelmeta().custom_metadata_map.get("names")
+    if not names:
+        return None
+    try:
+        parsed = ast.literal_eval(names)
+    except (ValueError, SyntaxError):
+        return None
+    return len(parsed) if isinstance(parsed, dict | list) else None
 
 
 class UltralyticsDetector(OnnxDetector):
+    def __init__(self, name: str, session: ort.InferenceSession, spec: InputSpec, *,
+                 num_classes: int | None = None, **kw: object) -> None:
+        super().__init__(name, session, spec, **kw)  # type: ignore[arg-type]
+        self.num_classes = num_classes or class_count_from_metadata(session)
+
     def decode(self, outputs: list[npt.NDArray[np.float32]]) -> Candidates:
         pred = outputs[0]
         if pred.ndim != 2:
             raise self._shape_error("Ultralytics output", "[N, 4 + classes, anchors] or [N, K, 6]",
                                     (-1, *pred.shape))
-        if pred.shape[1] == 6 and pred.shape[0] != 6:
+        if is_end_to_end(pred.shape[0], pred.shape[1], self.num_classes):
             return self._decode_end_to_end(pred)
-        if pred.shape[0] < 5:
-            raise self._shape_error("Ultralytics output", "[N, 4 + classes, anchors] or [N, K, 6]",
-                                    (-1, *pred.shape))
+        if pred.shape[0] < 5 or (self.num_classes is not None and pred.shape[0] != 4 + self.num_classes):
+            expected = f"[N, {4 + self.num_classes}, anchors]" if self.num_classes else "[N, 4 + classes, anchors]"
+            raise self._shape_error("Ultralytics output", f"{expected} or [N, K, 6]", (-1, *pred.shape))
         rows = pred.T  # (A, 4 + C)
         score, cls = best_class(rows[:, 4:])
         keep = score >= self.score_threshold
