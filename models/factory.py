@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from models.ultralytics import UltralyticsDetector, ultralytics_input
 from models.yolox import YoloxDetector
 from patrol.assets import AssetCache
 from patrol.errors import ModelError
+
+log = logging.getLogger(__name__)
 
 
 def load_detector(model: str | Path, *, score_threshold: float = 0.3, iou_threshold: float = 0.45,
@@ -33,7 +36,10 @@ def load_detector(model: str | Path, *, score_threshold: float = 0.3, iou_thresh
     if isinstance(model, str) and model in specs:
         spec = specs[model]
         path = (cache or AssetCache()).fetch(spec.asset())
-        return _from_spec(spec, create_session(path, threads, providers), kw)
+        session = create_session(path, threads, providers)
+        log.info("loaded model %s", spec.name, extra={"model": spec.name, "family": spec.family,
+                                                       "providers": ",".join(session.get_providers())})
+        return _from_spec(spec, session, kw)
     path = Path(model)
     if not path.is_file():
         raise ModelError(f"model {str(model)!r}: neither a registered name ({', '.join(sorted(specs))}) "

@@ -37,3 +37,30 @@ def constant_model(path: Path, output: np.ndarray | dict[str, np.ndarray],
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return path
+
+
+def dynamic_batch_model(path: Path, known: np.ndarray, per_image_gain: np.ndarray,
+                        size: int = 640) -> Path:
+    """Input ``[batch, 3, size, size]``; output ``known + mean(image) * per_image_gain`` per image.
+
+    Each image's output depends on its own pixels, so a batched run that mixed images up shows.
+    """
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["mean"], axes=[1, 2, 3], keepdims=0),
+        helper.make_node("Reshape", ["mean", "col"], ["mean3"]),
+        helper.make_node("Mul", ["mean3", "gain"], ["delta"]),
+        helper.make_node("Add", ["known", "delta"], ["output0"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "dynamic_batch",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", *known.shape[1:]])],
+        initializer=[numpy_helper.from_array(known.astype(np.float32), "known"),
+                     numpy_helper.from_array(per_image_gain.astype(np.float32), "gain"),
+                     numpy_helper.from_array(np.array([-1, 1, 1], np.int64), "col")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path

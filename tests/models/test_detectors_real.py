@@ -77,7 +77,7 @@ def test_api_finds_bus_and_people(model: str, bus: list[int], min_iou: float, pe
 def test_cli_prints_json_lines(model: str, bus: list[int], min_iou: float, persons: int, bus_score: float,
                                asset_path: Callable[[str], Path]) -> None:
     image = asset_path("bus_jpg")
-    asset_path(model)  # in the cache already, so the CLI does not copy while we time out
+    asset_path(model)  # cached before the subprocess starts: the CLI run only detects
     done = subprocess.run([sys.executable, "-m", "patrol", "detect", "--model", model, str(image),
                            "--score", "0.3"], capture_output=True, text=True, cwd=REPO_ROOT, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx_fixtures import constant_model
+from onnx_fixtures import constant_model, dynamic_batch_model
 
 from models.base import place, to_tensor
 from models.factory import load_detector
@@ -75,6 +75,23 @@ def test_fixed_batch_model_loops_over_a_batch_of_different_sizes(raw_model: Path
     np.testing.assert_array_equal(wide.xyxy[0], [540, 120, 740, 520])
     # x = (xn - 160) / 0.5, y = yn / 0.5
     np.testing.assert_array_equal(portrait.xyxy[0], [220, 440, 420, 840])
+
+
+def test_dynamic_batch_model_runs_the_batch_in_one_call(tmp_path: Path) -> None:
+    known = raw_head(ROWS[:2])
+    gain = np.zeros_like(known)
+    gain[0, 4 + 5, 0] = 0.05   # the bus score rises with the image's mean (0..1 after /255)
+    gain[0, 0, 1] = 64.0       # the person moves right by 64 * mean network pixels
+    det = load_detector(dynamic_batch_model(tmp_path / "dyn.onnx", known, gain), score_threshold=0.25)
+    calls = []
+    run = det.session.run
+    det.session.run = lambda *a, **k: calls.append(a[1]["images"].shape) or run(*a, **k)  # type: ignore[method-assign]
+    dark, bright = np.zeros((640, 640, 3), np.uint8), np.full((640, 640, 3), 255, np.uint8)
+    d_dark, d_bright, d_dark2 = det.detect([dark, bright, dark])
+    assert calls == [(3, 3, 640, 640)]
+    np.testing.assert_allclose([d_dark.score[0], d_bright.score[0], d_dark2.score[0]], [0.9, 0.95, 0.9], rtol=1e-6)
+    np.testing.assert_array_equal(d_dark.xyxy[1], [80, 300, 120, 360])  # square picture: scale 1, no pad
+    np.testing.assert_array_equal(d_bright.xyxy[1], [144, 300, 184, 360])
 
 
 def test_end_to_end_layout_decodes_exactly(tmp_path: Path) -> None:
