@@ -164,9 +164,10 @@ class Postgres(_Service):
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        self.proc.send_signal(signal.SIGINT)  # fast shutdown
+        subprocess.run(self._cmd(str(self.bin / "pg_ctl"), "stop", "-D", str(self.data), "-m", "fast", "-w"),
+                       capture_output=True, timeout=30)
         try:
-            self.proc.wait(20)
+            self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
