@@ -24,12 +24,17 @@ class TimeSampler:
     keyframes), but never earlier than ``pts + interval_s / 2``. After a gap of more than one
     interval, sampling restarts from the frame that ended the gap instead of bursting to catch up.
     A pts that goes backwards (a new connection, a looped file) restarts the clock.
+
+    ``tolerance_s`` lets a frame just before its due time count (set it to half the spacing of
+    the frames on offer, e.g. half the keyframe interval when only keyframes are decoded), so a
+    keyframe at 3.993 s serves the 4 s slot instead of waiting for the next one.
     """
 
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, tolerance_s: float = 0.0) -> None:
         if not interval_s > 0:
             raise ValueError(f"TimeSampler: interval_s must be > 0, got {interval_s!r}")
         self.interval_s = float(interval_s)
+        self.tolerance_s = tolerance_s
         self.next_due: float | None = None
         self._last_pts: float | None = None
 
@@ -42,7 +47,7 @@ class TimeSampler:
         if self._last_pts is not None and pts < self._last_pts:
             self.next_due = None
         self._last_pts = pts
-        if self.next_due is not None and pts < self.next_due:
+        if self.next_due is not None and pts < self.next_due - min(self.tolerance_s, self.interval_s / 2):
             return False
         step = self.interval_s
         if self.next_due is None or pts >= self.next_due + step:

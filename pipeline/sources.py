@@ -432,6 +432,8 @@ class _StreamReader:
         pts = frame.time
         if pts is None:
             pts = (self.last_pts or 0.0) + (1.0 / float(self.stream.average_rate or 25))
+        if self.last_pts is not None and pts > self.last_pts:
+            src._sampler.tolerance_s = (pts - self.last_pts) / 2  # half the spacing of decoded frames
         self.last_pts = pts
         src.metrics.last_pts = pts
         if src.state is not SourceState.STREAMING:
