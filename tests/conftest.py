@@ -137,3 +137,56 @@ def make_incident_event():  # type: ignore[no-untyped-def]
         return IncidentEvent.model_validate(values)
 
     return make
+
+
+# --- RTSP test server (pipeline sources owner) ----------------------------------------------------
+
+def _rtsp_server_module():  # type: ignore[no-untyped-def]
+    """scripts/rtsp_server.py, imported for its RtspServerProcess helper (no GStreamer needed here)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "rtsp_server.py"
+    spec = importlib.util.spec_from_file_location("patrol_rtsp_server", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def rtsp_server_module():  # type: ignore[no-untyped-def]
+    """The rtsp_server module; skips when the system Python lacks GStreamer's RTSP server (python3-gi)."""
+    import subprocess
+
+    module = _rtsp_server_module()
+    probe = [module.SYSTEM_PYTHON, "-c",
+             "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"]
+    try:
+        ok = subprocess.run(probe, capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        ok = False
+    if not ok:
+        pytest.skip("GStreamer RTSP server not installed (scripts/install_system_deps.sh)")
+    return module
+
+
+@pytest.fixture
+def rtsp_server(rtsp_server_module, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """``rtsp_server({"mount": clip_path}, user=None, password=None, scale=None, fps=None, gop=None)``
+    -> a started ``RtspServerProcess`` on a free port (answers RTSP OPTIONS before it returns).
+
+    ``srv.url(mount, user=, password=)`` builds the URL; ``srv.kill()`` SIGKILLs it like a dead camera,
+    ``srv.start()`` brings it back on the same port, ``srv.restart(down_s)`` does both. Every server
+    started here is killed at teardown; its log is ``tmp_path/rtsp-N.log``.
+    """
+    servers = []
+
+    def start(mounts: dict[str, Path | str], **kwargs: object):  # type: ignore[no-untyped-def]
+        srv = rtsp_server_module.RtspServerProcess(
+            mounts, log_path=tmp_path / f"rtsp-{len(servers)}.log", **kwargs)
+        servers.append(srv)
+        return srv.start()
+
+    yield start
+    for srv in servers:
+        srv.kill()
