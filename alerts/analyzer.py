@@ -60,8 +60,12 @@ class FrameReport:
 class CameraAnalyzer:
     """One camera's analysis state: tracker, rules per zone, incident lifecycle."""
 
-    def __init__(self, camera: Camera, timezone: str = "UTC", tracker: ObjectTracker | None = None) -> None:
+    def __init__(self, camera: Camera, timezone: str = "UTC", tracker: ObjectTracker | None = None,
+                 static_occupancy: bool = True) -> None:
+        """``static_occupancy=False`` skips the background model that feeds the stall rule (for
+        scripted scenes whose frames carry no pixels)."""
         self.camera = camera
+        self.static_occupancy = static_occupancy
         self.tz = ZoneInfo(timezone)
         self.tracker = tracker or ObjectTracker()
         self.lifecycle = IncidentLifecycle(camera.id, camera.grid_cell,
@@ -92,7 +96,7 @@ class CameraAnalyzer:
                     continue
                 self.rules.append(obstruction_rule(zone, frame_size))
         background = _optional("alerts.background", "DualBackground")
-        if self.stall_rules and background is not None:
+        if self.stall_rules and background is not None and self.static_occupancy:
             self.background = background(long_term_s=120.0, short_term_s=10.0)
 
     def threshold(self, detections: Detections) -> Detections:

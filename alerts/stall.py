@@ -61,6 +61,7 @@ class _Place:
     anchor: Box
     key: str
     since: float
+    seen_now: bool
     boxes: list[EvidenceBox] = field(default_factory=list)
     signals: dict[str, float] = field(default_factory=dict)
 
@@ -137,14 +138,15 @@ class StallRule:
             if not self._standing(st):
                 continue
             weak = st.class_id in self.weak
-            p = _Place(anchor=st.anchor, key=f"o{st.station_id}", since=st.since)
+            p = _Place(anchor=st.anchor, key=f"o{st.station_id}", since=st.since, seen_now=st.last_seen == now)
             p.boxes.append(_ebox(COCO80[st.class_id], st.last_box, st.mean_score,
                                  max(st.track_ids) if st.track_ids else None))
             p.signals["stall_object"] = w.stall_object * (0.5 if weak else 1.0)
             anchors.append(p)
         regions = [r for r in self.static_regions if self.mask.contains_boxes(np.asarray([r.xyxy]))[0]]
         for r in regions:
-            p = _Place(anchor=tuple(float(v) for v in r.xyxy), key="", since=r.static_since_pts)  # type: ignore[arg-type]
+            anchor = (float(r.xyxy[0]), float(r.xyxy[1]), float(r.xyxy[2]), float(r.xyxy[3]))
+            p = _Place(anchor=anchor, key="", since=r.static_since_pts, seen_now=True)
             p.boxes.append(_ebox("static_region", p.anchor, 1.0))
             p.signals["static_occupancy"] = w.static_occupancy
             anchors.append(p)
@@ -174,6 +176,7 @@ class StallRule:
                 merged.append(p)
                 continue
             home.boxes.extend(p.boxes)
+            home.seen_now = home.seen_now or p.seen_now
             for k, v in p.signals.items():
                 home.signals[k] = max(home.signals.get(k, 0.0), v)
         return merged
@@ -186,9 +189,12 @@ class StallRule:
                 continue
             clock = self._clocks.get(p.key)
             if clock is None:
+                if not p.seen_now:
+                    continue
                 clock = self._clocks[p.key] = _Clock(since=now, last_true=now)
-            clock.last_true = now
-            if now - clock.since >= z.limit_s:
+            if p.seen_now:
+                clock.last_true = now
+            if clock.last_true - clock.since >= z.limit_s:
                 findings.append(self._finding(p, clock, now))
         self._clocks = {k: c for k, c in self._clocks.items() if now - c.last_true <= z.occlusion_grace_s}
         return findings
@@ -198,7 +204,8 @@ class StallRule:
         gx, gy = ground_point(p.anchor)
         evidence = Evidence(
             boxes=tuple(p.boxes),
-            durations={"evidence_s": round(now - clock.since, 3)},
+            durations={"evidence_s": round(clock.last_true - clock.since, 3),
+                       "unseen_s": round(now - clock.last_true, 3)},
             signals={k: round(v, 3) for k, v in sorted(p.signals.items())},
             thresholds={"limit_s": self.zone.limit_s, "evidence_threshold": self.zone.evidence_threshold,
                         "linger_s": self.zone.linger_s},
