@@ -2,23 +2,36 @@
 
 The detector runs once per clip; its output is kept in a detection cache
 (:mod:`evaluation.cache`) keyed by the clip's sha256, the model and the detector settings, so
-evaluation and tuning re-run only tracking and rules. For cameras with keep_clear zones the
-cache also keeps a small grey picture of each analysed frame (the dual background model works on
-a 320-pixel-wide grey image anyway), so the background model and its parameters can be replayed
-and tuned without decoding or detecting again.
+evaluation and tuning re-run only tracking and rules. Rules that read pixels (the dual background
+model of keep_clear and no_vending zones) get the clip's own decoded frames, checked against the
+cached frame times; cameras without such zones replay on detections alone.
+
+:class:`Replayer` makes a parameter sweep cheap without changing what is computed:
+
+* a clip's frames and detections are loaded once;
+* tracking does not depend on zone parameters, so each clip is tracked once and the recorded
+  tracks are played back (:class:`RecordedTracker`);
+* each dual background model is recorded per clip and model parameters and played back while its
+  inputs (frame times, ignore boxes) are the same as when it was recorded; on the first
+  difference it turns into a live model fed with everything so far (:class:`MemoBackground`);
+* zones do not interact (a rule per zone, incidents per zone), so each zone is replayed on its own
+  and its incidents are kept per zone config: a sweep over parking parameters replays a keep_clear
+  zone once. ``tests/evaluation`` checks that zone-by-zone replay equals the whole-camera replay.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Protocol
 
 import av
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -31,10 +44,6 @@ from pipeline.sampler import TimeSampler
 from pipeline.types import Detections, Frame
 
 log = logging.getLogger(__name__)
-
-THUMB_WIDTH = 320
-"""Width of the grey thumbnails cached for background-model replay (the model's own work width)."""
-
 
 class DetectorLike(Protocol):
     name: str
@@ -76,7 +85,7 @@ def model_identity(camera: Camera) -> ModelIdentity:
     return ModelIdentity(spec.name, spec.sha256, (spec.input.width, spec.input.height))
 
 
-def needs_thumbnails(camera: Camera) -> bool:
+def needs_pictures(camera: Camera) -> bool:
     """Rules that read pixels (the dual background: obstruction, stall occupancy) need pictures."""
     return any(isinstance(z, KeepClearZone | NoVendingZone) for z in camera.zones)
 
@@ -88,7 +97,6 @@ def cache_key(clip_sha256: str, camera: Camera, model: ModelIdentity) -> CacheKe
         "class_scores": dict(sorted(camera.detector.class_scores.items())),
         "analysis_fps": camera.analysis_fps,
         "input_size": list(model.input_size),
-        "thumb_width": THUMB_WIDTH if needs_thumbnails(camera) else 0,
     }
     return CacheKey(clip_sha256, model.name, model.sha256, settings)
 
@@ -130,21 +138,10 @@ def sample_frames(path: Path, camera_id: str, fps: float, wall_start: float = 0.
             raise SourceError(camera_id, f"cannot decode clip {path}: {exc}") from exc
 
 
-def thumbnail(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    h, w = image.shape[:2]
-    tw = min(THUMB_WIDTH, w)
-    th = max(2, round(h * tw / w))
-    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    return np.asarray(cv2.resize(grey, (tw, th), interpolation=cv2.INTER_AREA), np.uint8)
-
-
-def picture_for(thumb: npt.NDArray[np.uint8] | None, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
-    """A frame image for replay: the thumbnail scaled back up, or a free all-black view."""
+def blank_picture(size: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    """An all-black frame that costs no memory, for cameras whose rules read no pixels."""
     w, h = size
-    if thumb is None:
-        return np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (h, w, 3))
-    big = cv2.resize(thumb, (w, h), interpolation=cv2.INTER_LINEAR)
-    return np.asarray(cv2.cvtColor(big, cv2.COLOR_GRAY2BGR), np.uint8)
+    return np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (h, w, 3))
 
 
 # --- detection and cache ---------------------------------------------------------------------------
@@ -152,14 +149,11 @@ def picture_for(thumb: npt.NDArray[np.uint8] | None, size: tuple[int, int]) -> n
 def detect_clip(labels: ClipLabels, detector: DetectorLike, key: CacheKey) -> CachedClip:
     """Decode the clip at the camera's analysis fps and run the detector on every sampled frame."""
     camera = labels.camera
-    thumbs = needs_thumbnails(camera)
     clip: CachedClip | None = None
     for frame in sample_frames(labels.clip, camera.id, camera.analysis_fps, labels.wall_start):
         if clip is None:
             clip = CachedClip(key, (frame.width, frame.height))
-        dets = detector.detect([frame.image])[0]
-        extras = {"thumb": thumbnail(frame.image)[None]} if thumbs else {}
-        clip.append(frame.pts, dets, **extras)
+        clip.append(frame.pts, detector.detect([frame.image])[0])
     if clip is None:
         raise SourceError(camera.id, f"clip {labels.clip} has no decodable video frames")
     return clip
@@ -193,15 +187,34 @@ def cached_detections(labels: ClipLabels, cache_dir: Path, detector_factory: Det
     return clip, False
 
 
+def clip_pictures(labels: ClipLabels, clip: CachedClip) -> list[npt.NDArray[np.uint8]]:
+    """Decode the frames the cache was made from; refuse when their times differ from the cache's."""
+    camera = labels.camera
+    pictures: list[npt.NDArray[np.uint8]] = []
+    for frame in sample_frames(labels.clip, camera.id, camera.analysis_fps, labels.wall_start):
+        i = len(pictures)
+        if i >= len(clip.pts) or abs(clip.pts[i] - frame.pts) > 1e-3:
+            want = clip.pts[i] if i < len(clip.pts) else "none"
+            raise CacheMismatch(Path(str(labels.clip)), [f"frame {i}: clip has pts {frame.pts}, cache has {want}"])
+        pictures.append(frame.image)
+    if len(pictures) != len(clip.pts):
+        raise CacheMismatch(Path(str(labels.clip)), [f"clip has {len(pictures)} sampled frames, cache {len(clip.pts)}"])
+    return pictures
+
+
 def replay_cached(clip: CachedClip, camera: Camera, timezone: str, analyzer_factory: AnalyzerFactory,
+                  pictures: Sequence[npt.NDArray[np.uint8]] | None = None,
                   wall_start: float = 0.0) -> list[IncidentEvent]:
-    """Run tracking and rules over cached detections; return every incident event in order."""
+    """Run tracking and rules over cached detections; return every incident event in order.
+
+    ``pictures`` are the decoded frames (:func:`clip_pictures`); without them every frame is
+    black, which is exact only for cameras whose rules read no pixels (:func:`needs_pictures`).
+    """
     analyzer = analyzer_factory(camera, timezone)
-    thumbs = clip.extras.get("thumb")
-    blank = picture_for(None, clip.frame_size)
+    blank = blank_picture(clip.frame_size)
     events: list[IncidentEvent] = []
     for i, (pts, dets) in enumerate(zip(clip.pts, clip.detections, strict=True)):
-        image = picture_for(thumbs[i][0], clip.frame_size) if thumbs is not None else blank
+        image = pictures[i] if pictures is not None else blank
         frame = Frame(camera_id=camera.id, pts=pts, wall_time=wall_start + pts, image=image)
         events.extend(analyzer.process(frame, dets))
     return events
@@ -222,3 +235,200 @@ def default_detector_factory(camera: Camera) -> DetectorLike:
     choice = camera.detector
     lowest = min([choice.default_score, *choice.class_scores.values()])
     return load_detector(choice.model, score_threshold=lowest)
+
+
+# --- sweeps: record once, play back -----------------------------------------------------------------
+
+class RecordedTracker:
+    """Plays back the tracks a real tracker produced for the same clip and detector thresholds.
+
+    The first replay of a clip records (a real :class:`~pipeline.tracking.ObjectTracker` runs and
+    each frame's tracks are snapshotted); later replays get the snapshots. Tracking depends only
+    on the detections, so this is exact as long as the frame times are the same, which is checked.
+    """
+
+    def __init__(self, recording: list[tuple[float, list[Any]]], live: Any | None) -> None:
+        self.recording = recording
+        self.live = live
+        self._i = 0
+
+    def update(self, pts: float, detections: Detections) -> list[Any]:
+        if self.live is not None:
+            tracks = self.live.update(pts, detections)
+            self.recording.append((pts, [copy.deepcopy(t) for t in tracks]))
+            return list(tracks)
+        if self._i >= len(self.recording) or self.recording[self._i][0] != pts:
+            raise PatrolError(f"recorded tracks do not fit this replay at pts {pts}")
+        tracks = self.recording[self._i][1]
+        self._i += 1
+        return list(tracks)
+
+
+def _digest_boxes(boxes: Sequence[Any]) -> bytes:
+    arr = np.asarray([tuple(map(float, b)) for b in boxes], np.float64)
+    return hashlib.sha1(arr.tobytes()).digest()
+
+
+@dataclass
+class _BgStep:
+    pts: float
+    boxes: bytes
+    regions: list[Any]
+    static_mask: Any
+
+
+class MemoBackground:
+    """A :class:`~alerts.background.DualBackground` stand-in that records or plays back.
+
+    With an empty recording it runs the real model and records every step. With a recording it
+    returns the recorded regions while each call has the recorded frame time and ignore boxes; at
+    the first difference it feeds the real model every input so far and goes on live.
+    """
+
+    def __init__(self, recording: list[_BgStep], model: Any) -> None:
+        self.recording = recording
+        self.model = model
+        self.recording_now = not recording
+        self.live = self.recording_now
+        self._inputs: list[tuple[Any, float, list[Any]]] = []
+        self._i = 0
+        self._mask: Any = None
+
+    @property
+    def static_mask(self) -> Any:
+        return self.model.static_mask if self.live else self._mask
+
+    def update(self, image_bgr: Any, pts: float, ignore_boxes: Sequence[Any] = ()) -> list[Any]:
+        boxes = list(ignore_boxes)
+        digest = _digest_boxes(boxes)
+        if not self.live:
+            step = self.recording[self._i] if self._i < len(self.recording) else None
+            if step is not None and step.pts == pts and step.boxes == digest:
+                self._i += 1
+                self._inputs.append((image_bgr, pts, boxes))
+                self._mask = step.static_mask
+                return list(step.regions)
+            self.live = True  # diverged: catch the real model up, then go on live
+            for img, p, b in self._inputs:
+                self.model.update(img, p, b)
+            self._inputs.clear()
+        regions = list(self.model.update(image_bgr, pts, boxes))
+        if self.recording_now:
+            self.recording.append(_BgStep(pts, digest, regions, self.model.static_mask))
+        return regions
+
+
+def background_params(model: Any) -> tuple[Any, ...]:
+    names = ("long_term_s", "short_term_s", "diff_threshold", "min_area", "work_width", "max_static_s",
+             "global_change_frac", "max_shift_px", "ignore_margin")
+    return tuple(getattr(model, n, None) for n in names)
+
+
+def _camera_digest(camera: Camera) -> str:
+    data = camera.model_dump(mode="json", exclude={"url"})
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass
+class _Loaded:
+    clip: CachedClip
+    pictures: list[npt.NDArray[np.uint8]] | None
+    tracks: dict[str, list[tuple[float, list[Any]]]] = field(default_factory=dict)
+    backgrounds: dict[tuple[Any, ...], list[_BgStep]] = field(default_factory=dict)
+
+
+class Replayer:
+    """Replays labelled clips from the detection cache (filled on first use); see the module doc.
+
+    ``replayer(labels, camera) -> list[Observed]`` is the ``replay_fn`` of :func:`evaluation.tune.sweep`.
+    ``detected`` lists the clips whose detections had to be computed (not from the cache).
+    """
+
+    def __init__(self, cache_dir: Path, detector_factory: DetectorFactory | None = None, *,
+                 refresh: bool = False, split_zones: bool = True, memo: bool = True) -> None:
+        self.cache_dir = cache_dir
+        self.detector_factory = detector_factory
+        self.refresh = refresh
+        self.split_zones = split_zones
+        self.memo = memo
+        self.detected: list[str] = []
+        self.replays = 0
+        self._loaded: dict[str, _Loaded] = {}
+        self._zone_results: dict[tuple[str, str], list[Any]] = {}
+
+    def load(self, labels: ClipLabels) -> _Loaded:
+        key = str(labels.path)
+        if key not in self._loaded:
+            clip, from_cache = cached_detections(labels, self.cache_dir, self.detector_factory,
+                                                 refresh=self.refresh and key not in self.detected)
+            if not from_cache:
+                self.detected.append(labels.name)
+            pictures = clip_pictures(labels, clip) if needs_pictures(labels.camera) else None
+            log.info("%s: %d frames (%s)", labels.name, len(clip), "cache" if from_cache else "detected")
+            self._loaded[key] = _Loaded(clip, pictures)
+        return self._loaded[key]
+
+    def events(self, labels: ClipLabels, camera: Camera) -> list[IncidentEvent]:
+        """Every incident event of a replay of ``labels``' clip under ``camera``'s config."""
+        from alerts.analyzer import CameraAnalyzer
+
+        data = self.load(labels)
+        memo = self.memo
+        det_key = camera.detector.model_dump_json()
+
+        class _Analyzer(CameraAnalyzer):
+            def _build(self, frame_size: tuple[int, int]) -> None:
+                super()._build(frame_size)
+                if not memo:
+                    return
+                if self.background is not None:
+                    self.background = _wrap_background(data, ("analyzer", det_key), self.background)
+                for rule in self.rules:
+                    model = getattr(rule, "background", None)
+                    if model is not None and hasattr(model, "update"):
+                        ignore = tuple(getattr(getattr(rule, "zone", None), "ignore_classes", ()))
+                        rule.background = _wrap_background(  # type: ignore[attr-defined]
+                            data, ("rule", det_key, ignore), model)
+
+        def factory(cam: Camera, timezone: str) -> FrameAnalyzer:
+            tracker: Any = None
+            if memo:
+                recording = data.tracks.get(det_key)
+                if recording is None:
+                    from pipeline.tracking import ObjectTracker
+
+                    recording = data.tracks[det_key] = []
+                    tracker = RecordedTracker(recording, ObjectTracker())
+                else:
+                    tracker = RecordedTracker(recording, None)
+            return _Analyzer(cam, timezone, tracker)
+
+        self.replays += 1
+        recording_tracks = memo and det_key not in data.tracks
+        try:
+            return replay_cached(data.clip, camera, labels.site.site.timezone, factory, data.pictures,
+                                 labels.wall_start)
+        except BaseException:
+            if recording_tracks:  # a partial recording must not be played back
+                data.tracks.pop(det_key, None)
+            raise
+
+    def __call__(self, labels: ClipLabels, camera: Camera) -> list[Any]:
+        from evaluation.matching import incidents_from_events
+
+        if not self.split_zones:
+            return incidents_from_events(self.events(labels, camera))
+        out = []
+        for zone in camera.zones:
+            single = camera.model_copy(update={"zones": (zone,)})
+            key = (str(labels.path), _camera_digest(single))
+            if key not in self._zone_results:
+                self._zone_results[key] = incidents_from_events(self.events(labels, single))
+            out.extend(self._zone_results[key])
+        return sorted(out, key=lambda o: (o.opened, o.incident_id))
+
+
+def _wrap_background(data: _Loaded, key: tuple[Any, ...], model: Any) -> MemoBackground:
+    full = (*key, background_params(model))
+    recording = data.backgrounds.setdefault(full, [])
+    return MemoBackground(recording, model)

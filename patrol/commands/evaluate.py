@@ -1,0 +1,142 @@
+"""``patrol eval LABELS...``, ``patrol eval export-labels ...`` and ``patrol tune LABELS... --grid PARAMS``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from evaluation import report
+from evaluation.labels import load_labels
+from evaluation.matching import ClipResult, match_clip, score
+from evaluation.replay import Replayer, default_detector_factory
+from evaluation.tune import OBJECTIVES, choose, config_patch, load_grid, meets, patch_yaml, sweep
+from patrol.assets import default_cache_dir
+
+log = logging.getLogger("patrol.eval")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "eval", help="replay labelled clips and score incidents against the labels",
+        description="Replay each labelled clip (detections cached), match incidents to labels by type, zone "
+                    "and time window, and report TP/FP/FN, precision, recall, F1 and start delays. "
+                    "`patrol eval export-labels --db URL --camera ID --clip FILE --config FILE --clip-start T` "
+                    "turns operator verdicts into a label file instead.")
+    p.add_argument("labels", nargs="+", metavar="LABELS", help="label YAML files (or: export-labels)")
+    _cache_args(p)
+    p.add_argument("--json", metavar="FILE", help="write the scores and per-clip matches as JSON ('-': stdout)")
+    p.add_argument("--report", metavar="DIR", help="write report.md and scores.png into DIR")
+    p.add_argument("--quiet", action="store_true", help="print the table only, not each match")
+    g = p.add_argument_group("export-labels")
+    g.add_argument("--db", metavar="URL", help="review database URL (export-labels)")
+    g.add_argument("--camera", metavar="ID", help="camera id (export-labels)")
+    g.add_argument("--clip", metavar="FILE", help="the recorded clip the verdicts belong to (export-labels)")
+    g.add_argument("--clip-start", metavar="TIME",
+                   help="wall time of the clip's first frame: Unix seconds or ISO 8601 (export-labels)")
+    g.add_argument("--config", metavar="FILE", help="site config of the camera (export-labels)")
+    g.add_argument("--out", metavar="FILE", help="write the label file here instead of stdout (export-labels)")
+    p.set_defaults(func=run_eval)
+
+    t = sub.add_parser(
+        "tune", help="sweep zone parameters over cached detections and propose a config patch",
+        description="Sweep every combination of the grid's zone parameters over the labelled clips "
+                    "(detections from the cache: only tracking and rules re-run), report the "
+                    "precision/recall trade-off and write the best setting as a reviewable config patch.")
+    t.add_argument("labels", nargs="+", metavar="LABELS", help="label YAML files")
+    t.add_argument("--grid", required=True, metavar="PARAMS", help="YAML: zone parameter -> list of values")
+    t.add_argument("--objective", default="f1", choices=OBJECTIVES, help="what the chosen setting maximises")
+    t.add_argument("--out", metavar="FILE", help="write the config patch (YAML) here; default: stdout")
+    t.add_argument("--report", metavar="DIR", help="write tune.md, pr.png and trials.json into DIR")
+    t.add_argument("--json", metavar="FILE", help="write every trial's scores as JSON ('-': stdout)")
+    _cache_args(t)
+    t.set_defaults(func=run_tune)
+
+
+def _cache_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache-dir", metavar="DIR", help="detection cache folder (default: $PATROL_CACHE/detections)")
+    p.add_argument("--refresh", action="store_true", help="run the detector again even if a cache matches")
+
+
+def _cache_dir(args: argparse.Namespace) -> Path:
+    return Path(args.cache_dir) if args.cache_dir else default_cache_dir() / "detections"
+
+
+def _write(path: str, text: str) -> None:
+    if path == "-":
+        sys.stdout.write(text)
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text, encoding="utf-8")
+
+
+def evaluate(label_files: Sequence[str], replayer: Replayer) -> list[ClipResult]:
+    results = []
+    for path in label_files:
+        lab = load_labels(path)
+        incidents = replayer(lab, lab.camera)
+        results.append(match_clip(lab.name, incidents, lab.expected, lab.quiet, lab.exhaustive))
+    return results
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    if args.labels[0] == "export-labels":
+        from evaluation.export import run_export
+
+        return run_export(args)
+    replayer = Replayer(_cache_dir(args), default_detector_factory, refresh=args.refresh)
+    results = evaluate(args.labels, replayer)
+    scores = score(results)
+    print(report.score_table(scores))
+    if not args.quiet:
+        print()
+        print("\n".join(report.clip_lines(results)))
+    if args.json:
+        _write(args.json, json.dumps(report.eval_json(scores, results), indent=2) + "\n")
+    if args.report:
+        out = Path(args.report)
+        report.plot_eval(scores, out / "scores.png")
+        (out / "report.md").write_text(report.eval_markdown(scores, results, "scores.png", args.labels),
+                                       encoding="utf-8")
+        print(f"report: {out / 'report.md'}", file=sys.stderr)
+    return 0
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    labels = [load_labels(p) for p in args.labels]
+    params = load_grid(args.grid)
+    replayer = Replayer(_cache_dir(args), default_detector_factory, refresh=args.refresh)
+    for lab in labels:
+        replayer.load(lab)  # detect (or load) every clip before timing the sweep
+    started = time.perf_counter()
+    default, trials = sweep(labels, params, replayer)
+    elapsed = time.perf_counter() - started
+    chosen = choose(args.objective, default, trials)
+    patch = config_patch(labels, params, chosen, default, args.objective, len(trials))
+    text = patch_yaml(patch)
+    table = report.tune_table(default, trials, chosen)
+    print(table)
+    print(f"\n{len(trials)} settings x {len(labels)} clips in {elapsed:.1f} s; objective {args.objective}"
+          + ("" if meets(args.objective, chosen) else " NOT met by any setting (best shown)"), file=sys.stderr)
+    if args.out:
+        _write(args.out, text)
+        print(f"config patch: {args.out}", file=sys.stderr)
+    else:
+        print()
+        print(text)
+    if args.json:
+        _write(args.json, json.dumps({"default": default.summary(), "chosen": chosen.summary(),
+                                      "trials": [t.summary() for t in trials]}, indent=2) + "\n")
+    if args.report:
+        out = Path(args.report)
+        report.plot_pr(default, trials, chosen, out / "pr.png")
+        (out / "tune.md").write_text(report.tune_markdown(table, "pr.png", text), encoding="utf-8")
+        (out / "trials.json").write_text(json.dumps([t.summary() for t in trials], indent=2), encoding="utf-8")
+    return 0
+
+
