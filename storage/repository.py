@@ -40,9 +40,11 @@ DEAD_LETTER_KEEP_BYTES = 65_536
 def _insert_ignore(s: Session, model: type[Base], values: dict[str, Any]) -> bool:
     """INSERT ... ON CONFLICT DO NOTHING; True when a row was inserted."""
     dialect = s.get_bind().dialect.name
-    ins: Any = postgresql.insert(model) if dialect == "postgresql" else sqlite.insert(model)
-    result: Any = s.execute(ins.values(**values).on_conflict_do_nothing())
-    return bool(result.rowcount)
+    table: Any = model.__table__
+    ins: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    first_pk = next(iter(table.primary_key.columns))
+    # RETURNING, not rowcount: psycopg reports -1 for a single-row INSERT ... ON CONFLICT
+    return s.execute(ins.values(**values).on_conflict_do_nothing().returning(first_pk)).first() is not None
 
 
 # ---------------------------------------------------------------- incidents
