@@ -17,7 +17,8 @@ from pipeline.types import Frame
 # what a careful user sets so RTSP runs over TCP, as in our runner
 os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
 
-import cv2  # noqa: E402
+import cv2
+import numpy as np
 
 
 class OpenCvThreadRunner:
@@ -66,7 +67,7 @@ class OpenCvThreadRunner:
                 infer_s = time.perf_counter() - t1
                 if analysis is None:
                     analysis = CameraAnalysis(f"cam{camera}", (image.shape[1], image.shape[0]))
-                times = analysis.step(Frame(f"cam{camera}", pts, time.time(), image), det)
+                times = analysis.step(Frame(f"cam{camera}", pts, time.time(), image.astype(np.uint8, copy=False)), det)
                 self.state.add(FrameRecord(
                     camera=camera, pts=pts, arrival=arrival, decided=time.monotonic(), decode_s=read_s,
                     wait_s=ready - arrival, infer_s=infer_s, track_s=times.track_s, rules_s=times.rules_s))

@@ -64,7 +64,7 @@ class TimeSampler:
         if fps <= 0:
             raise ValueError(f"TimeSampler: fps must be positive, got {fps}")
         self.interval = 1.0 / fps
-        self.tolerance = min(0.05, 0.1 * self.interval)
+        self.tolerance = 0.002  # clock rounding only: a frame early is a frame early
         self.next_due: float | None = None
 
     def due(self, pts: float) -> bool:

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from patrol.errors import AssetError, PatrolError
+from patrol.errors import PatrolError
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCE_FOOTAGE = "vehicle_counting_input_video.mp4"
+SOURCE_ASSET = "vehicle_counting_input_video"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
@@ -45,23 +45,11 @@ class ClipSpec:
                 f"{self.duration_s:g}s_{self.bitrate_kbps}k.mp4")
 
 
-def source_footage(name: str = SOURCE_FOOTAGE) -> Path:
-    """The real footage the benchmark clips are made from, through the asset cache when it exists."""
-    try:
-        from patrol import assets  # type: ignore[attr-defined]
+def source_footage(asset: str = SOURCE_ASSET) -> Path:
+    """The real footage the benchmark clips are made from, fetched through the asset cache."""
+    from patrol.assets import fetch
 
-        fetch = getattr(assets, "footage_path", None) or getattr(assets, "asset_path", None)
-        if fetch is not None:
-            return Path(fetch(f"footage/{name}" if fetch.__name__ == "asset_path" else name))
-    except (ImportError, AssetError, TypeError, KeyError):
-        pass
-    cache = Path(os.environ.get("PATROL_CACHE", REPO / "var" / "cache"))
-    mirror = Path(os.environ.get("PATROL_MIRROR", REPO.parent / "shared"))
-    for root in (cache, mirror):
-        candidate = root / "footage" / name
-        if candidate.is_file():
-            return candidate
-    raise AssetError(f"benchmark footage {name!r} not found under {cache}/footage or {mirror}/footage")
+    return fetch(asset)
 
 
 def encode_clip(spec: ClipSpec, out_dir: Path, source: Path | None = None) -> Path:

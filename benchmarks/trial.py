@@ -154,12 +154,21 @@ def summarise(spec: TrialSpec, state: RunnerState, window: tuple[float, float],
     }
 
 
+RUNNERS = ("ours", "fastpath", "baseline")
+"""ours: pipeline.worker.PatrolWorker as shipped; fastpath: the same architecture with decoding
+straight to the model's input size (what the profile suggests); baseline: OpenCV thread per camera."""
+
+
 def make_runner(spec: TrialSpec, state: RunnerState) -> Runner:
     from models.factory import load_detector
 
     detector = load_detector(spec.model, threads=spec.ort_threads, providers=list(spec.providers) or None)
     detector.warmup()
     if spec.runner == "ours":
+        from benchmarks.worker_runner import PatrolWorkerRunner
+
+        return PatrolWorkerRunner(spec, state, detector)
+    if spec.runner == "fastpath":
         from benchmarks.fastpath import FastPathRunner
 
         return FastPathRunner(spec, state, detector)
@@ -167,7 +176,7 @@ def make_runner(spec: TrialSpec, state: RunnerState) -> Runner:
         from benchmarks.baseline import OpenCvThreadRunner
 
         return OpenCvThreadRunner(spec, state, detector)
-    raise ValueError(f"unknown runner {spec.runner!r}; expected 'ours' or 'baseline'")
+    raise ValueError(f"unknown runner {spec.runner!r}; expected one of {RUNNERS}")
 
 
 def run_trial(spec: TrialSpec) -> dict[str, Any]:
@@ -192,7 +201,9 @@ def run_trial(spec: TrialSpec) -> dict[str, Any]:
     tick = os.sysconf("SC_CLK_TCK")
     ours = (cpu1 - cpu0) / (t1 - t0)
     machine = (busy1 - busy0) / tick / (t1 - t0)
+    runner_extra = getattr(runner, "extra", None)
     extra = {
+        **(runner_extra() if callable(runner_extra) else {}),
         "rss_base_mb": round(rss_base, 1), "rss_peak_mb": round(rss_peak, 1),
         "mem_per_camera_mb": round((rss_peak - rss_base) / max(1, spec.n), 2),
         "cpu_cores_used": round(ours, 3), "machine_cores_busy": round(machine, 3),

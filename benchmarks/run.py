@@ -1,0 +1,240 @@
+"""``python -m benchmarks.run [--smoke]``: stages, capacity, baseline; a table, JSON, the budget check.
+
+Full run (``make bench``, ~12-15 min on 2 cores): per-stage latency for every registered model,
+then capacity searches over live RTSP streams from the local GStreamer server — our pipeline
+(:class:`pipeline.worker.PatrolWorker`) on 1080p at 0.5 analysed fps, 704x576 at 0.5 fps,
+1080p at 2 fps — the OpenCV baseline on the same 1080p streams, and one trial of the
+decode-to-model-size fast path at our capacity. Smoke run (CI, ~1 min): the same code on a short
+704x576 clip with few iterations and one 2-camera trial per runner, no search.
+
+Results go to ``var/bench/bench-<UTC time>.json`` and ``var/bench/latest.json``; the exit status is
+1 when a budget line fails (full run) — the failing lines are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks.budget import BUDGET_YAML, Verdict, check, load_budget
+from benchmarks.capacity import run_trial_process, search
+from benchmarks.media import REPO, ClipSpec, RtspServer, encode_clip
+from benchmarks.stages import run_stages
+from benchmarks.trial import TrialSpec
+from patrol.errors import PatrolError
+
+log = logging.getLogger("patrol.bench")
+
+DEFAULT_MODEL = "yolox_nano_416"
+ALL_MODELS = ("yolox_nano_416", "fastestdet_352", "nanodet_m_320", "nanodet_m_416", "picodet_s_320_coco",
+              "picodet_s_416_coco")
+CLIP_1080 = ClipSpec("street", 1920, 1080, duration_s=75, bitrate_kbps=4000)
+CLIP_576 = ClipSpec("street", 704, 576, duration_s=75, bitrate_kbps=1000)
+CLIP_SMOKE = ClipSpec("street", 704, 576, duration_s=20, bitrate_kbps=1000)
+
+
+def machine_info() -> dict[str, Any]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    import av
+    import onnxruntime as ort
+
+    return {"cpu": model, "cores": os.cpu_count(), "memory_gb": round(mem_gb, 1),
+            "load_avg_at_start": [round(x, 2) for x in os.getloadavg()], "python": platform.python_version(),
+            "onnxruntime": ort.__version__, "pyav": av.__version__, "ort_providers": ort.get_available_providers(),
+            "host": platform.node()}
+
+
+def run_tune(smoke: bool) -> dict[str, Any] | None:
+    """The evaluation engineer's tuning benchmark (benchmarks/bench_tune.py), when present."""
+    try:
+        module = importlib.import_module("benchmarks.bench_tune")
+    except ModuleNotFoundError as exc:
+        if exc.name != "benchmarks.bench_tune":
+            raise
+        return None
+    result = module.run(smoke)
+    return result if isinstance(result, dict) else {"result": result}
+
+
+def progress(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def trial_line(r: dict[str, Any]) -> str:
+    e2e = r.get("e2e", {})
+    verdict = "ok  " if r.get("sustained") else "FAIL"
+    why = "" if r.get("sustained") else " — " + "; ".join(r.get("reasons", []))
+    return (f"{verdict} {r.get('runner')} x{r.get('cameras')} @ {r.get('analysis_fps')} fps: "
+            f"p95 e2e {e2e.get('p95_ms', float('nan')):.0f} ms, analysed {r.get('analysed_fps_per_camera', 0):.3f} "
+            f"fps/cam, cpu {r.get('cpu_cores_used', 0):.2f} cores (others {r.get('other_load_cores', 0):.2f})"
+            f"{why}")
+
+
+def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int | None,
+                 providers: tuple[str, ...]) -> dict[str, Any]:
+    """Searches (full) or single 2-camera trials (smoke)."""
+    out: dict[str, Any] = {}
+    if smoke:
+        base = TrialSpec(runner="ours", urls=(), model=model, warmup_s=4.0, window_s=6.0, stagger_s=1.0,
+                         ort_threads=threads, providers=providers)
+        for runner in ("ours", "fastpath", "baseline"):
+            r = run_trial_process(replace(base, runner=runner, urls=(urls["smoke"],) * 2))
+            progress(trial_line(r))
+            out[f"{runner}_smoke"] = r
+        return out
+    base = TrialSpec(runner="ours", urls=(), model=model, warmup_s=6.0, window_s=20.0, stagger_s=2.0,
+                     ort_threads=threads, providers=providers)
+    plans = [  # key, runner, stream, analysis fps, first guess, most cameras, trials
+        ("ours_1080p_0.5fps", "ours", "cam1080", 0.5, 32, 96, 4),
+        ("baseline_1080p_0.5fps", "baseline", "cam1080", 0.5, 4, 48, 4),
+        ("ours_576p_0.5fps", "ours", "cam576", 0.5, 48, 96, 3),
+        ("ours_1080p_2fps", "ours", "cam1080", 2.0, 8, 64, 3),
+    ]
+    for key, runner, stream, fps, first, most, trials in plans:
+        progress(f"capacity {key}: searching from {first} cameras")
+        out[key] = search(replace(base, runner=runner, analysis_fps=fps), urls[stream], first, most, trials,
+                          on_trial=lambda r: progress(trial_line(r)))
+        progress(f"capacity {key}: {out[key]['capacity']}")
+    ours, baseline = out["ours_1080p_0.5fps"]["capacity"], out["baseline_1080p_0.5fps"]["capacity"]
+    out["ratio_vs_baseline"] = round(ours / baseline, 2) if baseline else None
+    level = max(1, ours)
+    fast = run_trial_process(replace(base, runner="fastpath", urls=(urls["cam1080"],) * level))
+    progress(trial_line(fast))
+    out["fastpath_1080p_0.5fps_at_our_capacity"] = fast
+    return out
+
+
+# --- the table ----------------------------------------------------------------------------------
+
+def _row(name: str, p: dict[str, Any] | None) -> str:
+    if not p or "p50_ms" not in p:
+        why = (p or {}).get("error", "not measured")
+        return f"  {name:<44} {why}"
+    return f"  {name:<44} {p['p50_ms']:>9.1f} {p['p95_ms']:>9.1f} {p['p99_ms']:>9.1f}   n={p['n']}"
+
+
+def table(results: dict[str, Any], verdicts: list[Verdict]) -> str:
+    st = results.get("stages", {})
+    lines = [f"Bright Patrol benchmark ({results['mode']}) on {results['machine']['cpu']} x"
+             f"{results['machine']['cores']} cores, load at start {results['machine']['load_avg_at_start']}",
+             "", f"  {'stage (ms)':<44} {'p50':>9} {'p95':>9} {'p99':>9}"]
+    dec, conv = st.get("decode", {}), st.get("convert", {})
+    lines += [_row("decode: every frame", dec.get("every_frame")), _row("decode: keyframe", dec.get("keyframe"))]
+    for k in ("full_bgr", "full_bgr_then_cv2_resize", "reformat_to_model_size", "reformat_to_model_size_bilinear"):
+        lines.append(_row(f"convert: {k}", conv.get(k)))
+    for name, r in st.get("inference", {}).items():
+        lines.append(_row(f"inference: {name} batch 1", r.get("batch1")))
+        lines.append(_row(f"inference: {name} batch 8, per frame", r.get("batch8_per_frame")))
+    for where in ("analysis_model_size", "analysis_native"):
+        for k, v in st.get(where, {}).items():
+            lines.append(_row(f"{k} ({where.removeprefix('analysis_').replace('_', ' ')})", v))
+    for k, v in st.get("publish", {}).items():
+        lines.append(_row(f"publish: {k}", v))
+    for k, v in st.get("e2e_unloaded", {}).items():
+        lines.append(_row(f"frame-to-decision unloaded: {k}", v))
+    cap = results.get("capacity", {})
+    if cap:
+        lines += ["", f"  {'capacity':<30} {'cameras':>8} {'p50 e2e':>9} {'p95 e2e':>9} {'p99 e2e':>9} "
+                      f"{'MB/cam':>7} {'cores':>6}"]
+        for key, r in cap.items():
+            if not isinstance(r, dict):
+                continue
+            at = r.get("at_capacity", r)
+            n = r.get("capacity", at.get("cameras") if at.get("sustained") else 0)
+            e = at.get("e2e", {})
+            flag = "" if "capacity" in r or at.get("sustained") else "  (not sustained)"
+            lines.append(f"  {key:<30} {n!s:>8} {e.get('p50_ms', float('nan')):>9.0f} "
+                         f"{e.get('p95_ms', float('nan')):>9.0f} {e.get('p99_ms', float('nan')):>9.0f} "
+                         f"{at.get('mem_per_camera_mb', float('nan')):>7.1f} "
+                         f"{at.get('cpu_cores_used', float('nan')):>6.2f}{flag}")
+        if "ratio_vs_baseline" in cap:
+            lines.append(f"  our capacity / baseline capacity (1080p, 0.5 fps): {cap['ratio_vs_baseline']}")
+    lines += ["", "budget (benchmarks/budget.yaml):"] + [f"  {v.describe()}" for v in verdicts]
+    return "\n".join(lines)
+
+
+# --- main ---------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="short CI version: seconds, not minutes")
+    parser.add_argument("--out", type=Path, default=REPO / "var" / "bench", help="where JSON results go")
+    parser.add_argument("--models", default=None, help="comma-separated registered models (default: all)")
+    parser.add_argument("--skip-capacity", action="store_true", help="stage latencies only")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--provider", action="append", default=[],
+                        help="execution provider to prefer (e.g. CUDAExecutionProvider); CPU is the fallback")
+    parser.add_argument("--budget", type=Path, default=BUDGET_YAML)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("ORT_LOGGING_LEVEL", "3")
+    try:
+        budget = load_budget(args.budget)
+        models = [m for m in (args.models.split(",") if args.models else ALL_MODELS) if m]
+        if args.smoke and not args.models:
+            models = [DEFAULT_MODEL, "fastestdet_352"]
+        results = run(args, models)
+    except PatrolError as exc:
+        print(f"benchmark: error: {exc}", file=sys.stderr)
+        return 2
+    verdicts = check(results, budget)
+    results["budget"] = [{"name": v.line.name, "path": v.line.path, "value": v.value, "status": v.status,
+                          "max": v.line.max, "min": v.line.min} for v in verdicts]
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    name = f"bench-{'smoke-' if args.smoke else ''}{stamp}.json"
+    text = json.dumps(results, indent=1, default=str)
+    (args.out / name).write_text(text)
+    (args.out / ("latest-smoke.json" if args.smoke else "latest.json")).write_text(text)
+    print(table(results, verdicts))
+    print(f"\nresults: {args.out / name}")
+    failed = [v for v in verdicts if v.status == "FAIL"]
+    if failed:
+        print(f"{len(failed)} budget line(s) failed:", *(f"  {v.describe()}" for v in failed), sep="\n")
+    return 1 if failed and not args.smoke else 0
+
+
+def run(args: argparse.Namespace, models: list[str]) -> dict[str, Any]:
+    started = time.time()
+    media = REPO / "var" / "bench" / "media"
+    providers = tuple(args.provider)
+    results: dict[str, Any] = {"mode": "smoke" if args.smoke else "full", "machine": machine_info(),
+                               "started_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                               "models": models}
+    progress("encoding benchmark clips (once; kept in var/bench/media)")
+    clips = {"smoke": encode_clip(CLIP_SMOKE, media)} if args.smoke else \
+        {"cam1080": encode_clip(CLIP_1080, media), "cam576": encode_clip(CLIP_576, media)}
+    stage_clip = clips["smoke"] if args.smoke else clips["cam1080"]
+    progress(f"stage latencies on {stage_clip.name}, models {', '.join(models)}")
+    results["stages"] = run_stages(stage_clip, models, smoke=args.smoke, threads=args.threads,
+                                   providers=list(providers) or None)
+    if not args.skip_capacity:
+        with RtspServer(clips) as server:
+            urls = {name: server.url(name) for name in clips}
+            results["capacity"] = run_capacity(urls, smoke=args.smoke, model=models[0], threads=args.threads,
+                                               providers=providers)
+    tune = run_tune(args.smoke)
+    if tune is not None:
+        results["tune"] = tune
+    results["duration_s"] = round(time.time() - started, 1)
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(main())

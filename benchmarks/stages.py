@@ -1,0 +1,282 @@
+"""Per-stage latency on one core's worth of work, unloaded: warm-up, then measured iterations.
+
+Stages: decode (every frame / keyframes only), colour conversion + resize (the three ways to get a
+model-sized BGR picture out of a decoded frame), inference per model, tracking, rules (the real
+:class:`alerts.analyzer.CameraAnalyzer` per zone type, at native and at model size), and publish
+(outbox commit to SQLite; MQTT QoS 1 publish to a local mosquitto until PUBACK). Frame-to-decision
+per model is the sum, frame by frame, of keyframe decode, conversion, inference, analysis and the
+outbox commit, on the real clip.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from types import ModuleType
+from typing import Any, cast
+
+import av
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from benchmarks.stats import percentiles
+from pipeline.types import Detections, Frame
+
+log = logging.getLogger("patrol.bench")
+REPO = Path(__file__).resolve().parent.parent
+Image = npt.NDArray[np.uint8]
+
+
+def bgr(frame: av.VideoFrame, size: tuple[int, int] | None = None) -> Image:
+    """A decoded frame as a BGR array, converted straight to ``size`` when given."""
+    out = frame.reformat(size[0], size[1], format="bgr24") if size else frame
+    return cast(Image, out.to_ndarray(format="bgr24"))
+
+
+def timed(fn: Callable[[], Any], iterations: int, warmup: int = 2) -> dict[str, float | int]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(iterations):
+        t0 = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - t0)
+    return percentiles(samples)
+
+
+def keyframes(path: Path, limit: int) -> Iterator[tuple[float, av.VideoFrame, float]]:
+    """(pts, frame, decode seconds) of the first ``limit`` keyframes, decoding nothing else."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        stream.codec_context.skip_frame = "NONKEY"
+        n = 0
+        for packet in container.demux(stream):
+            if not packet.is_keyframe or packet.pts is None:
+                continue
+            t0 = time.perf_counter()
+            frames = packet.decode()
+            spent = time.perf_counter() - t0
+            for frame in frames:
+                yield float(packet.pts * packet.time_base), frame, spent
+                n += 1
+            if n >= limit:
+                return
+
+
+def bench_decode(path: Path, frames: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        samples = []
+        for packet in container.demux(stream):
+            t0 = time.perf_counter()
+            packet.decode()
+            samples.append(time.perf_counter() - t0)
+            if len(samples) >= frames:
+                break
+    out["every_frame"] = percentiles(samples[2:])
+    out["keyframe"] = percentiles([spent for _, _, spent in keyframes(path, max(4, frames // 10))][1:])
+    return out
+
+
+def analysis_size(native: tuple[int, int], net: tuple[int, int]) -> tuple[int, int]:
+    w, h = native
+    s = min(net[0] / w, net[1] / h, 1.0)
+    return max(2, round(w * s) // 2 * 2), max(2, round(h * s) // 2 * 2)
+
+
+def bench_convert(path: Path, net: tuple[int, int], iterations: int) -> dict[str, Any]:
+    _, frame, _ = next(keyframes(path, 1))
+    w, h = analysis_size((frame.width, frame.height), net)
+    return {
+        "full_bgr": timed(lambda: frame.to_ndarray(format="bgr24"), iterations),
+        "full_bgr_then_cv2_resize": timed(
+            lambda: cv2.resize(frame.to_ndarray(format="bgr24"), (w, h), interpolation=cv2.INTER_LINEAR),
+            iterations),
+        "reformat_to_model_size": timed(lambda: frame.reformat(w, h, format="bgr24").to_ndarray(), iterations),
+        "reformat_to_model_size_bilinear": timed(
+            lambda: frame.reformat(w, h, format="bgr24", interpolation="BILINEAR").to_ndarray(), iterations),
+        "size": [w, h], "native": [frame.width, frame.height],
+    }
+
+
+def bench_inference(models: list[str], iterations: int, threads: int | None,
+                    providers: list[str] | None, image: Image) -> dict[str, Any]:
+    from models.factory import load_detector
+
+    out: dict[str, Any] = {}
+    for name in models:
+        try:
+            det = load_detector(name, threads=threads, providers=providers)
+            det.warmup()
+        except Exception as exc:  # a model that cannot load is reported, not fatal to the run
+            out[name] = {"error": str(exc)}
+            continue
+        one = timed(partial(det.detect, [image]), iterations)
+        eight = timed(partial(det.detect, [image] * 8), max(2, iterations // 8), warmup=1)
+        per_frame_8 = {k: round(v / 8, 3) if k.endswith("_ms") else v for k, v in eight.items()}
+        out[name] = {"batch1": one, "batch8_per_frame": per_frame_8,
+                     "input": list(getattr(det, "input_size", ()))}
+    return out
+
+
+def sample_camera(zone_types: tuple[str, ...]) -> Any:
+    from camera_config.schema import Camera
+
+    polygons = {"no_parking": [[0, 0.55], [1, 0.55], [1, 1], [0, 1]],
+                "no_vending": [[0, 0.3], [0.35, 0.3], [0.35, 1], [0, 1]],
+                "keep_clear": [[0.3, 0.3], [0.7, 0.3], [0.9, 1], [0.1, 1]]}
+    zones = [{"id": z.replace("_", "-"), "type": z, "polygon": polygons[z]} for z in zone_types]
+    return Camera.model_validate({"id": "bench", "url": "rtsp://127.0.0.1/bench", "grid_cell": "bench",
+                                  "analysis_fps": 0.5, "zones": zones})
+
+
+def bench_analysis(frames: list[tuple[float, Image]], detections: list[Detections]) -> dict[str, Any]:
+    """Tracking alone, then each zone type's rules (analyzer time minus tracking time)."""
+    from alerts.analyzer import CameraAnalyzer
+    from pipeline.tracking import ObjectTracker
+
+    out: dict[str, Any] = {}
+    tracker = ObjectTracker()
+    track_s = []
+    for (pts, _), dets in zip(frames, detections, strict=True):
+        t0 = time.perf_counter()
+        tracker.update(pts, dets)
+        track_s.append(time.perf_counter() - t0)
+    out["tracking"] = percentiles(track_s[1:])
+    for zone in ("no_parking", "no_vending", "keep_clear"):
+        analyzer = CameraAnalyzer(sample_camera((zone,)), "UTC")
+        spent = []
+        for (pts, image), dets in zip(frames, detections, strict=True):
+            frame = Frame("bench", pts, 1_700_000_000.0 + pts, image)
+            t0 = time.perf_counter()
+            analyzer.process(frame, dets)
+            spent.append(time.perf_counter() - t0)
+        rule_s = [max(0.0, s - t) for s, t in zip(spent, track_s, strict=True)]
+        out[f"rules_{zone}"] = percentiles(rule_s[1:])
+    return out
+
+
+def sample_event() -> Any:
+    from alerts.events import Evidence, EvidenceBox, IncidentEvent
+
+    return IncidentEvent(
+        incident_id="inc-ille-0123456789abcdef0123", seq=1, event="opened", type="illegal_parking",
+        camera_id="bench", grid_cell="bench", zone_id="kerb", location=(0.5, 0.8), started_at=time.time() - 200,
+        event_at=time.time(), stream_pts=200.0,
+        evidence=Evidence(boxes=(EvidenceBox(label="car", score=0.8, xyxy=(10, 20, 200, 180), track_id=3),),
+                          durations={"dwell_s": 200.0}, frame_size=(1920, 1080)))
+
+
+def _services() -> ModuleType:
+    path = REPO / "scripts" / "services.py"
+    spec = importlib.util.spec_from_file_location("patrol_bench_services", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["patrol_bench_services"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def bench_publish(iterations: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    event = sample_event()
+    with tempfile.TemporaryDirectory(prefix="patrol-bench-") as tmp:
+        try:
+            from alerts.outbox import OutboxSink
+            from storage.db import Database
+
+            db = Database(f"sqlite:///{tmp}/bench.db")
+            db.migrate()
+            sink = OutboxSink(db)
+            counter = iter(range(1, 10**9))
+            out["outbox_commit"] = timed(
+                lambda: sink.publish([event.model_copy(update={"seq": next(counter)})]), iterations)
+        except Exception as exc:
+            out["outbox_commit"] = {"error": f"{type(exc).__name__}: {exc}"}
+    if shutil.which("mosquitto") is None:
+        out["mqtt_qos1"] = {"error": "mosquitto not installed"}
+        return out
+    try:
+        from alerts.mqtt import MqttLink
+        from camera_config.schema import MqttConfig
+
+        with _services().Mosquitto() as broker:
+            link = MqttLink(MqttConfig(host="127.0.0.1", port=broker.port), "bench")
+            link.start()
+            if not link.wait_connected(10):
+                raise RuntimeError("could not connect to the local mosquitto")
+            payload = event.model_dump(mode="json")
+            out["mqtt_qos1"] = timed(
+                lambda: link.publish_json(event.topic(), payload).wait_for_publish(5), iterations)
+            link.stop()
+    except Exception as exc:
+        out["mqtt_qos1"] = {"error": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+def bench_e2e_per_model(path: Path, models: list[str], frames: int, threads: int | None,
+                        providers: list[str] | None) -> dict[str, Any]:
+    """Unloaded frame-to-decision per model: keyframe decode + reformat + detect + analyse + commit."""
+    from alerts.analyzer import CameraAnalyzer
+    from models.factory import load_detector
+
+    clip = [(pts, frame, dec) for pts, frame, dec in keyframes(path, frames)]
+    out: dict[str, Any] = {}
+    camera = sample_camera(("no_parking", "no_vending", "keep_clear"))
+    for name in models:
+        try:
+            det = load_detector(name, threads=threads, providers=providers)
+            det.warmup()
+        except Exception as exc:
+            out[name] = {"error": str(exc)}
+            continue
+        analyzer = CameraAnalyzer(camera, "UTC")
+        total = []
+        for pts, frame, dec in clip:
+            t0 = time.perf_counter()
+            w, h = analysis_size((frame.width, frame.height), det.input_size)
+            image = bgr(frame, (w, h))
+            dets = det.detect([image])[0]
+            analyzer.process(Frame("bench", pts, 1_700_000_000.0 + pts, image), dets)
+            total.append(dec + time.perf_counter() - t0)
+        out[name] = percentiles(total[1:])
+    return out
+
+
+def run_stages(clip: Path, models: list[str], *, smoke: bool, threads: int | None = None,
+               providers: list[str] | None = None) -> dict[str, Any]:
+    """Every stage; ``smoke`` cuts iterations so the whole thing takes seconds."""
+    from models.factory import load_detector
+
+    iters = 5 if smoke else 40
+    result: dict[str, Any] = {"clip": clip.name}
+    result["decode"] = bench_decode(clip, 30 if smoke else 250)
+    default = load_detector(models[0], threads=threads, providers=providers)
+    default.warmup()
+    result["convert"] = bench_convert(clip, default.input_size, iters)
+    frames: list[tuple[float, Image]] = []
+    native: list[tuple[float, Image]] = []
+    for pts, frame, _ in keyframes(clip, 6 if smoke else 20):
+        w, h = analysis_size((frame.width, frame.height), default.input_size)
+        frames.append((pts, bgr(frame, (w, h))))
+        native.append((pts, bgr(frame)))
+    result["inference"] = bench_inference(models, iters, threads, providers, frames[0][1])
+    dets_small = [default.detect([img])[0] for _, img in frames]
+    dets_native = [default.detect([img])[0] for _, img in native]
+    result["analysis_model_size"] = bench_analysis(frames, dets_small)
+    result["analysis_native"] = bench_analysis(native, dets_native)
+    result["publish"] = bench_publish(iters)
+    result["e2e_unloaded"] = bench_e2e_per_model(clip, models, 6 if smoke else 16, threads, providers)
+    return result

@@ -1,0 +1,174 @@
+"""The project's own pipeline under test: :class:`pipeline.worker.PatrolWorker` on a generated site
+config, instrumented from the outside only (no change to the worker):
+
+* a packet listener (the worker's ``packet_listeners`` hook, where the evidence ring sits in
+  production) notes when each packet arrived, so latency starts at the packet, not at decode;
+* the detector loader hands the worker the preloaded detector wrapped to time each batch;
+* the analyzer factory wraps the real :class:`alerts.analyzer.CameraAnalyzer` (tracker, every
+  zone's rule, lifecycle) to note when the decision for each frame was made.
+
+Sources are started one by one over ``stagger_s`` so keyframes of different cameras do not
+arrive in lockstep (real cameras are not synchronised).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from alerts.events import IncidentEvent
+from benchmarks.trial import FrameRecord, RunnerState, TrialSpec
+from camera_config.schema import Camera, SiteConfig
+from pipeline.types import Detections, Frame
+
+ARRIVALS_KEPT = 256
+
+
+def bench_site(spec: TrialSpec) -> SiteConfig:
+    """N cameras on the benchmark streams, each with one zone of every type (the street's kerb is
+    no-parking, its pavement no-vending, its carriageway keep-clear)."""
+    zones: list[dict[str, Any]] = [
+        {"id": "kerb", "type": "no_parking", "polygon": [[0, 0.55], [1, 0.55], [1, 1], [0, 1]]},
+        {"id": "pavement", "type": "no_vending", "polygon": [[0, 0.3], [0.35, 0.3], [0.35, 1], [0, 1]]},
+        {"id": "road", "type": "keep_clear", "polygon": [[0.3, 0.3], [0.7, 0.3], [0.9, 1], [0.1, 1]]},
+    ]
+    cameras = [{"id": f"cam{i}", "url": url, "grid_cell": "bench", "analysis_fps": spec.analysis_fps,
+                "detector": {"model": spec.model}, "zones": zones} for i, url in enumerate(spec.urls)]
+    return SiteConfig.model_validate({"site": {"name": "bench", "timezone": "UTC"}, "cameras": cameras})
+
+
+class ArrivalLog:
+    """When each packet of one camera arrived (monotonic), by pts in ms; bounded."""
+
+    def __init__(self) -> None:
+        self._at: OrderedDict[int, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def on_packet(self, packet: Any, stream: Any) -> None:
+        if packet.pts is None:
+            return
+        key = round(float(packet.pts * packet.time_base) * 1000)
+        with self._lock:
+            self._at.setdefault(key, time.monotonic())
+            while len(self._at) > ARRIVALS_KEPT:
+                self._at.popitem(last=False)
+
+    def arrival(self, pts: float) -> float | None:
+        with self._lock:
+            return self._at.get(round(pts * 1000))
+
+
+class TimedDetector:
+    """The detector, timing each batch (the worker runs one inference loop, so one 'last' suffices)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.last: tuple[float, float, int] = (0.0, 0.0, 0)
+
+    def warmup(self) -> None:
+        self.inner.warmup()
+
+    def detect(self, images: Sequence[Any]) -> list[Detections]:
+        start = time.monotonic()
+        t0 = time.perf_counter()
+        out: list[Detections] = self.inner.detect(images)
+        self.last = (start, time.perf_counter() - t0, len(images))
+        return out
+
+
+class TimedAnalyzer:
+    def __init__(self, inner: Any, camera: int, state: RunnerState, detector: TimedDetector,
+                 arrivals: ArrivalLog) -> None:
+        self.inner = inner
+        self.camera = camera
+        self.state = state
+        self.detector = detector
+        self.arrivals = arrivals
+        self.track_s = 0.0
+        tracker = getattr(inner, "tracker", None)
+        if tracker is not None:
+            update = tracker.update
+
+            def timed_update(*args: Any, **kwargs: Any) -> Any:
+                t = time.perf_counter()
+                try:
+                    return update(*args, **kwargs)
+                finally:
+                    self.track_s = time.perf_counter() - t
+
+            tracker.update = timed_update
+
+    @property
+    def last(self) -> Any:
+        return getattr(self.inner, "last", None)
+
+    def process(self, frame: Frame, detections: Detections) -> list[IncidentEvent]:
+        self.track_s = 0.0
+        t0 = time.perf_counter()
+        events: list[IncidentEvent] = self.inner.process(frame, detections)
+        spent = time.perf_counter() - t0
+        decided = time.monotonic()
+        ready = frame.wall_time - (time.time() - decided)  # the frame's hand-over, on the monotonic clock
+        arrival = self.arrivals.arrival(frame.pts)
+        start, infer_s, batch = self.detector.last
+        self.state.add(FrameRecord(
+            camera=self.camera, pts=frame.pts, arrival=arrival if arrival is not None else ready,
+            decided=decided, wait_s=max(0.0, start - ready), infer_s=infer_s, batch=batch,
+            track_s=self.track_s, rules_s=spent - self.track_s))
+        return events
+
+
+class PatrolWorkerRunner:
+    def __init__(self, spec: TrialSpec, state: RunnerState, detector: Any) -> None:
+        from pipeline.worker import PatrolWorker, default_analyzer
+
+        self.spec = spec
+        self.state = state
+        self.detector = TimedDetector(detector)
+        site = bench_site(spec)
+        index = {cam.id: i for i, cam in enumerate(site.cameras)}
+        self.arrivals = {cam.id: ArrivalLog() for cam in site.cameras}
+
+        def analyzer(cam: Camera, cfg: SiteConfig) -> TimedAnalyzer:
+            return TimedAnalyzer(default_analyzer(cam, cfg), index[cam.id], state, self.detector,
+                                 self.arrivals[cam.id])
+
+        self.worker = PatrolWorker(site, detector_loader=lambda _model, _score: self.detector,
+                                   analyzer_factory=analyzer,
+                                   packet_listeners=lambda cam: self.arrivals[cam.id].on_packet)
+        self._loop = threading.Thread(target=self.worker.run, name="worker", daemon=True)
+        self._starter = threading.Thread(target=self._start_sources, name="starter", daemon=True)
+
+    def _start_sources(self) -> None:
+        gap = self.spec.stagger_s / max(1, self.spec.n)
+        for rt in self.worker.cameras.values():
+            if self.state.stop.wait(gap):
+                return
+            rt.source.start()
+
+    def start(self) -> None:
+        self.worker.load_detectors()
+        self.worker.started_at = time.time()  # sources start staggered below, not all at once
+        self._loop.start()
+        self._starter.start()
+
+    def close(self) -> None:
+        self.state.stop.set()
+        self._starter.join(timeout=5)
+        self.worker.request_stop()
+        self._loop.join(timeout=30)
+        for i, rt in enumerate(self.worker.cameras.values()):
+            err = rt.metrics.last_error
+            if err and rt.metrics.frames_analysed == 0:
+                self.state.fail(i, err)
+        self.state.dropped = sum(rt.slot.dropped for rt in self.worker.cameras.values())
+
+    def extra(self) -> dict[str, Any]:
+        """Per-camera means the worker's own metrics keep (decode time, keyframe-only mode)."""
+        rows = [rt.metrics.snapshot() for rt in self.worker.cameras.values()]
+        return {"worker_metrics_sample": rows[0] if rows else {},
+                "keyframe_only_cameras": sum(1 for rt in self.worker.cameras.values()
+                                             if rt.metrics.keyframe_only)}

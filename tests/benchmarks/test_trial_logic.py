@@ -1,0 +1,131 @@
+"""Pure parts of the capacity benchmark: percentiles, the lag test, the trial verdict, the search,
+and the fast path's sampling decisions. No streams, no timing."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.capacity import search
+from benchmarks.fastpath import KeyframeClock, TimeSampler, analysis_size
+from benchmarks.stats import lag_growth_s, percentiles
+from benchmarks.trial import FrameRecord, RunnerState, TrialSpec, summarise
+
+
+def test_percentiles_in_ms() -> None:
+    p = percentiles([i / 1000 for i in range(1, 101)])  # 1..100 ms
+    assert p["n"] == 100
+    assert p["p50_ms"] == pytest.approx(50.5)
+    assert p["p95_ms"] == pytest.approx(95.05)
+    assert p["max_ms"] == pytest.approx(100.0)
+    assert percentiles([]) == {"n": 0}
+
+
+def test_lag_growth_flat_and_growing() -> None:
+    times = [float(t) for t in range(30)]
+    assert lag_growth_s(times, [0.2] * 30) == pytest.approx(0.0)
+    # falling behind by 0.1 s per second: last third's median minus first third's is 2 s
+    assert lag_growth_s(times, [0.1 * t for t in times]) == pytest.approx(2.0)
+    assert lag_growth_s(times[:4], [9.0, 0, 0, 0]) == 0.0  # too few samples to judge
+    with pytest.raises(ValueError, match="3 times but 2 ages"):
+        lag_growth_s([1.0, 2.0, 3.0], [0.0, 0.0])
+
+
+def _state(n_cams: int, seconds: int, fps: float, lag_per_s: float = 0.0, skip: set[int] | None = None,
+           base_latency: float = 0.15) -> RunnerState:
+    """Synthetic records: camera c's frame at pts p arrives at 100 + p (+ growing lag) and is
+    decided ``base_latency`` later."""
+    state = RunnerState()
+    step = 1 / fps
+    for c in range(n_cams):
+        if skip and c in skip:
+            continue
+        k = 0
+        while k * step < seconds:
+            pts = k * step
+            arrival = 100.0 + pts + lag_per_s * pts
+            state.records.append(FrameRecord(camera=c, pts=pts, arrival=arrival, decided=arrival + base_latency))
+            k += 1
+    return state
+
+
+def _spec(n: int, fps: float = 0.5) -> TrialSpec:
+    return TrialSpec(runner="ours", urls=("rtsp://x",) * n, analysis_fps=fps)
+
+
+def test_summary_of_a_runner_that_keeps_up() -> None:
+    out = summarise(_spec(4), _state(4, 40, 0.5), (110.0, 130.0), {})
+    assert out["sustained"], out["reasons"]
+    assert out["e2e"]["p95_ms"] == pytest.approx(150.0)
+    assert out["analysed_fps_per_camera"] == pytest.approx(0.5)
+    assert abs(out["lag_growth_s"]) < 1e-9
+
+
+def test_summary_of_a_runner_falling_behind() -> None:
+    # 20 % behind real time: frames are ever older when analysed
+    out = summarise(_spec(4), _state(4, 60, 0.5, lag_per_s=0.2), (110.0, 140.0), {})
+    assert not out["sustained"]
+    assert any("lag grew" in r for r in out["reasons"])
+    assert any("p95 frame-to-decision" in r for r in out["reasons"])
+
+
+def test_summary_flags_starved_and_failed_cameras() -> None:
+    state = _state(4, 40, 0.5, skip={3})
+    state.errors[3] = "open failed: connection refused"
+    out = summarise(_spec(4), state, (110.0, 130.0), {})
+    assert not out["sustained"]
+    assert any("1 camera(s) failed: open failed" in r for r in out["reasons"])
+    assert any("got < 50% of their analysed frames" in r for r in out["reasons"])
+    assert any("< 90% of 0.5" in r for r in out["reasons"])
+
+
+@pytest.mark.parametrize(("true_capacity", "start", "most", "trials", "expected"), [
+    (40, 32, 96, 6, 40),   # 32 ok, 64 fail, 48 fail, 40 ok, 44 fail, 42 fail -> 40
+    (40, 32, 96, 4, 40),   # 32 ok, 64 fail, 48 fail, 40 ok: stops within its trial budget
+    (200, 32, 96, 6, 96),  # never fails: reports the most it tried
+    (0, 4, 48, 6, 0),      # even one camera fails
+    (5, 4, 48, 6, 5),      # 4 ok, 8 fail, 6 fail, 5 ok
+])
+def test_search_brackets_the_capacity(true_capacity: int, start: int, most: int, trials: int,
+                                      expected: int) -> None:
+    tried: list[int] = []
+
+    def fake_trial(spec: TrialSpec) -> dict[str, object]:
+        tried.append(spec.n)
+        return {"cameras": spec.n, "sustained": spec.n <= true_capacity}
+
+    out = search(_spec(1), "rtsp://x", start, most, trials, trial=fake_trial)
+    assert out["capacity"] == expected
+    assert len(tried) <= trials
+    assert len(set(tried)) == len(tried)
+    assert out["limit_reached"] == (expected >= most)
+
+
+def test_time_sampler_picks_by_stream_time() -> None:
+    s = TimeSampler(0.5)
+    picked = [t / 25 for t in range(0, 25 * 10) if s.due(t / 25)]
+    assert picked == [0.0, 2.0, 4.0, 6.0, 8.0]
+    s2 = TimeSampler(0.5)
+    assert [p for p in (0.0, 2.0, 9.0, 11.0, 11.5) if s2.due(p)] == [0.0, 2.0, 9.0, 11.0]  # gap resyncs
+
+
+def test_keyframe_clock_decides_keyframe_only_decoding() -> None:
+    every_2s = KeyframeClock(interval_s=2.0)
+    for t in (0.0, 2.0, 4.0):
+        every_2s.saw_keyframe(t)
+    assert every_2s.period == pytest.approx(2.0)
+    assert every_2s.keyframes_only  # 0.5 fps over a 2 s GOP: every keyframe, nothing else
+    fast = KeyframeClock(interval_s=0.5)
+    for t in (0.0, 2.0):
+        fast.saw_keyframe(t)
+    assert not fast.keyframes_only
+
+
+@pytest.mark.parametrize(("native", "net", "resize", "expected"), [
+    ((1920, 1080), (416, 416), "letterbox", (416, 234)),
+    ((704, 576), (416, 416), "letterbox", (416, 340)),
+    ((1920, 1080), (352, 352), "stretch", (352, 352)),
+    ((320, 240), (416, 416), "letterbox", (320, 240)),  # never upscaled
+])
+def test_analysis_size(native: tuple[int, int], net: tuple[int, int], resize: str,
+                       expected: tuple[int, int]) -> None:
+    assert analysis_size(native, net, resize) == expected
