@@ -190,3 +190,14 @@ def rtsp_server(rtsp_server_module, tmp_path: Path):  # type: ignore[no-untyped-
     yield start
     for srv in servers:
         srv.kill()
+
+
+@pytest.fixture
+def mosquitto_auth():  # type: ignore[no-untyped-def]
+    """A mosquitto that only lets in user ``pipeline`` with password ``s3cret-pw``."""
+    import shutil
+
+    if shutil.which("mosquitto") is None:
+        pytest.skip("mosquitto not installed (scripts/install_system_deps.sh)")
+    with _services().Mosquitto(users={"pipeline": "s3cret-pw"}) as broker:
+        yield broker
