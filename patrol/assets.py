@@ -22,7 +22,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -231,6 +231,7 @@ class AssetCache:
         target = self.cache_dir / member.path
         if self._good_in_cache(member):
             return target
+        target.unlink(missing_ok=True)  # a damaged or outdated copy never stays in the cache
         tried: list[str] = []
         if self.mirror_dir is not None:
             src = self.mirror_dir / member.path
@@ -280,11 +281,6 @@ class AssetCache:
 def fetch(name: str, cache: AssetCache | None = None) -> Path:
     """Cached path of the data asset ``name``, fetching it first if needed."""
     return (cache or AssetCache()).fetch(get_asset(name))
-
-
-def fetch_all(assets: Iterable[Asset], cache: AssetCache | None = None) -> list[Path]:
-    cache = cache or AssetCache()
-    return [cache.fetch(a) for a in assets]
 
 
 # --- maintenance: write folder manifests -----------------------------------------------------------

@@ -109,6 +109,12 @@ def test_corrupted_cache_file_is_replaced_from_mirror(tmp_path: Path, mirror: Pa
     assert not cache.is_cached(_asset())
     assert cache.fetch(_asset()).read_bytes() == PAYLOAD
 
+    path.write_bytes(b"bit rot again")
+    (mirror / "footage" / "clip.mp4").unlink()
+    with pytest.raises(AssetError, match="not in mirror"):
+        cache.fetch(_asset())
+    assert not path.exists()  # the damaged copy is gone, not served later
+
 
 def test_no_mirror_and_unreachable_url_is_a_clear_error(tmp_path: Path) -> None:
     url = _closed_port_url()
