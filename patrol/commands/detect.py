@@ -24,12 +24,15 @@ def register(sub: Any) -> None:
     p.add_argument("--iou", type=float, default=0.45, help="NMS IoU threshold (default 0.45)")
     p.add_argument("--agnostic", action="store_true", help="class-agnostic NMS")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime intra-op threads (default 2)")
+    p.add_argument("--provider", action="append", default=None, metavar="NAME",
+                   help="onnxruntime execution provider to try first, e.g. CUDAExecutionProvider "
+                        "(repeatable; skipped when this build lacks it; CPU is always the fallback)")
     p.set_defaults(func=detect)
 
 
 def detect(args: argparse.Namespace) -> int:
     detector = load_detector(args.model, score_threshold=args.score, iou_threshold=args.iou,
-                             class_agnostic=args.agnostic, threads=args.threads)
+                             class_agnostic=args.agnostic, threads=args.threads, providers=args.provider)
     images = []
     for path in args.images:
         if not Path(path).is_file():
