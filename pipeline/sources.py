@@ -262,13 +262,16 @@ class Source:
             options["rtsp_transport"] = self.transport
         if not self.live and not Path(self._url).is_file():
             raise SourceEnded(self.camera_id, f"no such file: {self.safe_url}")
+        started = time.monotonic()
         try:
             return av.open(self._url, options=options,
                            timeout=(self.watchdog.open_timeout_s, self.watchdog.stall_timeout_s))
         except (av.error.FFmpegError, OSError) as exc:
             what = "cannot open stream" if self.live else "cannot open file (corrupt or not a video?)"
-            raise SourceError(self.camera_id, f"{what} {self.safe_url}: {_describe(exc)}") \
-                from _safe_cause(exc)
+            reason = _describe(exc)
+            if self.live and time.monotonic() - started >= 0.95 * self.watchdog.open_timeout_s:
+                reason = f"no answer within open_timeout_s={self.watchdog.open_timeout_s:g} ({reason})"
+            raise SourceError(self.camera_id, f"{what} {self.safe_url}: {reason}") from _safe_cause(exc)
 
     def _connect_and_stream(self) -> None:
         """One connection: open, stream until it ends or fails (SourceError)."""
@@ -430,8 +433,10 @@ class _StreamReader:
         src._connection_frames += 1
         src.metrics.frames_decoded += 1
         pts = frame.time
-        if pts is None:
-            pts = (self.last_pts or 0.0) + (1.0 / float(self.stream.average_rate or 25))
+        if pts is None:  # RTSP before the first RTCP sync: place it after the previous frame, if any
+            if self.last_pts is None:
+                return
+            pts = self.last_pts + 1.0 / float(self.stream.average_rate or 25)
         if self.last_pts is not None and pts > self.last_pts:
             src._sampler.tolerance_s = (pts - self.last_pts) / 2  # half the spacing of decoded frames
         self.last_pts = pts

@@ -162,7 +162,9 @@ def reencode_launch(path: Path, scale: str | None, fps: float | None, gop: float
     key_int = max(1, round((gop or 2.0) * rate))
     return (f'( filesrc location="{path}" ! qtdemux name=demux demux.video_0 ! queue ! h264parse '
             f'! avdec_h264 ! videoconvert ! videoscale ! videorate ! {",".join(caps)} '
-            f'! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={key_int} bitrate=4000 '
+            # one slice per frame: FFmpeg's RTSP reader hands each slice over as its own packet
+            f'! x264enc tune=zerolatency sliced-threads=false speed-preset=ultrafast '
+            f'key-int-max={key_int} bitrate=4000 '
             f'! video/x-h264,profile=main ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )')
 
 
