@@ -54,7 +54,7 @@ def bench_model(path: Path, providers: list[str], threads: int | None, seconds: 
     out: dict[str, Any] = {}
     try:
         sess = session(dynamic_batch(path), providers, threads)
-        batches = (1, 8, 32)
+        batches: tuple[int, ...] = (1, 8, 32)
     except Exception as exc:  # onnx or ORT refusing the edited graph: measure the file as shipped
         out["dynamic_batch_error"] = str(exc)[:200]
         sess, batches = session(str(path), providers, threads), (1,)
@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
         path = args.models_dir / spec.file if args.models_dir else fetch_model(name)
         result["models"][name] = bench_model(path, providers, args.threads, args.seconds)
         print(name, json.dumps(result["models"][name]), flush=True)
-    clip = encode_clip(ClipSpec("street", 1920, 1080, duration_s=20, bitrate_kbps=4000), REPO / "var" / "bench" / "media")
+    spec = ClipSpec("street", 1920, 1080, duration_s=20, bitrate_kbps=4000)
+    clip = encode_clip(spec, REPO / "var" / "bench" / "media")
     result["decode_1080p"] = bench_decode(clip, args.seconds)
     print("decode", json.dumps(result["decode_1080p"]), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
