@@ -3,8 +3,10 @@
 No COCO detector knows a broken branch or a pile of debris by name, so this rule does not look for
 a class: it asks the camera's :class:`~alerts.background.DualBackground` for *static regions*
 (new since the long-term background, still for longer than the short-term one) and reports each
-one whose ground point (bottom centre of its box) lies in the zone and that has been there for
-at least ``zone.limit_s`` while the zone's schedule is active. Tracks and detections of
+one whose ground point (bottom centre of its box) lies in the zone and that has been seen there,
+clear of people and vehicles, for at least ``zone.limit_s`` (``StaticRegion.seen_s``) while the
+zone's schedule is active. Once reported, a region is reported on every frame it is still there.
+``started_pts`` is when the object arrived (``StaticRegion.static_since_pts``). Tracks and detections of
 ``zone.ignore_classes`` (people, vehicles) are only used to tell the background model what to
 ignore — a parked car is the parking rule's business, a person sitting down is nobody's.
 
@@ -15,7 +17,9 @@ Each finding is typed by a documented colour-and-texture heuristic (:func:`veget
   (hue 5..25, saturation >= 60, value 30..200);
 * ``edge_density`` — fraction of the region's inner pixels (its mask eroded by 2 px, so the
   object's own outline does not count) that are Canny edges (thresholds 60/150) in the frame:
-  twigs and leaves are busy, boxes, bags and barriers are smooth;
+  twigs and leaves are busy, boxes, bags and barriers are smooth. A region with under 100 inner
+  pixels has no measurable texture (0): too small to be told from its outline, and too small
+  to be a fallen branch anyway;
 * ``vegetation_score`` = min(1, green_brown_share / 0.3, edge_density / 0.06) — it reaches 1
   only when both the colour and the texture say "vegetation". Score 1 -> ``fallen_branch``,
   otherwise ``obstruction``.
@@ -49,6 +53,10 @@ BROWN_HUE = (5, 25)
 VEGETATION_COLOUR_MIN = 0.3
 VEGETATION_EDGE_MIN = 0.06
 CANNY_THRESHOLDS = (60, 150)
+TIME_TOLERANCE_S = 1e-3
+"""Sums of frame intervals (0.2 s x 50) fall short of the limit by rounding; this absorbs it."""
+MIN_TEXTURE_PX = 100
+"""A region with fewer inner pixels than this has no measurable texture (edge density 0)."""
 MATCH_IOU = 0.3
 """A region this much overlapping a remembered one is the same object."""
 
@@ -83,8 +91,8 @@ def vegetation_signals(image_bgr: npt.NDArray[np.uint8], region: StaticRegion) -
     brown = (h >= BROWN_HUE[0]) & (h <= BROWN_HUE[1]) & (s >= 60) & (v >= 30) & (v <= 200)
     share = float((green | brown)[mask].mean())
     inner = cv2.erode(mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-    if inner.sum() < 16:
-        inner = mask
+    if inner.sum() < MIN_TEXTURE_PX:
+        return VegetationSignals(share, 0.0)  # too small to tell texture from its own outline
     edges = cv2.Canny(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), *CANNY_THRESHOLDS) > 0
     return VegetationSignals(share, float(edges[inner].mean()))
 
@@ -105,7 +113,7 @@ class _Known:
     since: float
     last_seen: float
     type: IncidentType | None = None
-
+    """Set when first reported, then kept."""
 
 class ObstructionRule:
     """One keep_clear zone of one camera (the :class:`alerts.findings.Rule` protocol).
@@ -155,10 +163,9 @@ class ObstructionRule:
             return []
         findings = []
         for region, memory in zip(in_zone, known, strict=True):
-            static_s = frame.pts - memory.since
-            if static_s < self.zone.limit_s:
+            if memory.type is None and region.seen_s < self.zone.limit_s - TIME_TOLERANCE_S:
                 continue
-            findings.append(self._finding(frame, region, memory, static_s))
+            findings.append(self._finding(frame, region, memory))
         return findings
 
     def _remember(self, region: StaticRegion, pts: float) -> _Known:
@@ -175,7 +182,7 @@ class ObstructionRule:
         """Drop regions unseen for longer than the zone's close grace (the incident has closed)."""
         self._known = [k for k in self._known if pts - k.last_seen <= self.zone.close_grace_s]
 
-    def _finding(self, frame: Frame, region: StaticRegion, memory: _Known, static_s: float) -> Finding:
+    def _finding(self, frame: Frame, region: StaticRegion, memory: _Known) -> Finding:
         veg = vegetation_signals(frame.image, region)
         if memory.type is None:
             memory.type = "fallen_branch" if veg.is_vegetation else "obstruction"
@@ -184,7 +191,7 @@ class ObstructionRule:
         zone = self.zone
         evidence = Evidence(
             boxes=(EvidenceBox(label="static_region", score=1.0, xyxy=region.xyxy),),
-            durations={"static_s": round(static_s, 3)},
+            durations={"static_s": round(region.seen_s, 3), "since_arrival_s": round(frame.pts - memory.since, 3)},
             signals={"area_frac": round(region.area_frac, 5),
                      "vegetation_score": round(veg.score, 4),
                      "green_brown_share": round(veg.green_brown_share, 4),
