@@ -1,0 +1,207 @@
+"""The camera worker: one batching inference loop over latest-frame slots, failures isolated."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from prometheus_client import generate_latest
+
+from alerts.events import IncidentEvent
+from camera_config.loader import parse_config
+from camera_config.schema import DetectorChoice
+from models.coco import CLASS_ID
+from pipeline.sources import SourceState
+from pipeline.types import Detections, Frame
+from pipeline.worker import CountingAnalyzer, JsonLinesSink, PatrolWorker, default_analyzer, lowest_score
+
+IMAGE = np.zeros((36, 64, 3), np.uint8)
+
+
+class ScriptedDetector:
+    """Returns, per image, one car at 0.9 and one person at 0.2 (below a 0.3 default threshold)."""
+
+    def __init__(self) -> None:
+        self.batches: list[int] = []
+        self.warmed = False
+
+    def warmup(self) -> None:
+        self.warmed = True
+
+    def detect(self, images: Sequence[Any]) -> list[Detections]:
+        self.batches.append(len(images))
+        return [Detections(np.array([[1, 1, 20, 20], [30, 5, 40, 30]], np.float32), np.array([0.9, 0.2], np.float32),
+                           np.array([CLASS_ID["car"], CLASS_ID["person"]], np.int32)) for _ in images]
+
+
+class EventAnalyzer:
+    """Emits one 'opened' event on its first frame; fails on demand."""
+
+    def __init__(self, camera_id: str, fail: bool = False) -> None:
+        self.camera_id = camera_id
+        self.fail = fail
+        self.frames: list[Frame] = []
+
+    def process(self, frame: Frame, detections: Detections) -> list[IncidentEvent]:
+        if self.fail:
+            raise RuntimeError("analyzer exploded")
+        self.frames.append(frame)
+        if len(self.frames) > 1:
+            return []
+        return [IncidentEvent(incident_id=f"inc-{self.camera_id}-0001", seq=1, event="opened",
+                              type="illegal_parking", camera_id=self.camera_id, grid_cell="G1",
+                              started_at=frame.wall_time, event_at=frame.wall_time, stream_pts=frame.pts)]
+
+
+class ListSink:
+    def __init__(self) -> None:
+        self.events: list[IncidentEvent] = []
+        self.flushed = 0
+
+    def publish(self, events: Sequence[IncidentEvent]) -> None:
+        self.events.extend(events)
+
+    def flush(self) -> None:
+        self.flushed += 1
+
+
+def site(cameras: dict[str, str], **extra: Any) -> Any:
+    return parse_config({"site": {"name": "w"}, "cameras": [
+        {"id": cid, "url": url, "grid_cell": "G1", **extra} for cid, url in cameras.items()]})
+
+
+def make_worker(cameras: dict[str, str], fail: set[str] = frozenset(), **kw: Any) -> tuple[PatrolWorker, Any, Any, Any]:
+    det = ScriptedDetector()
+    sink = ListSink()
+    analyzers: dict[str, EventAnalyzer] = {}
+
+    def factory(camera: Any, _site: Any) -> EventAnalyzer:
+        return analyzers.setdefault(camera.id, EventAnalyzer(camera.id, camera.id in fail))
+
+    worker = PatrolWorker(site(cameras, **kw.pop("camera", {})), detector_loader=lambda _m, _s: det,
+                          analyzer_factory=factory, sink=sink, **kw)
+    return worker, det, sink, analyzers
+
+
+def frame(cam: str, pts: float) -> Frame:
+    return Frame(camera_id=cam, pts=pts, wall_time=1_700_000_000.0 + pts, image=IMAGE)
+
+
+def test_step_batches_latest_frame_of_every_camera() -> None:
+    worker, det, sink, analyzers = make_worker({"a": "a.mp4", "b": "b.mp4", "c": "c.mp4"})
+    worker.load_detectors()
+    assert det.warmed
+    for pts in (0.0, 1.0, 2.0):
+        worker.cameras["a"].slot.put(frame("a", pts))
+    worker.cameras["b"].slot.put(frame("b", 5.0))
+    assert worker.step() == 2
+    assert det.batches == [2]  # one detect() call for both cameras
+    assert [f.pts for f in analyzers["a"].frames] == [2.0]  # only the latest, two dropped
+    assert [f.pts for f in analyzers["b"].frames] == [5.0]
+    assert analyzers["c"].frames == []
+    assert [e.camera_id for e in sink.events] == ["a", "b"]
+    rows = {r["camera_id"]: r for r in worker.summary()}
+    assert rows["a"]["frames_dropped"] == 2 and rows["a"]["frames_analysed"] == 1
+    assert rows["a"]["detections"] == {"car": 1}  # person at 0.2 is below default_score 0.3
+    assert rows["a"]["events"] == 1
+    assert worker.step() == 0 and det.batches == [2]
+
+
+def test_analyzer_failure_is_isolated_to_its_camera() -> None:
+    worker, _det, sink, analyzers = make_worker({"bad": "a.mp4", "good": "b.mp4"}, fail={"bad"})
+    worker.load_detectors()
+    for pts in (0.0, 1.0):
+        worker.cameras["bad"].slot.put(frame("bad", pts))
+        worker.cameras["good"].slot.put(frame("good", pts))
+        worker.step()
+    assert [f.pts for f in analyzers["good"].frames] == [0.0, 1.0]
+    assert worker.cameras["bad"].analyzer_errors == 2
+    assert [e.camera_id for e in sink.events] == ["good"]
+
+
+def test_class_score_thresholds_per_camera() -> None:
+    worker, *_ = make_worker({"a": "a.mp4"}, camera={"detector": {"class_scores": {"person": 0.1}}})
+    worker.load_detectors()
+    worker.cameras["a"].slot.put(frame("a", 0.0))
+    worker.step()
+    assert worker.summary()[0]["detections"] == {"car": 1, "person": 1}
+    assert lowest_score([DetectorChoice(default_score=0.4, class_scores={"car": 0.2}),
+                         DetectorChoice(default_score=0.35)]) == pytest.approx(0.2)
+
+
+def test_truncated_camera_fails_while_the_other_runs_to_the_end(asset_path: Any, tmp_path: Path) -> None:
+    good = asset_path("car_detection")
+    data = good.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 3])
+    worker, _det, sink, _analyzers = make_worker({"cut": str(cut), "good": str(good)}, realtime=False,
+                                               camera={"analysis_fps": 2.0})
+    worker.run()  # returns when both files have ended
+    cut_rt, good_rt = worker.cameras["cut"], worker.cameras["good"]
+    assert cut_rt.source.state is SourceState.FAILED
+    assert "truncated" in str(cut_rt.source.error) and "'cut'" in str(cut_rt.source.error)
+    assert good_rt.source.state is SourceState.STOPPED and good_rt.source.error is None
+    assert good_rt.metrics.frames_in == 61  # 30.16 s at 2 fps, every sampled frame handed over
+    assert good_rt.metrics.frames_analysed + good_rt.slot.dropped == 61
+    assert good_rt.metrics.frames_analysed >= 1 and sink.flushed == 1
+    rows = {r["camera_id"]: r for r in worker.summary()}
+    assert rows["cut"]["state"] == "failed" and "truncated" in rows["cut"]["last_error"]
+
+
+def test_request_stop_from_another_thread(asset_path: Any) -> None:
+    worker, _det, sink, analyzers = make_worker({"a": str(asset_path("vehicle_counting_input_video"))},
+                                               realtime=True)
+    done = threading.Event()
+
+    def run() -> None:
+        worker.run()
+        done.set()
+
+    t = threading.Thread(target=run)
+    t.start()
+    while not analyzers.get("a") or not analyzers["a"].frames:
+        assert t.is_alive()
+        done.wait(0.05)
+    worker.request_stop()
+    t.join(30)
+    assert done.is_set() and sink.flushed == 1
+    assert worker.cameras["a"].source.state is SourceState.STOPPED
+    assert worker.cameras["a"].source.join(0)
+
+
+def test_prometheus_exposition_has_per_camera_series() -> None:
+    worker, *_ = make_worker({"a": "a.mp4", "b": "b.mp4"})
+    worker.load_detectors()
+    worker.cameras["a"].slot.put(frame("a", 0.0))
+    worker.cameras["a"].slot.put(frame("a", 1.0))
+    worker.step()
+    text = generate_latest(worker.registry).decode()
+    assert 'patrol_frames_analysed_total{camera="a"} 1.0' in text
+    assert 'patrol_frames_dropped_total{camera="a"} 1.0' in text
+    assert 'patrol_frames_analysed_total{camera="b"} 0.0' in text
+    assert 'patrol_camera_state{camera="a",state="connecting"} 1.0' in text
+    assert 'patrol_detections_total{camera="a",class="car"} 1.0' in text
+    assert 'patrol_stage_seconds_count{camera="a",stage="infer"} 1.0' in text
+
+
+def test_json_lines_sink_writes_one_event_per_line() -> None:
+    out = io.StringIO()
+    sink = JsonLinesSink(out)
+    analyzer = EventAnalyzer("a")
+    sink.publish(analyzer.process(frame("a", 3.0), Detections.empty()))
+    sink.flush()
+    line = json.loads(out.getvalue())
+    assert line["incident_id"] == "inc-a-0001" and line["stream_pts"] == 3.0 and sink.published == 1
+
+
+def test_default_analyzer_is_the_rules_analyzer() -> None:
+    cfg = site({"a": "a.mp4"})
+    analyzer = default_analyzer(cfg.cameras[0], cfg)
+    assert type(analyzer).__name__ == "CameraAnalyzer"
+    assert CountingAnalyzer().process(frame("a", 0.0), Detections.empty()) == []
