@@ -155,12 +155,14 @@ def replay(camera: Camera, frames: Iterable[Frame], detect: DetectFn, timezone: 
            analysis_fps: float | None = None) -> Iterator[IncidentEvent]:
     """Run one camera's pipeline over recorded frames (their own pts as the clock).
 
-    ``frames`` are decoded frames of the clip (every one, or already sampled); they are
-    sampled at ``analysis_fps`` (default: the camera's), detected with ``detect`` and analysed.
-    Deterministic: the same frames and detections always give the same events.
+    ``frames`` are decoded frames of the clip; with ``analysis_fps`` they are first decimated by
+    stream time to that rate (pass every decoded frame), without it they are taken as already
+    sampled. Each is detected with ``detect`` (a detector via :func:`detector_fn`, or a lookup in
+    a detection cache) and analysed. Deterministic: the same frames and detections give the same
+    events.
     """
     analyzer = CameraAnalyzer(camera, timezone)
-    for frame in sample(frames, analysis_fps or camera.analysis_fps):
+    for frame in (sample(frames, analysis_fps) if analysis_fps else frames):
         yield from analyzer.process(frame, detect(frame))
 
 

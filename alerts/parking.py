@@ -21,9 +21,19 @@ from alerts.events import Evidence, EvidenceBox
 from alerts.findings import Finding
 from camera_config.schema import NoParkingZone
 from models.coco import CLASS_ID, COCO80
-from pipeline.tracking import PlaceMemory, Sighting, Station, is_moving, match_tracks
+from pipeline.tracking import PlaceMemory, Sighting, Station, covered_frac, is_moving, match_tracks
 from pipeline.types import Detections, Frame, Track
 from pipeline.zones import build_zone_mask, schedule_active
+
+
+DUPLICATE_COVER = 0.6
+"""Two parked stations whose boxes (first or latest) cover each other this much are one vehicle
+seen twice (a partial box beside the full one, a car/truck double detection)."""
+
+
+def _duplicates(a: Station, b: Station) -> bool:
+    return any(max(covered_frac(x, y), covered_frac(y, x)) >= DUPLICATE_COVER
+               for x, y in ((a.anchor, b.anchor), (a.last_box, b.last_box)))
 
 
 class ParkingRule:
@@ -37,6 +47,7 @@ class ParkingRule:
         self.tz = tz or ZoneInfo("UTC")
         self.classes = np.array(sorted(CLASS_ID[c] for c in zone.vehicle_classes), dtype=np.int32)
         self.memory = PlaceMemory(tolerance=zone.still_tolerance, forget_after_s=zone.occlusion_grace_s)
+        self._duplicate_of: dict[int, int] = {}
 
     def _sightings(self, frame: Frame, tracks: Sequence[Track], detections: Detections) -> list[Sighting]:
         keep = (np.isin(detections.class_id, self.classes) & (detections.score >= self.zone.min_score)
@@ -54,10 +65,28 @@ class ParkingRule:
     def update(self, frame: Frame, tracks: Sequence[Track], detections: Detections) -> list[Finding]:
         if not schedule_active(self.zone.schedule, frame.wall_time, self.tz):
             self.memory.clear()  # dwell counts only while parking is forbidden
+            self._duplicate_of.clear()
             return []
         occluders = detections[detections.score >= self.zone.min_score].xyxy
         self.memory.update(frame.pts, self._sightings(frame, tracks, detections), occluders)
-        return [self._finding(st, frame.pts) for st in self.memory.alive() if self._parked(st, frame.pts)]
+        parked = [st for st in self.memory.alive() if self._parked(st, frame.pts)]
+        return [self._finding(st, frame.pts) for st in self._one_per_vehicle(parked)]
+
+    def _one_per_vehicle(self, parked: list[Station]) -> list[Station]:
+        """Drop stations that duplicate an older parked one. Sticky: a duplicate stays one while
+        the station it duplicates is remembered, so box wobble never splits one car in two."""
+        alive = self.memory.stations
+        self._duplicate_of = {d: m for d, m in self._duplicate_of.items() if d in alive and m in alive}
+        kept: list[Station] = []
+        for st in sorted(parked, key=lambda s: (s.since, s.station_id)):
+            if st.station_id in self._duplicate_of:
+                continue
+            master = next((k for k in kept if _duplicates(st, k)), None)
+            if master is not None:
+                self._duplicate_of[st.station_id] = master.station_id
+                continue
+            kept.append(st)
+        return sorted(kept, key=lambda s: s.station_id)
 
     def _parked(self, st: Station, now: float) -> bool:
         dwell = st.last_seen - st.since

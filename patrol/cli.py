@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "patrol.commands.run",
     "patrol.commands.evaluate",
     "patrol.commands.review",
+    "patrol.commands.replay",
 )
 
 log = logging.getLogger("patrol")
