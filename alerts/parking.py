@@ -25,7 +25,6 @@ from pipeline.tracking import PlaceMemory, Sighting, Station, covered_frac, is_m
 from pipeline.types import Detections, Frame, Track
 from pipeline.zones import build_zone_mask, schedule_active
 
-
 DUPLICATE_COVER = 0.6
 """Two parked stations whose boxes (first or latest) cover each other this much are one vehicle
 seen twice (a partial box beside the full one, a car/truck double detection)."""
