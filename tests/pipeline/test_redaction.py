@@ -1,0 +1,128 @@
+"""The stream password never reaches a log line (text or JSON), an exception, a metric label,
+the summary or an event — in-process and through the real ``patrol run`` command."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import generate_latest
+
+from camera_config.loader import parse_config
+from patrol.commands.run import format_summary
+from patrol.logs import JsonFormatter, RedactingFilter, TextFormatter
+from pipeline.sources import Source, SourceState
+from pipeline.types import Detections
+from pipeline.worker import PatrolWorker
+
+SECRET = "S3cretPass"
+REPO = Path(__file__).resolve().parents[2]
+
+
+class NullDetector:
+    def warmup(self) -> None:
+        pass
+
+    def detect(self, images: Sequence[Any]) -> list[Detections]:
+        return [Detections.empty() for _ in images]
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def exception_texts(exc: BaseException | None) -> list[str]:
+    out = []
+    while exc is not None:
+        out += [str(exc), repr(exc), *map(str, getattr(exc, "args", ()))]
+        exc = exc.__cause__ or exc.__context__
+    return out
+
+
+def wait_until(cond: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_unreachable_camera_never_shows_its_password(caplog: pytest.LogCaptureFixture) -> None:
+    url = f"rtsp://admin:{SECRET}@127.0.0.1:{closed_port()}/stream1"
+    cfg = parse_config({"site": {"name": "r"}, "cameras": [{
+        "id": "gate", "url": url, "grid_cell": "G1",
+        "watchdog": {"backoff_initial_s": 0.1, "backoff_max_s": 0.2, "open_timeout_s": 2}}]})
+    worker = PatrolWorker(cfg, detector_loader=lambda _m, _s: NullDetector())
+    src = worker.cameras["gate"].source
+    caplog.set_level(logging.DEBUG)
+    t = threading.Thread(target=worker.run)
+    t.start()
+    try:
+        wait_until(lambda: src.metrics.reconnects >= 2, 30)
+    finally:
+        worker.request_stop()
+        t.join(30)
+    assert src.state is SourceState.STOPPED
+    summary = worker.summary()
+    texts = [caplog.text, worker.summary_json(), format_summary(summary), src.safe_url,
+             generate_latest(worker.registry).decode(), str(src.metrics.last_error)]
+    for record in caplog.records:
+        texts += [record.getMessage(), *(str(v) for v in record.__dict__.values())]
+    # through the project's handlers too: text and JSON formatters behind the redacting filter
+    for fmt in (TextFormatter(), JsonFormatter()):
+        for record in caplog.records:
+            RedactingFilter().filter(record)
+            texts.append(fmt.format(record))
+    assert "Connection refused" in str(src.metrics.last_error)
+    assert "admin:***@127.0.0.1" in src.metrics.last_error
+    assert not [t for t in texts if SECRET in t]
+
+
+def test_source_error_chain_is_credential_free(tmp_path: Path) -> None:
+    url = f"rtsp://admin:{SECRET}@127.0.0.1:{closed_port()}/x"
+    src = Source("cam", url, lambda f: None)
+    with pytest.raises(Exception) as info:
+        src._open()
+    assert "cam" in str(info.value)
+    assert not [t for t in exception_texts(info.value) if SECRET in t]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("log_json", [False, True], ids=["text-logs", "json-logs"])
+def test_patrol_run_output_is_credential_free(rtsp_server: Any, asset_path: Any, tmp_path: Path,
+                                               log_json: bool) -> None:
+    srv = rtsp_server({"street": asset_path("vehicle_counting_input_video")}, user="bob", password=SECRET)
+    cameras = {
+        "ok": srv.url("street", user="bob", password=SECRET),  # right password: streams
+        "wrong": srv.url("street", user="bob", password=SECRET + "X"),  # 401 Unauthorized
+        "down": f"rtsp://bob:{SECRET}@127.0.0.1:{closed_port()}/street",  # connection refused
+    }
+    config = {"site": {"name": "redaction"}, "cameras": [
+        {"id": cid, "url": url, "grid_cell": "G1", "analysis_fps": 2,
+         "watchdog": {"backoff_initial_s": 0.2, "backoff_max_s": 1.0, "open_timeout_s": 10}}
+        for cid, url in cameras.items()]}
+    cfg_path = tmp_path / "site.yaml"
+    cfg_path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    summary_path = tmp_path / "summary.json"
+    cmd = [sys.executable, "-m", "patrol", "--log-level", "debug", *(["--log-json"] if log_json else []),
+           "run", "--config", str(cfg_path), "--duration", "8", "--summary", "--summary-json", str(summary_path)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
+    out = proc.stdout + proc.stderr + summary_path.read_text(encoding="utf-8")
+    assert proc.returncode == 0, out[-3000:]
+    assert SECRET not in out
+    assert "bob:***@127.0.0.1" in out  # the URLs were there, redacted
+    assert "401" in out or "Unauthorized" in out
+    assert "Connection refused" in out
+    assert "camera ok: stopped" in proc.stdout and "frames in 0 " not in proc.stdout.split("camera wrong")[0]
