@@ -1,0 +1,216 @@
+"""End to end in headless Chromium: incidents from a real pipeline run, reviewed in the browser.
+
+The pipeline (file source -> 2 fps -> YOLOX-Nano -> tracker -> parking rule -> lifecycle -> outbox)
+runs over the first 18 s of vehicle_counting_input_video.mp4 with two no_parking zones: the kerb on the right where a
+silver car stands all clip, and the far side where a queue of cars waits at the junction for ~20 s
+(see tests/alerts/test_parking_footage.py for what the footage shows). Evidence (remuxed clip,
+snapshots, manifest) is written by the recorder hooked into the worker. Then the review page runs
+under uvicorn with a real outbox publisher to a real mosquitto, and Chromium logs in, lists the
+queue, plays a clip, sees the snapshot, confirms one incident and rejects another with a reason.
+Screenshots land in test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import select
+
+from alerts.mqtt import MqttLink
+from alerts.outbox import OutboxPublisher, OutboxSink
+from camera_config.loader import parse_config
+from camera_config.schema import SiteConfig
+from evidence.attach import build_recorder, drain, packet_listeners, with_evidence
+from review.app import create_app
+from review.server import add_operator, build_context
+from storage.db import Database, open_database
+from storage.models import Incident, Verdict
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+KERB = {"id": "kerb-right", "type": "no_parking", "limit_s": 10,
+        "polygon": [[0.85, 0.40], [1.0, 0.40], [1.0, 0.65], [0.85, 0.65]]}
+FAR_SIDE = {"id": "far-side", "type": "no_parking", "limit_s": 10,
+            "polygon": [[0.40, 0.28], [0.70, 0.28], [0.70, 0.50], [0.40, 0.50]]}
+OPERATOR, PASSWORD = "operator", "review-demo-pw"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class _Sink(OutboxSink):
+    def flush(self) -> None:
+        pass
+
+
+def _site(tmp: Path, clip: Path, broker_port: int) -> SiteConfig:
+    return parse_config({
+        "site": {"name": "Jiading test", "timezone": "Asia/Shanghai"},
+        "cameras": [{"id": "street-1", "url": str(clip), "grid_cell": "JD-0101", "analysis_fps": 2,
+                     "zones": [KERB, FAR_SIDE]}],
+        "mqtt": {"port": broker_port},
+        "database": {"url": f"sqlite:///{tmp / 'patrol.db'}"},
+        "evidence": {"dir": str(tmp / "evidence"), "pre_roll_s": 4, "post_roll_s": 4},
+        "review": {"secret_file": str(tmp / "review-secret")},
+    })
+
+
+def run_pipeline(config: SiteConfig, db: Database) -> None:
+    """The real worker over the first 18 s of the clip at the camera's own pace (a live camera feeds
+    frames in real time; read faster, the latest-frame slot would drop most frames), evidence hooked in."""
+    from pipeline.worker import PatrolWorker, default_analyzer
+
+    recorder, writer = build_recorder(config)
+    worker = PatrolWorker(config, analyzer_factory=with_evidence(default_analyzer, recorder),
+                          packet_listeners=packet_listeners(recorder), sink=_Sink(db, config.mqtt.topic_prefix),
+                          realtime=True)
+    worker.run(duration=18)
+    drain(recorder, writer, [c.id for c in config.cameras])
+    assert writer.written >= 2 and writer.dropped == 0 and writer.failed == 0
+
+
+class VerdictListener:
+    def __init__(self, port: int) -> None:
+        self.messages: list[tuple[str, dict[str, Any]]] = []
+        self.ready = threading.Event()
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="verdict-listener")
+        self.client.on_connect = lambda c, *_: (c.subscribe("patrol/v1/verdicts/#", qos=1), self.ready.set())
+        self.client.on_message = lambda _c, _u, m: self.messages.append((m.topic, json.loads(m.payload)))
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self.ready.wait(10)
+
+    def wait_for(self, n: int, timeout: float = 20.0) -> list[tuple[str, dict[str, Any]]]:
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < n and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return list(self.messages)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture
+def review_site(tmp_path: Path, asset_path, mosquitto) -> Iterator[tuple[str, Database, VerdictListener]]:  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    config = _site(tmp_path, asset_path("vehicle_counting_input_video"), mosquitto.port)
+    db = open_database(config.database.url)
+    run_pipeline(config, db)
+    add_operator(db, OPERATOR, PASSWORD)
+    listener = VerdictListener(mosquitto.port)
+    ctx = build_context(config, db)
+    link = MqttLink(config.mqtt, "patrol-review-test")
+    publisher = OutboxPublisher(db, link, idle_poll_s=0.2)
+    ctx.wake_outbox = publisher.wake
+    link.start()
+    publisher.start()
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.started
+    try:
+        yield f"http://127.0.0.1:{port}", db, listener
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        publisher.stop()
+        link.stop(offline=False)
+        listener.close()
+        db.dispose()
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists() or shutil.which("ffprobe") is None:
+        pytest.skip("chromium not installed (scripts/install_system_deps.sh)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def test_operator_reviews_real_incidents_in_chromium(review_site, browser) -> None:  # type: ignore[no-untyped-def]
+    base, db, listener = review_site
+    with db.transaction() as s:
+        incidents = s.scalars(select(Incident).where(Incident.type == "illegal_parking")).all()
+        zones = {i.zone_id for i in incidents}
+    assert len(incidents) >= 2 and zones == {"kerb-right", "far-side"}, zones
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+
+    # not logged in: sent to the login page
+    page.goto(base + "/queue")
+    assert "/login" in page.url
+    page.fill("input[name=username]", OPERATOR)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/queue")
+    rows = page.locator("#queue tr.row")
+    assert rows.count() == len(incidents)
+    assert "illegal_parking" in page.inner_text("#queue") and "street-1" in page.inner_text("#queue")
+    page.screenshot(path=str(ARTIFACTS / "review-queue.png"), full_page=True)
+    # keyboard: j moves the selection down
+    page.keyboard.press("j")
+    assert page.locator("#queue tr.row").nth(1).get_attribute("class").find("selected") >= 0  # type: ignore[union-attr]
+    page.keyboard.press("k")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"{base}/incidents/**")
+    first_url = page.url
+
+    # the clip plays in the browser as it is (H.264 remuxed, never re-encoded)
+    page.wait_for_selector("#clip")
+    page.evaluate("document.getElementById('clip').play()")
+    page.wait_for_function("document.getElementById('clip').currentTime > 1.0", timeout=20_000)
+    assert page.evaluate("document.getElementById('clip').videoWidth") == 640
+    assert page.evaluate("document.getElementById('clip').error") is None
+    page.wait_for_function("document.getElementById('snapshot').complete && "
+                           "document.getElementById('snapshot').naturalWidth > 0", timeout=10_000)
+    assert page.evaluate("document.getElementById('snapshot').naturalWidth") == 640
+    assert "sha256" in page.inner_text(".evidence") or "Config version" in page.inner_text(".evidence")
+    page.screenshot(path=str(ARTIFACTS / "review-incident.png"), full_page=True)
+    first_id = first_url.rsplit("/", 1)[1].split("?")[0]
+
+    # c confirms and moves on to the next unreviewed incident
+    page.keyboard.press("c")
+    page.wait_for_url(lambda url: url != first_url and "/incidents/" in url)
+    second_id = page.url.rsplit("/", 1)[1].split("?")[0]
+    # r asks for a reason, Enter rejects
+    page.keyboard.press("r")
+    page.keyboard.type("queue waiting at the junction, not parked")
+    page.keyboard.press("Enter")
+    page.wait_for_url(lambda url: url.rstrip("/").rsplit("/", 1)[-1].split("?")[0] != second_id)
+    page.screenshot(path=str(ARTIFACTS / "review-after-verdicts.png"), full_page=True)
+
+    with db.transaction() as s:
+        verdicts = [(v.incident_id, v.verdict, v.reason, v.operator) for v in s.scalars(select(Verdict))]
+    assert verdicts == [(first_id, "confirm", "", OPERATOR),
+                        (second_id, "reject", "queue waiting at the junction, not parked", OPERATOR)]
+    messages = listener.wait_for(2)
+    assert [(t, m["incident_id"], m["verdict"]) for t, m in messages] == [
+        ("patrol/v1/verdicts/street-1", first_id, "confirm"), ("patrol/v1/verdicts/street-1", second_id, "reject")]
+    assert messages[1][1]["reason"] == "queue waiting at the junction, not parked"
