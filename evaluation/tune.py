@@ -148,6 +148,8 @@ class Trial:
     setting: dict[str, Any]
     scores: dict[str, Score]
     is_default: bool = False
+    changes: int = 0
+    """How many parameters differ from what the labelled configs use now (fewer wins ties)."""
     results: list[ClipResult] = field(default_factory=list)
 
     @property
@@ -181,8 +183,7 @@ def evaluate_setting(labels: Sequence[ClipLabels], setting: Mapping[GridParam, A
 def sweep(labels: Sequence[ClipLabels], params: Sequence[GridParam], replay_fn: ReplayFn,
           progress: Callable[[int, int], None] | None = None) -> tuple[Trial, list[Trial]]:
     """Score the labelled configs as they are (the default) and every combination of the grid."""
-    for values in current_values(labels, params).values():
-        del values  # raises GridError above if a parameter selects nothing
+    current = current_values(labels, params)  # raises GridError if a parameter selects no zone
     total = 1
     for p in params:
         total *= len(p.values)
@@ -195,7 +196,8 @@ def sweep(labels: Sequence[ClipLabels], params: Sequence[GridParam], replay_fn: 
     for i, combo in enumerate(itertools.product(*(p.values for p in params))):
         setting = dict(zip(params, combo, strict=True))
         res = evaluate_setting(labels, setting, replay_fn, memo)
-        trials.append(Trial({p.key: v for p, v in setting.items()}, score(res), results=res))
+        changes = sum(1 for p, v in setting.items() if v not in current[p.key])
+        trials.append(Trial({p.key: v for p, v in setting.items()}, score(res), results=res, changes=changes))
         if progress is not None:
             progress(i + 1, total)
     return default, trials
@@ -207,13 +209,13 @@ def _delay(t: Trial) -> float:
 
 
 def rank_key(objective: str, trial: Trial) -> tuple[float, ...]:
-    """Larger is better. Ties: higher F1 / recall, then shorter median start delay."""
+    """Larger is better. Ties: higher F1 / recall, shorter median start delay, fewer changed parameters."""
     o = trial.overall
     if objective == "f1":
-        return (o.f1, o.recall, o.precision, -_delay(trial))
+        return (o.f1, o.recall, o.precision, -_delay(trial), -trial.changes)
     if objective == "recall@precision>=0.9":
         feasible = 1.0 if o.precision >= 0.9 else 0.0
-        return (feasible, o.recall if feasible else o.precision, o.f1, -_delay(trial))
+        return (feasible, o.recall if feasible else o.precision, o.f1, -_delay(trial), -trial.changes)
     raise GridError(f"unknown objective {objective!r}; choose from {', '.join(OBJECTIVES)}")
 
 
