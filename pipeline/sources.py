@@ -113,6 +113,15 @@ def _describe(exc: BaseException) -> str:
     return redact_text(f"{exc} ({type(exc).__name__})")
 
 
+def backoff_delay(watchdog: Watchdog, failures: int) -> float:
+    """Seconds to wait before reconnect attempt number ``failures`` (1, 2, ...): capped doubling.
+
+    ``failures`` counts consecutive connections that produced no frame; one that streamed resets it.
+    """
+    exponent = min(max(failures, 1) - 1, 30)
+    return float(min(watchdog.backoff_initial_s * 2.0 ** exponent, watchdog.backoff_max_s))
+
+
 class KeyframeClock:
     """Measures the keyframe interval (seconds) from keyframe packet timestamps.
 
@@ -239,8 +248,7 @@ class Source:
                     failures = 1 if self._connection_frames else failures + 1
                     log.warning("%s; reconnecting", exc, extra={"camera": self.camera_id})
                 self._set_state(SourceState.RECONNECTING)
-                delay = min(self.watchdog.backoff_initial_s * 2 ** (failures - 1), self.watchdog.backoff_max_s)
-                if self._stop.wait(delay):
+                if self._stop.wait(backoff_delay(self.watchdog, failures)):
                     break
                 self.metrics.reconnects += 1
         except Exception as exc:  # a bug must not kill the process silently, nor leak the URL

@@ -116,6 +116,15 @@ class RtspServerProcess:
     def stop(self) -> None:
         self._signal(signal.SIGTERM)
 
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its sockets open but sends nothing (a hung camera)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGCONT)
+
     def restart(self, down_s: float = 0.0, timeout: float = 20.0) -> None:
         self.kill()
         if down_s:
@@ -127,6 +136,7 @@ class RtspServerProcess:
         if proc is None or proc.poll() is not None:
             return
         try:
+            os.killpg(proc.pid, signal.SIGCONT)  # a paused server must be able to act on SIGTERM
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return

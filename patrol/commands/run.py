@@ -70,10 +70,15 @@ def run(args: argparse.Namespace) -> int:
     def on_signal(signum: int, _frame: Any) -> None:
         worker.request_stop()
 
+    previous: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, on_signal)
-    worker.run(args.duration)
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        worker.run(args.duration)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     rows = worker.summary()
     elapsed = (worker.stopped_at or 0) - (worker.started_at or 0)
     if args.summary:

@@ -124,6 +124,37 @@ def test_killed_server_reconnects_other_camera_unaffected(rtsp_server: Any, asse
           f"{max(b - a for a, b in pairwise(walls_b)):.2f} s")
 
 
+def test_hung_server_trips_the_stall_watchdog(rtsp_server: Any, asset_path: Any) -> None:
+    """A server that keeps its socket open but sends nothing: no frame for stall_timeout_s -> reconnect."""
+    srv = rtsp_server({"street": asset_path(CLIP)})
+    analyzers: dict[str, RecordingAnalyzer] = {}
+    cfg = parse_config({"site": {"name": "stall"}, "cameras": [{
+        "id": "h", "url": srv.url("street"), "grid_cell": "G1", "analysis_fps": 4,
+        "watchdog": {"stall_timeout_s": 2.0, "backoff_initial_s": 0.5, "backoff_max_s": 1.0,
+                     "open_timeout_s": 15.0}}]})
+    worker = PatrolWorker(cfg, detector_loader=lambda _m, _s: NullDetector(),
+                          analyzer_factory=lambda cam, _s: analyzers.setdefault(cam.id, RecordingAnalyzer()))
+    src = worker.cameras["h"].source
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    try:
+        wait_for("frames", lambda: len(analyzers.get("h", RecordingAnalyzer()).frames) >= 4, 30)
+        srv.pause()
+        paused_at = time.time()
+        tripped_at = wait_for("watchdog", lambda: src.state is SourceState.RECONNECTING, 20)
+        srv.resume()
+        resumed_at = time.time()
+        wait_for("streaming again", lambda: src.state is SourceState.STREAMING
+                 and sum(f.wall_time > resumed_at for f in analyzers["h"].frames) >= 4, 60)
+    finally:
+        srv.resume()
+        worker.request_stop()
+        runner.join(60)
+    assert tripped_at - paused_at >= 1.5  # not before the stall timeout (2 s, minus buffered frames)
+    assert "stalled" in (worker.cameras["h"].metrics.last_error or "")
+    assert worker.cameras["h"].metrics.reconnects >= 1
+
+
 def test_rtsp_keyframe_only_over_the_wire(rtsp_server: Any, asset_path: Any) -> None:
     """Re-encoded 1 s GOP, analysis every 3 s: only keyframes are decoded from the live stream."""
     srv = rtsp_server({"cam": asset_path(CLIP)}, fps=10, gop=1.0)

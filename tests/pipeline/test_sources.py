@@ -144,3 +144,12 @@ def test_keyframe_clock_ignores_duplicates_and_resets() -> None:
     assert clock.interval_s is None
     clock.add(6.0)
     assert clock.interval_s == 5.0
+
+
+@pytest.mark.parametrize(("failures", "delay"), [(0, 0.5), (1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 5.0),
+                                                 (50, 5.0), (10_000, 5.0)])
+def test_backoff_is_capped_exponential(failures: int, delay: float) -> None:
+    from camera_config.schema import Watchdog
+    from pipeline.sources import backoff_delay
+
+    assert backoff_delay(Watchdog(backoff_initial_s=0.5, backoff_max_s=5.0), failures) == delay
