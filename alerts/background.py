@@ -110,6 +110,8 @@ class DualBackground:
         ignore_margin: ignore boxes grow by this fraction of their size on each side.
         ghost_edge_ratio: a region whose outline is this much less edgy in the frame than in the
             long-term model is a ghost (see :meth:`_is_ghost`) and is learnt, not reported.
+        lighting_ncc: a region this correlated with the long-term model's texture is a local
+            light change (see :meth:`_is_lighting`) and is learnt, not reported.
     """
 
     def __init__(
@@ -125,6 +127,7 @@ class DualBackground:
         max_shift_px: float = 8.0,
         ignore_margin: float = 0.1,
         ghost_edge_ratio: float = 0.5,
+        lighting_ncc: float = 0.85,
     ) -> None:
         if not 0 < short_term_s < long_term_s:
             raise ValueError(
@@ -159,10 +162,13 @@ class DualBackground:
         self._last_regions: list[StaticRegion] = []
         self._static_mask: BoolMask | None = None
         self.ghost_edge_ratio = ghost_edge_ratio
+        self.lighting_ncc = lighting_ncc
         self.global_changes = 0
         """How many times a global change made both models re-adapt."""
         self.ghosts_healed = 0
         """How many regions were found to be ghosts of departed objects and learnt as background."""
+        self.relit = 0
+        """How many regions were found to be a local light change and learnt as background."""
         self.last_shift: tuple[float, float] = (0.0, 0.0)
         """Camera shift (working pixels) compensated in the last update."""
         self.last_gain: float = 1.0
@@ -390,12 +396,17 @@ class DualBackground:
         for label in big:
             x, y, bw, bh, area = (int(v) for v in stats[label])
             pix = labels == label
-            if self._is_ghost(pix, grad_now, grad_long):
-                # the long-term model still shows something that has gone: learn what is there now
+            ghost = self._is_ghost(pix, grad_now, grad_long)
+            if ghost or self._is_lighting(pix, now, long):
+                # the long-term model still shows something that has gone, or the same surface in
+                # other light: learn what is there now
                 long[pix] = self._short[pix]
                 onset[pix] = np.nan
                 seen[pix] = 0.0
-                self.ghosts_healed += 1
+                if ghost:
+                    self.ghosts_healed += 1
+                else:
+                    self.relit += 1
                 continue
             times = onset[pix]
             times = times[np.isfinite(times)]
@@ -414,9 +425,33 @@ class DualBackground:
             ))
         return regions
 
+    def _is_lighting(self, pix: BoolMask, now: GreyImage, long: GreyImage) -> bool:
+        """A region that shows the long-term model's own texture, only brighter or darker, is the
+        same surface in other light (a shadow, a lamp, part of the frame lit): normalised
+        cross-correlation with the model of at least ``lighting_ncc``, over a textured model
+        (grey-level spread >= 4; on a flat surface texture cannot tell light from an object)."""
+        a = now[pix].astype(np.float64)
+        b = long[pix].astype(np.float64)
+        if a.size < 16 or b.std() < 4.0 or a.std() < 1e-6:
+            return False
+        ncc = float(np.mean((a - a.mean()) * (b - b.mean())) / (a.std() * b.std()))
+
+        return ncc >= self.lighting_ncc
+
     def _is_ghost(self, pix: BoolMask, grad_now: GreyImage, grad_long: GreyImage) -> bool:
-        """A region whose outline has edges in the long-term model but not in the frame is a
-        "ghost": something that was there has left (revealed background is smooth where the
-        object's outline was), rather than something new that arrived."""
-        band = cv2.morphologyEx(pix.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)).astype(bool)
-        return float(grad_now[band].mean()) < self.ghost_edge_ratio * float(grad_long[band].mean())
+        """A region whose outline is an edge in the long-term model but not in the frame is a
+        "ghost": something that was there has left (the revealed background is smooth where the
+        object's outline was), rather than something new that arrived.
+
+        Both conditions on the 1-px band around the region: the model's edges there stand out
+        from its texture a few pixels further out (so a hole-riddled piece of a uniform object on
+        a textured road, whose outline is mere texture in the model, is not taken for one), and
+        the frame's edges there are weaker than ``ghost_edge_ratio`` times the model's.
+        """
+        u8 = pix.astype(np.uint8)
+        band = cv2.morphologyEx(u8, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)).astype(bool)
+        near = cv2.dilate(u8, np.ones((5, 5), np.uint8)).astype(bool)
+        ring = cv2.dilate(u8, np.ones((9, 9), np.uint8)).astype(bool) & ~near
+        long_band = float(grad_long[band].mean())
+        long_ring = float(grad_long[ring].mean()) if ring.any() else 0.0
+        return long_band > 1.5 * long_ring and float(grad_now[band].mean()) < self.ghost_edge_ratio * long_band

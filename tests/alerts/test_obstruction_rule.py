@@ -32,8 +32,8 @@ Box = tuple[int, int, int, int]
 def street(seed: int = 7) -> np.ndarray:
     """A textured grey background with structure for phase correlation to lock on."""
     rng = np.random.default_rng(seed)
-    base = rng.uniform(95, 135, (H, W)).astype(np.float32)
-    base = cv2.GaussianBlur(base, (0, 0), 2.0)
+    base = rng.uniform(70, 160, (H, W)).astype(np.float32)
+    base = cv2.GaussianBlur(base, (0, 0), 1.2)  # asphalt-like grain, grey-level spread ~10
     img = np.dstack([base, base, base])
     cv2.rectangle(img, (0, 0), (W, 60), (150, 145, 140), -1)  # building
     cv2.rectangle(img, (0, 60), (W, 70), (70, 70, 70), -1)  # kerb
@@ -239,20 +239,47 @@ def test_bag_left_by_a_person_fires_after_they_go() -> None:
     assert {f.started_pts for _, f in result.findings} == {5.0}
 
 
-@pytest.mark.parametrize("name, gain", [
-    ("brightens gradually", lambda t: 1.0 + 0.6 * min(t, 60.0) / 60.0),
-    ("darkens gradually", lambda t: 1.0 - 0.5 * min(t, 60.0) / 60.0),
-    ("brightens suddenly", lambda t: 1.6 if t >= 20.0 else 1.0),
-    ("darkens suddenly", lambda t: 0.5 if t >= 20.0 else 1.0),
+LIGHT = [
+    ("brightens gradually", lambda t: 1.0 + 0.6 * min(t, 40.0) / 40.0),
+    ("darkens gradually", lambda t: 1.0 - 0.5 * min(t, 40.0) / 40.0),
+    ("brightens suddenly", lambda t: 1.6 if t >= 8.0 else 1.0),
+    ("darkens suddenly", lambda t: 0.5 if t >= 8.0 else 1.0),
     ("flickers", lambda t: 1.3 if int(t) % 7 < 3 else 1.0),
-])
+]
+
+
+@pytest.mark.parametrize("name, gain", LIGHT)
 def test_global_illumination_change_gives_nothing(name: str, gain: Callable[[float], float]) -> None:
-    assert run(Scene(gain=gain), 70.0).findings == [], name
+    assert run(Scene(gain=gain), 45.0).findings == [], name
 
 
-def test_object_still_found_under_changing_light() -> None:
-    result = run(Scene(things=[Thing(BOX, start=25.0)], gain=lambda t: 1.6 if t >= 20.0 else 1.0), 45.0)
-    assert result.first_pts == pytest.approx(35.0)
+@pytest.mark.parametrize("name, gain", LIGHT)
+def test_object_found_on_time_while_the_light_changes(name: str, gain: Callable[[float], float]) -> None:
+    # the light changes while the object stands there: the change is divided out, not re-learnt,
+    # so the object keeps its clock and the models are never thrown away
+    rule = ObstructionRule(keep_clear(), (W, H))
+    result = run(Scene(things=[Thing(BOX, start=5.0)], gain=gain), 20.0, rule=rule)
+    assert result.first_pts == pytest.approx(15.0), name
+    assert {f.started_pts for _, f in result.findings} == {5.0}
+    assert rule.background.global_changes == 0
+
+
+def test_part_of_the_frame_lit_is_recognised_as_light_not_an_object() -> None:
+    # the upper two thirds of the picture doubles in brightness at 8 s: the global gain (the
+    # median ratio, ~2) over-corrects the lower third, which then looks darker than the model;
+    # that region shows the model's own texture (correlation >= 0.85) and is learnt as light
+    scene = Scene()
+    base = scene.background.copy()
+    lit = base.copy()
+    lit[: H * 2 // 3] = np.clip(lit[: H * 2 // 3].astype(np.int32) * 2, 0, 255).astype(np.uint8)
+    rule = ObstructionRule(keep_clear(), (W, H))
+    out = []
+    for i in range(61):
+        t = i / 2
+        scene.background = lit if t >= 8.0 else base
+        out += rule.update(Frame("cam-1", t, MONDAY_9AM + t, scene.image(t)), [], Detections.empty())
+    assert out == []
+    assert rule.background.relit >= 1
 
 
 def _shake(amplitude: int) -> Callable[[float], tuple[int, int]]:
@@ -263,7 +290,7 @@ def _shake(amplitude: int) -> Callable[[float], tuple[int, int]]:
 
 @pytest.mark.parametrize("amplitude", [1, 3, 5])
 def test_camera_shake_gives_nothing(amplitude: int) -> None:
-    assert run(Scene(shift=_shake(amplitude)), 40.0).findings == []
+    assert run(Scene(shift=_shake(amplitude)), 30.0).findings == []
 
 
 def test_object_still_found_while_the_camera_shakes() -> None:
