@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import resource
 import shutil
 import sys
 import tempfile
@@ -127,6 +128,37 @@ def bench_inference(models: list[str], iterations: int, threads: int | None,
         per_frame_8 = {k: round(v / 8, 3) if k.endswith("_ms") else v for k, v in eight.items()}
         out[name] = {"batch1": one, "batch8_per_frame": per_frame_8,
                      "input": list(getattr(det, "input_size", ()))}
+    return out
+
+
+def cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def bench_ort_threads(model: str, iterations: int) -> dict[str, Any]:
+    """Wall and CPU time per frame of the bare model call for intra-op thread settings. On a box
+    whose cores are also decoding, CPU per frame is what limits capacity: spinning worker threads
+    burn it while waiting."""
+    import onnxruntime as ort
+
+    from models.registry import fetch_model
+
+    path = fetch_model(model)
+    out: dict[str, Any] = {}
+    for threads, spin in ((1, True), (2, True), (2, False)):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.log_severity_level = 3
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        inp = sess.get_inputs()[0]
+        x = np.random.default_rng(0).uniform(0, 255, [d if isinstance(d, int) else 1 for d in inp.shape])
+        feed = {inp.name: x.astype(np.float32)}
+        c0 = cpu_s()
+        wall = timed(partial(sess.run, None, feed), iterations)
+        cpu_ms = (cpu_s() - c0) * 1000 / (iterations + 2)
+        out[f"threads{threads}{'' if spin else '_nospin'}"] = {**wall, "cpu_ms_per_frame": round(cpu_ms, 2)}
     return out
 
 
@@ -273,6 +305,7 @@ def run_stages(clip: Path, models: list[str], *, smoke: bool, threads: int | Non
         frames.append((pts, bgr(frame, (w, h))))
         native.append((pts, bgr(frame)))
     result["inference"] = bench_inference(models, iters, threads, providers, frames[0][1])
+    result["ort_threads"] = bench_ort_threads(models[0], iters)
     dets_small = [default.detect([img])[0] for _, img in frames]
     dets_native = [default.detect([img])[0] for _, img in native]
     result["analysis_model_size"] = bench_analysis(frames, dets_small)

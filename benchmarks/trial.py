@@ -40,6 +40,8 @@ class TrialSpec:
     ort_threads: int | None = None
     providers: tuple[str, ...] = ()
     max_batch: int = 64
+    keyframe_only: bool | None = None
+    """None: the pipeline decides from the stream (as shipped); True/False: forced."""
 
     @property
     def n(self) -> int:
@@ -206,7 +208,8 @@ def run_trial(spec: TrialSpec) -> dict[str, Any]:
         **(runner_extra() if callable(runner_extra) else {}),
         "rss_base_mb": round(rss_base, 1), "rss_peak_mb": round(rss_peak, 1),
         "mem_per_camera_mb": round((rss_peak - rss_base) / max(1, spec.n), 2),
-        "cpu_cores_used": round(ours, 3), "machine_cores_busy": round(machine, 3),
+        "cpu_cores_used": round(ours, 3),
+        "cpu_ms_per_camera_second": round(ours * 1000 / max(1, spec.n), 2), "machine_cores_busy": round(machine, 3),
         "other_load_cores": round(max(0.0, machine - ours), 3), "cores": ncpu,
         "startup_s": round(t0 - start, 2), "busy_total_jiffies": total1 - total0,
     }

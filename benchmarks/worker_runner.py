@@ -137,7 +137,7 @@ class PatrolWorkerRunner:
                                  self.arrivals[cam.id])
 
         self.worker = PatrolWorker(site, detector_loader=lambda _model, _score: self.detector,
-                                   analyzer_factory=analyzer,
+                                   analyzer_factory=analyzer, keyframe_only=spec.keyframe_only,
                                    packet_listeners=lambda cam: self.arrivals[cam.id].on_packet)
         self._loop = threading.Thread(target=self.worker.run, name="worker", daemon=True)
         self._starter = threading.Thread(target=self._start_sources, name="starter", daemon=True)
