@@ -16,10 +16,13 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from evidence.errors import EvidenceError
 from evidence.ring import ClipJob
@@ -147,3 +150,25 @@ class ClipWriter:
             job.on_done(outcome)
         except Exception:  # a bad callback must not kill the writer thread
             log.exception("clip callback failed", extra={"incident": job.incident_id})
+
+
+class ClipWriterCollector(Collector):
+    """Prometheus view of a :class:`ClipWriter`: clips written, failed, dropped, queue depth.
+
+    Register it on the pipeline's registry: ``registry.register(ClipWriterCollector(writer))``.
+    """
+
+    def __init__(self, writer: ClipWriter) -> None:
+        self.writer = writer
+
+    def collect(self) -> Iterator[Metric]:
+        w = self.writer
+        for name, doc, value in (("patrol_clips_written", "Evidence clips written.", w.written),
+                                 ("patrol_clips_failed", "Evidence clips that failed to remux.", w.failed),
+                                 ("patrol_clips_dropped", "Evidence clips dropped: writer queue full.", w.dropped)):
+            fam = CounterMetricFamily(name, doc)
+            fam.add_metric([], float(value))
+            yield fam
+        depth = GaugeMetricFamily("patrol_clip_queue_depth", "Clips waiting to be written.")
+        depth.add_metric([], float(w.depth))
+        yield depth

@@ -146,3 +146,19 @@ def test_a_clip_without_a_leading_keyframe_is_refused(street_clip: Path, tmp_pat
     job.packets = job.packets[1:]
     with pytest.raises(EvidenceError, match=r"inc-00000005.*keyframe"):
         write_clip(job)
+
+
+def test_clip_writer_counters_are_exported(street_clip: Path, tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from evidence.clip import ClipWriterCollector
+
+    writer = ClipWriter()
+    registry = CollectorRegistry()
+    registry.register(ClipWriterCollector(writer))
+    ring = PacketRing("cam-street", keep_s=5, on_ready=writer.submit)
+    _feed(street_clip, ring, {6.0: ("inc-00000006", 6.0, 1.0, 1.0, tmp_path / "m.mp4", None)})
+    writer.close()
+    text = generate_latest(registry).decode()
+    assert "patrol_clips_written_total 1.0" in text and "patrol_clips_dropped_total 0.0" in text
+    assert "patrol_clip_queue_depth 0.0" in text
