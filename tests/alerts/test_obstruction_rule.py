@@ -348,3 +348,35 @@ def test_wrong_frame_size_is_a_clear_error() -> None:
     frame = Frame("cam-9", 0.0, MONDAY_9AM, np.zeros((100, 100, 3), np.uint8))
     with pytest.raises(ValueError, match=r"zone 'road'.*cam-9.*100x100.*320x240"):
         rule.update(frame, [], Detections.empty())
+
+
+def test_person_sitting_in_the_zone_and_missed_for_moments_gives_nothing() -> None:
+    # a person sits 3..40 s; the detector misses them for 1-1.5 s now and then (as YOLOX does
+    # when someone bends over): their silhouette is "static" then, but never seen for limit_s
+    hidden = ((12.0, 13.0), (20.0, 21.5), (30.0, 31.0))
+    scene = Scene(covers=[Cover("person", (150, 100, 185, 170), start=3.0, end=40.0)])
+    detections = scene.detections
+
+    def missing(t: float) -> Detections:
+        return Detections.empty() if any(a <= t < b for a, b in hidden) else detections(t)
+
+    scene.detections = missing  # type: ignore[method-assign]
+    assert run(scene, 45.0).findings == []
+
+
+def test_one_incident_through_the_camera_analyzer() -> None:
+    from alerts.analyzer import CameraAnalyzer
+    from camera_config.schema import Camera
+
+    camera = Camera.model_validate({"id": "cam-1", "url": "clip.mp4", "grid_cell": "JD-0101", "analysis_fps": 2,
+                                    "zones": [keep_clear().model_dump(mode="json")]})
+    analyzer = CameraAnalyzer(camera, "Asia/Shanghai")
+    scene = Scene(things=[Thing(BOX, start=5.0)],
+                  covers=[Cover("person", (20, 90, 50, 170), start=0.0, end=30.0)])
+    events = []
+    for i in range(81):
+        t = i / 2
+        events += analyzer.process(Frame("cam-1", t, MONDAY_9AM + t, scene.image(t)), scene.detections(t))
+    opened = [e for e in events if e.event == "opened"]
+    assert [(e.type, e.stream_pts, e.started_at - MONDAY_9AM) for e in opened] == [("obstruction", 15.0, 5.0)]
+    assert opened[0].zone_id == "road" and opened[0].location == pytest.approx((165 / W, 170 / H), abs=0.02)
