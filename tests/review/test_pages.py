@@ -90,3 +90,16 @@ def test_openapi_document_describes_the_api(client: TestClient) -> None:
     assert {"/api/incidents", "/api/incidents/{incident_id}", "/api/incidents/{incident_id}/verdict",
             "/api/me"} <= set(doc["paths"])
     assert not any(p.startswith(("/evidence", "/login", "/queue")) for p in doc["paths"])
+
+
+def test_evidence_supports_range_requests_for_the_video_player(client: TestClient) -> None:
+    login(client)
+    r = client.get("/evidence/inc-a-000001/snapshot.jpg", headers={"Range": "bytes=2-5"})
+    assert r.status_code == 206 and r.content == b"fake"
+
+
+def test_pages_forbid_framing_and_foreign_scripts(client: TestClient) -> None:
+    r = client.get("/login")
+    assert r.headers["x-frame-options"] == "DENY"
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    assert r.headers["x-content-type-options"] == "nosniff"
