@@ -156,6 +156,7 @@ def run_export(args: argparse.Namespace) -> int:
     duration = clip_duration(clip)
     reviewed = reviewed_incidents(args.db, args.camera, start, start + duration)
     base = Path(args.out).parent if args.out else Path.cwd()
+    base.mkdir(parents=True, exist_ok=True)
     doc = labels_from_verdicts(reviewed, clip=_rel(clip, base), clip_sha256=sha256_file(clip),
                                camera=args.camera, config=_rel(config, base), clip_start=start)
     out_path = Path(args.out) if args.out else base / "exported.yaml"
@@ -165,7 +166,6 @@ def run_export(args: argparse.Namespace) -> int:
         raise PatrolError(f"exported labels do not validate: {redact_text(str(exc))}") from exc
     text = "# Labels exported from operator verdicts (patrol eval export-labels).\n" + dump_labels(parsed.doc)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text, encoding="utf-8")
         print(f"{args.out}: {len(parsed.expected)} expected, {len(parsed.quiet)} quiet span(s)")
     else:

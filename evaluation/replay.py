@@ -356,6 +356,12 @@ class Replayer:
         self._loaded: dict[str, _Loaded] = {}
         self._zone_results: dict[tuple[str, str], list[Any]] = {}
 
+    def fresh(self) -> Replayer:
+        """A replayer sharing the frames and detections loaded so far, with nothing recorded."""
+        other = Replayer(self.cache_dir, self.detector_factory, split_zones=self.split_zones, memo=self.memo)
+        other._loaded = {k: _Loaded(v.clip, v.pictures) for k, v in self._loaded.items()}
+        return other
+
     def load(self, labels: ClipLabels) -> _Loaded:
         key = str(labels.path)
         if key not in self._loaded:

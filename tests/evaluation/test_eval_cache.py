@@ -3,55 +3,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import av
 import numpy as np
-import numpy.typing as npt
 import pytest
 import yaml
+from eval_helpers import CountingDetector
 
 from camera_config.schema import Camera
 from evaluation.cache import CachedClip, CacheError, CacheKey, CacheMismatch, CacheMissing, load_cache, save_cache
 from evaluation.labels import ClipLabels, load_labels, sha256_file
 from evaluation.replay import Replayer, cache_key, model_identity
 from pipeline.types import Detections
-
-CAR = 2
-
-
-def write_clip(path: Path, seconds: float = 4.0, fps: int = 10, size: tuple[int, int] = (96, 64)) -> Path:
-    """A small H.264 clip: grey background, a white block that appears at 1 s and stays."""
-    w, h = size
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
-        for i in range(int(seconds * fps)):
-            img = np.full((h, w, 3), 90, np.uint8)
-            if i >= fps:
-                img[30:50, 40:70] = 240
-            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
-
-
-class CountingDetector:
-    """A scripted detector: one parked car in every frame; counts its calls."""
-
-    name = "scripted"
-    input_size = (416, 416)
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def detect(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[Detections]:
-        self.calls += len(images)
-        return [Detections(np.array([[40, 30, 70, 50]], np.float32), np.array([0.9], np.float32),
-                           np.array([CAR], np.int32)) for _ in images]
 
 
 def write_labels(tmp_path: Path, clip: Path, model: str = "yolox_nano_416") -> Path:
@@ -67,11 +31,6 @@ def write_labels(tmp_path: Path, clip: Path, model: str = "yolox_nano_416") -> P
     path = tmp_path / f"labels-{model}.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     return path
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_clip(tmp_path_factory.mktemp("clip") / "block.mp4")
 
 
 def key(**over: Any) -> CacheKey:
@@ -128,7 +87,8 @@ def test_frames_must_advance() -> None:
         clip.append(1.0, Detections.empty())
 
 
-def test_replay_uses_cache_and_refuses_model_change(tmp_path: Path, clip: Path) -> None:
+def test_replay_uses_cache_and_refuses_model_change(tmp_path: Path, block_clip: Path) -> None:
+    clip = block_clip
     (tmp_path / clip.name).write_bytes(clip.read_bytes())
     labels = load_labels(write_labels(tmp_path, tmp_path / clip.name))
     cache_dir = tmp_path / "cache"

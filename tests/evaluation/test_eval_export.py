@@ -1,0 +1,109 @@
+"""Operator verdicts from the review database become labels: confirmed -> expected, rejected -> quiet.
+Then the exported labels score a replay of the same clip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from eval_helpers import CountingDetector
+
+from camera_config.schema import Camera
+from evaluation.export import labels_from_verdicts, parse_time
+from evaluation.labels import load_labels, sha256_file
+from evaluation.matching import match_clip
+from evaluation.replay import Replayer
+from patrol.cli import main
+from patrol.errors import PatrolError
+
+CLIP_START = 1_750_000_000.0
+SITE: dict[str, Any] = {
+    "site": {"name": "t", "timezone": "UTC"},
+    "cameras": [{"id": "cam", "url": "rtsp://viewer:hunter2@10.0.0.1/s", "grid_cell": "G", "analysis_fps": 2.0,
+                 "zones": [
+                     {"id": "kerb", "type": "no_parking", "polygon": [[0, 0], [1, 0], [1, 1], [0, 1]],
+                      "limit_s": 1.0, "close_grace_s": 1.0},
+                     {"id": "pav", "type": "no_vending", "polygon": [[0, 0], [1, 0], [1, 1]], "limit_s": 60}]}],
+}
+
+
+def _store(db: Any, make_incident_event: Any) -> None:
+    from storage.repository import add_verdict, apply_incident_event
+
+    with db.transaction() as s:
+        def incident(iid: str, type_: str, zone: str, started: float, opened: float, verdict: str | None) -> None:
+            apply_incident_event(s, make_incident_event(iid, 1, "opened", camera_id="cam", type=type_, zone_id=zone,
+                                                        started_at=CLIP_START + started,
+                                                        event_at=CLIP_START + opened))
+            if verdict is not None:
+                add_verdict(s, iid, "op1", verdict, "checked on video", at=CLIP_START + 100)
+
+        incident("inc-confirmed-1", "illegal_parking", "kerb", 1.0, 2.0, "confirm")
+        incident("inc-rejected-01", "street_stall", "pav", 2.5, 3.0, "reject")
+        incident("inc-unreviewed1", "illegal_parking", "kerb", 1.5, 2.5, None)
+        incident("inc-other-clip1", "illegal_parking", "kerb", 500.0, 510.0, "confirm")
+        # an operator who changed their mind: the latest verdict wins
+        incident("inc-changed-001", "street_stall", "pav", 1.0, 1.5, "confirm")
+        add_verdict(s, "inc-changed-001", "op2", "reject", "just a bench", at=CLIP_START + 200)
+
+
+def test_export_labels_then_evaluate(tmp_path: Path, block_clip: Path, db: Any, make_incident_event: Any,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    _store(db, make_incident_event)
+    config = tmp_path / "site.yaml"
+    config.write_text(yaml.safe_dump(SITE), encoding="utf-8")
+    out = tmp_path / "labels" / "exported.yaml"
+    rc = main(["eval", "export-labels", "--db", db.url, "--camera", "cam", "--clip", str(block_clip),
+               "--config", str(config), "--clip-start", "2025-06-15T15:06:40+00:00", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    text = out.read_text()
+    assert "hunter2" not in text
+    labels = load_labels(out)
+    assert labels.clip.resolve() == block_clip.resolve()
+    assert labels.doc.clip_sha256 == sha256_file(block_clip)
+    assert labels.exhaustive is False
+    assert [(e.type, e.zone, e.start.lo, e.start.hi) for e in labels.expected] == [
+        ("illegal_parking", "kerb", 1.0, 32.0)]
+    assert sorted((q.start, q.stop, q.types, q.zones) for q in labels.quiet) == [
+        (0.0, 31.5, ("street_stall",), ("pav",)), (0.0, 33.0, ("street_stall",), ("pav",))]
+
+    # the exported labels score a replay: the parked "car" of the scripted detector is matched
+    detector = CountingDetector()
+
+    def factory(camera: Camera) -> CountingDetector:
+        return detector
+
+    incidents = Replayer(tmp_path / "cache", factory)(labels, labels.camera)
+    result = match_clip(labels.name, incidents, labels.expected, labels.quiet, labels.exhaustive)
+    assert len(result.matches) == 1 and result.missed == () and result.false_positives == ()
+
+
+def test_labels_from_verdicts_skips_camera_level_incidents() -> None:
+    from evaluation.export import Reviewed
+
+    reviewed = [Reviewed("i1", "camera_offline", None, CLIP_START, CLIP_START + 1, None, "confirm", ""),
+                Reviewed("i2", "obstruction", "road", CLIP_START + 10, CLIP_START + 40, None, "confirm", "")]
+    doc = labels_from_verdicts(reviewed, clip="c.mp4", clip_sha256="0" * 64, camera="cam", config="s.yaml",
+                               clip_start=CLIP_START, slack_s=10)
+    assert doc["expected"] == [{"type": "obstruction", "zone": "road", "start": [10.0, 50.0],
+                                "note": "incident i2: operator confirm"}]
+
+
+@pytest.mark.parametrize(("text", "value"), [("1750000000", CLIP_START), ("2025-06-15T15:06:40Z", CLIP_START),
+                                             ("2025-06-15T15:06:40", CLIP_START),
+                                             ("2025-06-15T23:06:40+08:00", CLIP_START)])
+def test_parse_time(text: str, value: float) -> None:
+    assert parse_time(text) == value
+
+
+def test_parse_time_rejects_garbage() -> None:
+    with pytest.raises(PatrolError, match="--clip-start"):
+        parse_time("yesterday")
+
+
+def test_export_needs_its_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "export-labels", "--db", "sqlite:///x.db"]) == 2
+    err = capsys.readouterr().err
+    assert "--camera" in err and "--clip" in err and "Traceback" not in err
