@@ -8,30 +8,38 @@ timestamps, so 1 fps, 5 fps and dropped frames all age the models alike. An obje
 and stays differs from the long-term model at once and is absorbed by the short-term model after
 about ``short_term_s``; from then on its pixels are *static foreground*. A connected patch of
 static foreground larger than ``min_area`` is a :class:`StaticRegion`, dated by when its pixels
-first began to differ from the long-term model (the object's arrival, not the confirmation).
+began to differ from the long-term model (``static_since_pts``: the object's arrival, not the
+confirmation) and carrying how long they have differed so while clear of every ignore box
+(``seen_s``: the evidence a rule's time limit should be measured against — Porikli's evidence
+accumulator, in seconds).
 
 What it does not report, and how:
 
 * **tracked people and vehicles** — pixels under ``ignore_boxes`` (grown by a margin) are never
-  reported and never learnt into the long-term model, so a person walking or standing is not
-  absorbed as background and does not leave a ghost when they leave;
+  reported, never learnt into the long-term model, and their ``seen_s`` does not grow, so a person
+  walking, standing or sitting is not absorbed as background, leaves no ghost when they go, and a
+  person the detector misses for a frame or two is not an object that has been there for minutes;
 * **global illumination** (clouds, dusk, auto-exposure): each frame is divided by a robust global
   gain, the median of frame / background over the pixels not under an ignore box; a change that
-  still makes more than ``global_change_frac`` of the frame foreground at once (lights switched
-  on, camera moved) re-adapts both models to the new picture instead of reporting;
+  still makes more than ``global_change_frac`` of the frame foreground at once (camera moved,
+  scene changed) re-adapts both models to the new picture instead of reporting;
+* **local light** (part of the frame lit, a shadow): a region that shows the long-term model's
+  own texture, only brighter or darker (normalised cross-correlation >= ``lighting_ncc``), is
+  learnt as background. On a textureless surface light cannot be told from a flat object;
 * **camera shake**: the global translation to the long-term model is estimated by phase
-  correlation and undone (up to ``max_shift_px`` at working resolution), and foreground is
-  measured against the 3x3 min/max of the background, so a residual 1 px sway along edges is
-  not foreground either;
+  correlation (at half resolution) and undone (1 to ``max_shift_px`` working pixels), and
+  foreground is measured against the 3x3 min/max of the background, so sub-pixel sway along
+  edges is not foreground either;
+* **ghosts** (something in the first frame, e.g. a parked car, that leaves): a region whose
+  outline is a contour in the long-term model but not in the frame is learnt as background;
 * **specks**: morphological opening and ``min_area`` (fraction of the frame).
 
 The long-term model learns only pixels that look like background (selective update), so a
 static object stays reported while it stays — until ``max_static_s``, after which it is learnt
-as background (this also bounds the life of a "ghost" left by an object that was in the first
-frame and then went away).
+as background.
 
 One model per camera can serve several rules: a second ``update`` with the same ``pts`` returns
-the regions computed by the first call.
+the regions computed by the first call (whatever its ``ignore_boxes``).
 """
 
 from __future__ import annotations
