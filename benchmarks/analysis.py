@@ -1,25 +1,34 @@
-"""What happens to an analysed frame after detection, identical for our pipeline and the baseline:
-the project's tracker, a parking rule on a no-parking zone over the lower half of the picture (the
-kerb of the benchmark street), and the incident lifecycle. Timed per stage."""
+"""What happens to an analysed frame after detection, identical for every runner: the project's
+:class:`alerts.analyzer.CameraAnalyzer` (score thresholds, tracker, one rule per zone, incident
+lifecycle) on a camera with one zone of each type, timed per stage (tracking vs rules)."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from alerts.analyzer import CameraAnalyzer
 from alerts.events import IncidentEvent
-from alerts.lifecycle import IncidentLifecycle, ZonePolicy
-from alerts.parking import ParkingRule
-from camera_config.schema import NoParkingZone
-from pipeline.tracking import ObjectTracker
+from camera_config.schema import Camera
 from pipeline.types import Detections, Frame
 
-BENCH_ZONE = NoParkingZone.model_validate({
-    "id": "kerb", "type": "no_parking", "polygon": [[0.0, 0.45], [1.0, 0.45], [1.0, 1.0], [0.0, 1.0]],
-    "limit_s": 20.0,
-})
+BENCH_ZONES: tuple[dict[str, Any], ...] = (
+    # the benchmark street: parked cars along the kerb, the pavement, the carriageway
+    {"id": "kerb", "type": "no_parking", "polygon": [[0, 0.55], [1, 0.55], [1, 1], [0, 1]]},
+    {"id": "pavement", "type": "no_vending", "polygon": [[0, 0.3], [0.35, 0.3], [0.35, 1], [0, 1]]},
+    {"id": "road", "type": "keep_clear", "polygon": [[0.3, 0.3], [0.7, 0.3], [0.9, 1], [0.1, 1]]},
+)
+
+
+def bench_camera(camera_id: str, url: str, analysis_fps: float, model: str,
+                 zone_types: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """A camera entry (as in a site YAML) with the benchmark zones, all or only ``zone_types``."""
+    zones = [z for z in BENCH_ZONES if zone_types is None or z["type"] in zone_types]
+    return {"id": camera_id, "url": url, "grid_cell": "bench", "analysis_fps": analysis_fps,
+            "detector": {"model": model}, "zones": zones}
 
 
 @dataclass(slots=True)
@@ -31,35 +40,51 @@ class StageTimes:
     events: list[IncidentEvent] = field(default_factory=list)
 
 
-class CameraAnalysis:
-    """One camera's tracker, rules and lifecycle; ``step`` once per analysed frame."""
+class TimedTracking:
+    """Wraps an analyzer's tracker so the analyzer's time splits into tracking and rules."""
 
-    def __init__(self, camera_id: str, frame_size: tuple[int, int]) -> None:
-        self.camera_id = camera_id
-        self.frame_size = frame_size
-        self.tracker = ObjectTracker()
-        self.rules = [ParkingRule(BENCH_ZONE, frame_size)]
-        self.lifecycle = IncidentLifecycle(camera_id=camera_id, grid_cell="bench",
-                                           policies={BENCH_ZONE.id: ZonePolicy.of(BENCH_ZONE)})
+    def __init__(self, analyzer: Any) -> None:
+        self.track_s = 0.0
+        tracker = getattr(analyzer, "tracker", None)
+        if tracker is None:
+            return
+        update = tracker.update
+
+        def timed_update(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return update(*args, **kwargs)
+            finally:
+                self.track_s = time.perf_counter() - t
+
+        tracker.update = timed_update
+
+
+class CameraAnalysis:
+    """One camera's real analyzer; ``step`` once per analysed frame."""
+
+    def __init__(self, camera_id: str, model: str = "yolox_nano_416") -> None:
+        camera = Camera.model_validate(bench_camera(camera_id, "rtsp://127.0.0.1/bench", 0.5, model))
+        self.analyzer = CameraAnalyzer(camera, "UTC")
+        self.timing = TimedTracking(self.analyzer)
         self._last_pts: float | None = None
 
     def step(self, frame: Frame, detections: Detections) -> StageTimes:
-        """Track, apply rules and advance incidents; frames whose pts does not increase are skipped."""
+        """Analyse one frame; frames whose pts does not increase are skipped (tracker contract)."""
         out = StageTimes()
         if self._last_pts is not None and frame.pts <= self._last_pts:
             return out
         self._last_pts = frame.pts
+        self.timing.track_s = 0.0
         t0 = time.perf_counter()
-        tracks = self.tracker.update(frame.pts, detections)
-        t1 = time.perf_counter()
-        findings = [f for rule in self.rules for f in rule.update(frame, tracks, detections)]
-        out.events = self.lifecycle.step(frame, findings)
-        out.track_s, out.rules_s = t1 - t0, time.perf_counter() - t1
+        out.events = self.analyzer.process(frame, detections)
+        spent = time.perf_counter() - t0
+        out.track_s, out.rules_s = self.timing.track_s, spent - self.timing.track_s
         return out
 
 
 def scale_detections(dets: Detections, sx: float, sy: float) -> Detections:
-    """Boxes found on a downscaled picture, mapped to the camera's native pixels."""
+    """Boxes found on a downscaled picture, mapped to another picture size."""
     if len(dets) == 0 or (sx == 1.0 and sy == 1.0):
         return dets
     xyxy = dets.xyxy * np.asarray([sx, sy, sx, sy], dtype=np.float32)

@@ -66,7 +66,7 @@ class OpenCvThreadRunner:
                 det = self.detector.detect([image])[0]
                 infer_s = time.perf_counter() - t1
                 if analysis is None:
-                    analysis = CameraAnalysis(f"cam{camera}", (image.shape[1], image.shape[0]))
+                    analysis = CameraAnalysis(f"cam{camera}", self.spec.model)
                 times = analysis.step(Frame(f"cam{camera}", pts, time.time(), image.astype(np.uint8, copy=False)), det)
                 self.state.add(FrameRecord(
                     camera=camera, pts=pts, arrival=arrival, decided=time.monotonic(), decode_s=read_s,

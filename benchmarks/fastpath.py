@@ -26,7 +26,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks.analysis import CameraAnalysis, scale_detections
+from benchmarks.analysis import CameraAnalysis
 from benchmarks.trial import FrameRecord, RunnerState, TrialSpec
 from pipeline.types import Frame
 
@@ -205,9 +205,9 @@ class FastPathRunner:
         for job, det in zip(jobs, dets, strict=True):
             analysis = self.analyses.get(job.camera)
             if analysis is None:
-                analysis = self.analyses[job.camera] = CameraAnalysis(f"cam{job.camera}", job.native)
-            h, w = job.image.shape[:2]
-            det = scale_detections(det, job.native[0] / w, job.native[1] / h)
+                analysis = self.analyses[job.camera] = CameraAnalysis(f"cam{job.camera}", self.spec.model)
+            # analysis runs on the model-sized picture: zones are normalised, so rules need no
+            # native pixels (evidence snapshots would come from the packet ring at full size)
             frame = Frame(f"cam{job.camera}", job.pts, time.time(), job.image)
             times = analysis.step(frame, det)
             self.state.add(FrameRecord(

@@ -87,7 +87,7 @@ def trial_line(r: dict[str, Any]) -> str:
 
 
 def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int | None,
-                 providers: tuple[str, ...]) -> dict[str, Any]:
+                 providers: tuple[str, ...], window_s: float = 20.0, trials: int | None = None) -> dict[str, Any]:
     """Searches (full) or single 2-camera trials (smoke)."""
     out: dict[str, Any] = {}
     if smoke:
@@ -98,15 +98,17 @@ def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int 
             progress(trial_line(r))
             out[f"{runner}_smoke"] = r
         return out
-    base = TrialSpec(runner="ours", urls=(), model=model, warmup_s=6.0, window_s=20.0, stagger_s=2.0,
+    base = TrialSpec(runner="ours", urls=(), model=model, warmup_s=6.0, window_s=window_s, stagger_s=2.0,
                      ort_threads=threads, providers=providers)
+    trials_cap = trials
     plans = [  # key, runner, stream, analysis fps, first guess, most cameras, trials
         ("ours_1080p_0.5fps", "ours", "cam1080", 0.5, 32, 96, 4),
         ("baseline_1080p_0.5fps", "baseline", "cam1080", 0.5, 4, 48, 4),
         ("ours_576p_0.5fps", "ours", "cam576", 0.5, 48, 96, 3),
         ("ours_1080p_2fps", "ours", "cam1080", 2.0, 8, 64, 3),
     ]
-    for key, runner, stream, fps, first, most, trials in plans:
+    for key, runner, stream, fps, first, most, budget in plans:
+        trials = min(budget, trials_cap) if trials_cap else budget
         progress(f"capacity {key}: searching from {first} cameras")
         out[key] = search(replace(base, runner=runner, analysis_fps=fps), urls[stream], first, most, trials,
                           on_trial=lambda r: progress(trial_line(r)))
@@ -191,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--provider", action="append", default=[],
                         help="execution provider to prefer (e.g. CUDAExecutionProvider); CPU is the fallback")
     parser.add_argument("--budget", type=Path, default=BUDGET_YAML)
+    parser.add_argument("--window", type=float, default=20.0, help="measured seconds per capacity trial")
+    parser.add_argument("--trials", type=int, default=None, help="at most this many trials per capacity search")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("ORT_LOGGING_LEVEL", "3")
@@ -238,7 +242,7 @@ def run(args: argparse.Namespace, models: list[str]) -> dict[str, Any]:
         with RtspServer(clips) as server:
             urls = {name: server.url(name) for name in clips}
             results["capacity"] = run_capacity(urls, smoke=args.smoke, model=models[0], threads=args.threads,
-                                               providers=providers)
+                                               providers=providers, window_s=args.window, trials=args.trials)
     tune = run_tune(args.smoke)
     if tune is not None:
         results["tune"] = tune

@@ -163,14 +163,10 @@ def bench_ort_threads(model: str, iterations: int) -> dict[str, Any]:
 
 
 def sample_camera(zone_types: tuple[str, ...]) -> Any:
+    from benchmarks.analysis import bench_camera
     from camera_config.schema import Camera
 
-    polygons = {"no_parking": [[0, 0.55], [1, 0.55], [1, 1], [0, 1]],
-                "no_vending": [[0, 0.3], [0.35, 0.3], [0.35, 1], [0, 1]],
-                "keep_clear": [[0.3, 0.3], [0.7, 0.3], [0.9, 1], [0.1, 1]]}
-    zones = [{"id": z.replace("_", "-"), "type": z, "polygon": polygons[z]} for z in zone_types]
-    return Camera.model_validate({"id": "bench", "url": "rtsp://127.0.0.1/bench", "grid_cell": "bench",
-                                  "analysis_fps": 0.5, "zones": zones})
+    return Camera.model_validate(bench_camera("bench", "rtsp://127.0.0.1/bench", 0.5, "yolox_nano_416", zone_types))
 
 
 def bench_analysis(frames: list[tuple[float, Image]], detections: list[Detections]) -> dict[str, Any]:

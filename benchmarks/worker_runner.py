@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from alerts.events import IncidentEvent
+from benchmarks.analysis import TimedTracking, bench_camera
 from benchmarks.trial import FrameRecord, RunnerState, TrialSpec
 from camera_config.schema import Camera, SiteConfig
 from pipeline.types import Detections, Frame
@@ -28,15 +29,8 @@ ARRIVALS_KEPT = 256
 
 
 def bench_site(spec: TrialSpec) -> SiteConfig:
-    """N cameras on the benchmark streams, each with one zone of every type (the street's kerb is
-    no-parking, its pavement no-vending, its carriageway keep-clear)."""
-    zones: list[dict[str, Any]] = [
-        {"id": "kerb", "type": "no_parking", "polygon": [[0, 0.55], [1, 0.55], [1, 1], [0, 1]]},
-        {"id": "pavement", "type": "no_vending", "polygon": [[0, 0.3], [0.35, 0.3], [0.35, 1], [0, 1]]},
-        {"id": "road", "type": "keep_clear", "polygon": [[0.3, 0.3], [0.7, 0.3], [0.9, 1], [0.1, 1]]},
-    ]
-    cameras = [{"id": f"cam{i}", "url": url, "grid_cell": "bench", "analysis_fps": spec.analysis_fps,
-                "detector": {"model": spec.model}, "zones": zones} for i, url in enumerate(spec.urls)]
+    """N cameras on the benchmark streams, each with one zone of every type."""
+    cameras = [bench_camera(f"cam{i}", url, spec.analysis_fps, spec.model) for i, url in enumerate(spec.urls)]
     return SiteConfig.model_validate({"site": {"name": "bench", "timezone": "UTC"}, "cameras": cameras})
 
 
@@ -87,26 +81,14 @@ class TimedAnalyzer:
         self.state = state
         self.detector = detector
         self.arrivals = arrivals
-        self.track_s = 0.0
-        tracker = getattr(inner, "tracker", None)
-        if tracker is not None:
-            update = tracker.update
-
-            def timed_update(*args: Any, **kwargs: Any) -> Any:
-                t = time.perf_counter()
-                try:
-                    return update(*args, **kwargs)
-                finally:
-                    self.track_s = time.perf_counter() - t
-
-            tracker.update = timed_update
+        self.timing = TimedTracking(inner)
 
     @property
     def last(self) -> Any:
         return getattr(self.inner, "last", None)
 
     def process(self, frame: Frame, detections: Detections) -> list[IncidentEvent]:
-        self.track_s = 0.0
+        self.timing.track_s = 0.0
         t0 = time.perf_counter()
         events: list[IncidentEvent] = self.inner.process(frame, detections)
         spent = time.perf_counter() - t0
@@ -117,7 +99,7 @@ class TimedAnalyzer:
         self.state.add(FrameRecord(
             camera=self.camera, pts=frame.pts, arrival=arrival if arrival is not None else ready,
             decided=decided, wait_s=max(0.0, start - ready), infer_s=infer_s, batch=batch,
-            track_s=self.track_s, rules_s=spent - self.track_s))
+            track_s=self.timing.track_s, rules_s=spent - self.timing.track_s))
         return events
 
 
