@@ -131,6 +131,7 @@ def save_cache(path: str | Path, clip: CachedClip) -> Path:
     os.close(fd)
     try:
         np.savez_compressed(tmp, **arrays)  # type: ignore[arg-type]
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is as readable as the clips it is made from
         os.replace(tmp, p)
     finally:
         if os.path.exists(tmp):

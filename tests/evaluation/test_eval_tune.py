@@ -167,3 +167,21 @@ def test_missing_clip_and_checksum(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     with pytest.raises(LabelError, match="clip_sha256"):
         load_labels(path)
+
+
+def test_cli_reports_bad_labels_and_grids_without_traceback(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from patrol.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nclip: [unclosed\n", encoding="utf-8")
+    assert main(["eval", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "not valid YAML at line" in err and "Traceback" not in err
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"version": 1, "clip": "x.mp4", "camera": "cam", "config": CONFIG}))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("limit_s: 5\n", encoding="utf-8")
+    assert main(["tune", str(good), "--grid", str(grid)]) == 2
+    err = capsys.readouterr().err
+    assert "x.mp4" in err and "secret" not in err  # the clip is checked first; the URL never shown
