@@ -1,4 +1,4 @@
-"""Which incidents' evidence retention must keep, asked of the database (storage package).
+"""The evidence store's side of the database: what retention must keep, and file references.
 
 Kept: incidents the pipeline still has open, and incidents whose ticket is open — in one of the
 ticket service's :data:`tickets.states.OPEN_STATES` (accepted, dispatched, disposed, reopened) —
@@ -7,14 +7,20 @@ both the incident a ticket was opened by and incidents merged into it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy import select
 
 from evidence.retention import KeepCheck
+from storage import repository as repo
 from storage.db import Database
+from storage.errors import NotFound, StorageError
 from storage.models import Incident, Ticket
 from tickets.states import OPEN_STATES
+
+log = logging.getLogger(__name__)
 
 
 def open_ticket_keep(db: Database) -> KeepCheck:
@@ -36,4 +42,27 @@ def open_ticket_keep(db: Database) -> KeepCheck:
     return keep
 
 
-__all__ = ["OPEN_STATES", "open_ticket_keep"]
+
+
+def reference_writer(db: Database, store_prefix: str = "") -> Callable[[str, dict[str, Any]], None]:
+    """An ``on_written`` callback for :class:`evidence.recorder.EvidenceRecorder`: once the clip is
+    settled (written, failed or unavailable), record every evidence file with its sha256 in the
+    database's evidence table, so the files can be checked against the database later.
+
+    Runs on the clip writer's thread; a database error is logged, never raised into the writer.
+    """
+
+    def write(incident_id: str, manifest: dict[str, Any]) -> None:
+        if manifest.get("clip", {}).get("status") == "pending":
+            return  # the incident row may not be committed yet; the final manifest follows
+        kinds = {"clip.mp4": "clip", "snapshot.jpg": "snapshot", "frame.jpg": "frame"}
+        try:
+            with db.transaction() as s:
+                for name, info in manifest.get("files", {}).items():
+                    repo.add_evidence(s, incident_id, kinds.get(name, name), f"{store_prefix}{incident_id}/{name}",
+                                      info.get("sha256"))
+                repo.add_evidence(s, incident_id, "manifest", f"{store_prefix}{incident_id}/manifest.json", None)
+        except (StorageError, NotFound) as exc:
+            log.error("evidence references not stored: %s", exc, extra={"incident": incident_id})
+
+    return write

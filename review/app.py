@@ -33,6 +33,7 @@ from prometheus_client.registry import CollectorRegistry
 from pydantic import BaseModel, Field
 
 from evidence.errors import EvidenceError, UnsafePathError
+from evidence.manifest import verify_manifest
 from evidence.store import EvidenceStore
 from review import metrics as review_metrics
 from review.queue import (
@@ -259,12 +260,14 @@ def create_app(ctx: ReviewContext) -> FastAPI:
                 return render(request, "missing.html", status=404, incident_id=incident_id)
             prev_id, next_id = neighbours(list_queue(s, f), incident_id)
             events = events_of(s, incident_id)
-        manifest = None
+        manifest, altered = None, []
         try:
             manifest = ctx.store.read_manifest(incident_id)
+            if manifest:
+                altered = verify_manifest(ctx.store.incident_dir(incident_id), manifest)
         except EvidenceError as exc:
             log.warning("manifest unreadable: %s", exc)
-        return render(request, "incident.html", item=item, events=events, manifest=manifest,
+        return render(request, "incident.html", item=item, events=events, manifest=manifest, altered=altered,
                       manifest_text=json.dumps(manifest, indent=2, sort_keys=True) if manifest else None,
                       urls=evidence_urls(incident_id), prev_id=prev_id, next_id=next_id,
                       qs=f.query_string(ctx.timezone))
