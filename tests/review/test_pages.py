@@ -103,3 +103,18 @@ def test_pages_forbid_framing_and_foreign_scripts(client: TestClient) -> None:
     assert r.headers["x-frame-options"] == "DENY"
     assert "default-src 'self'" in r.headers["content-security-policy"]
     assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_detail_page_flags_evidence_altered_since_recorded(client: TestClient, ctx) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+
+    folder = ctx.store.incident_dir("inc-a-000001")
+    digest = hashlib.sha256((folder / "snapshot.jpg").read_bytes()).hexdigest()
+    manifest = {"files": {"snapshot.jpg": {"sha256": digest, "bytes": 10}}, "rule": {"thresholds": {},
+                "durations": {}}, "clip": {"status": "unavailable"}, "times": {}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    login(client)
+    assert "Files match the sha256" in client.get("/incidents/inc-a-000001").text
+    (folder / "snapshot.jpg").write_bytes(b"\xff\xd8edited")
+    page = client.get("/incidents/inc-a-000001").text
+    assert "Altered or missing since recorded: snapshot.jpg" in page
