@@ -351,7 +351,9 @@ class _StreamReader:
         if time.monotonic() - self.last_frame_mono > src.watchdog.stall_timeout_s:
             raise SourceError(src.camera_id, f"no frame for {src.watchdog.stall_timeout_s:g} s "
                                              f"from {src.safe_url} (stalled)")
-        if packet.size == 0:
+        if packet.size == 0:  # end of input: flush the frames the decoder still holds
+            self.end_probe()
+            self._decode(packet)
             return
         src.metrics.packets += 1
         if packet.pts is not None:

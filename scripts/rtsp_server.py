@@ -6,9 +6,9 @@ Two roles in one file:
 * run it with the system Python (GStreamer comes from Debian's python3-gi, not the venv)::
 
       /usr/bin/python3 scripts/rtsp_server.py --port 8554 --mount cam1=clip.mp4 [--mount cam2=other.mp4]
-          [--user U --password P] [--scale 1920x1080] [--fps 25] [--gop 2.0]
+          [--user U --password P] [--scale 1920x1080] [--fps 25] [--gop 2.0] [--slices 2]
 
-  Without --scale/--fps/--gop the H.264 is passed through untouched
+  Without --scale/--fps/--gop/--slices the H.264 is passed through untouched
   (``qtdemux ! h264parse ! rtph264pay``); with any of them it is decoded and re-encoded with x264enc.
   Clips loop forever with segment seeks, so RTP timestamps keep increasing across loops.
   The server prints ``READY <port>`` on stdout once it listens.
@@ -59,12 +59,12 @@ class RtspServerProcess:
     def __init__(self, mounts: dict[str, str | Path], port: int | None = None, *,
                  user: str | None = None, password: str | None = None,
                  scale: str | None = None, fps: float | None = None, gop: float | None = None,
-                 host: str = "127.0.0.1", log_path: str | Path | None = None) -> None:
+                 slices: int = 1, host: str = "127.0.0.1", log_path: str | Path | None = None) -> None:
         self.mounts = {name: Path(path) for name, path in mounts.items()}
         self.port = port or free_port()
         self.host = host
         self.user, self.password = user, password
-        self.scale, self.fps, self.gop = scale, fps, gop
+        self.scale, self.fps, self.gop, self.slices = scale, fps, gop, slices
         self.log_path = Path(log_path) if log_path else None
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -80,6 +80,8 @@ class RtspServerProcess:
             cmd += ["--fps", str(self.fps)]
         if self.gop:
             cmd += ["--gop", str(self.gop)]
+        if self.slices > 1:
+            cmd += ["--slices", str(self.slices)]
         return cmd
 
     def url(self, mount: str, *, user: str | None = None, password: str | None = None) -> str:
@@ -158,11 +160,14 @@ class RtspServerProcess:
 # ---------------------------------------------------------------------------------------------
 
 def passthrough_launch(path: Path) -> str:
+    # parameter sets once per keyframe access unit (h264parse), not before every IDR slice (the
+    # payloader's config-interval), which would split a multi-slice keyframe for FFmpeg's reader
     return (f'( filesrc location="{path}" ! qtdemux name=demux demux.video_0 ! queue ! h264parse '
-            f'! rtph264pay name=pay0 pt=96 config-interval=-1 )')
+            f'config-interval=-1 ! rtph264pay name=pay0 pt=96 )')
 
 
-def reencode_launch(path: Path, scale: str | None, fps: float | None, gop: float | None) -> str:
+def reencode_launch(path: Path, scale: str | None, fps: float | None, gop: float | None,
+                    slices: int = 1) -> str:
     caps = ["video/x-raw"]
     if scale:
         width, height = scale.lower().split("x")
@@ -172,10 +177,10 @@ def reencode_launch(path: Path, scale: str | None, fps: float | None, gop: float
     key_int = max(1, round((gop or 2.0) * rate))
     return (f'( filesrc location="{path}" ! qtdemux name=demux demux.video_0 ! queue ! h264parse '
             f'! avdec_h264 ! videoconvert ! videoscale ! videorate ! {",".join(caps)} '
-            # one slice per frame: FFmpeg's RTSP reader hands each slice over as its own packet
-            f'! x264enc tune=zerolatency sliced-threads=false speed-preset=ultrafast '
-            f'key-int-max={key_int} bitrate=4000 '
-            f'! video/x-h264,profile=main ! h264parse ! rtph264pay name=pay0 pt=96 config-interval=-1 )')
+            # several slices per frame (as some cameras send) come from x264's sliced threads
+            f'! x264enc tune=zerolatency speed-preset=ultrafast key-int-max={key_int} bitrate=4000 '
+            f'{f"sliced-threads=true threads={slices} " if slices > 1 else "sliced-threads=false "}'
+            f'! video/x-h264,profile=main ! h264parse config-interval=-1 ! rtph264pay name=pay0 pt=96 )')
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -186,7 +191,7 @@ def serve(args: argparse.Namespace) -> int:
     from gi.repository import GLib, Gst, GstRtspServer
 
     Gst.init(None)
-    reencode = bool(args.scale or args.fps or args.gop)
+    reencode = bool(args.scale or args.fps or args.gop or args.slices > 1)
 
     def loop_forever(media: GstRtspServer.RTSPMedia) -> None:
         """Gapless loop: a segment seek posts SEGMENT_DONE at the end instead of EOS; answer it with
@@ -226,7 +231,7 @@ def serve(args: argparse.Namespace) -> int:
             print(f"rtsp_server: bad --mount {spec!r}: expected NAME=EXISTING_FILE", file=sys.stderr)
             return 2
         factory = GstRtspServer.RTSPMediaFactory()
-        factory.set_launch(reencode_launch(clip, args.scale, args.fps, args.gop) if reencode
+        factory.set_launch(reencode_launch(clip, args.scale, args.fps, args.gop, args.slices) if reencode
                            else passthrough_launch(clip))
         factory.set_shared(False)
         factory.set_eos_shutdown(False)
@@ -265,6 +270,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--password", help="password for --user")
     p.add_argument("--scale", help="re-encode at WIDTHxHEIGHT, e.g. 1920x1080")
     p.add_argument("--fps", type=float, help="re-encode at this frame rate (default 25 when re-encoding)")
+    p.add_argument("--slices", type=int, default=1,
+                   help="re-encode with this many slices per frame (x264 sliced threads), like some cameras")
     p.add_argument("--gop", type=float, help="re-encode with a keyframe every GOP seconds (default 2)")
     return p.parse_args(argv)
 

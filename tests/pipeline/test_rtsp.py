@@ -155,6 +155,30 @@ def test_hung_server_trips_the_stall_watchdog(rtsp_server: Any, asset_path: Any)
     assert worker.cameras["h"].metrics.reconnects >= 1
 
 
+def test_camera_sending_several_slices_per_frame_decodes_whole_pictures(rtsp_server: Any, asset_path: Any) -> None:
+    """Two slices per frame over RTSP: every analysed picture is whole (no black or grey half).
+
+    Over the whole street clip the top half (trees, sky) has mean grey 67..87 and the bottom (road)
+    109..142; a lost or mis-split slice showed as a top half near 0 or near 130.
+    """
+    srv = rtsp_server({"cam": asset_path(CLIP)}, fps=10, gop=2.0, slices=2)
+    analyzers: dict[str, RecordingAnalyzer] = {}
+    worker = PatrolWorker(site({"s": srv.url("cam")}, analysis_fps=5),
+                          detector_loader=lambda _m, _s: NullDetector(),
+                          analyzer_factory=lambda cam, _s: analyzers.setdefault(cam.id, RecordingAnalyzer()))
+    runner = threading.Thread(target=worker.run, kwargs={"duration": 60})
+    runner.start()
+    try:
+        wait_for("ten analysed frames", lambda: len(analyzers.get("s", RecordingAnalyzer()).frames) >= 10, 40)
+    finally:
+        worker.request_stop()
+        runner.join(60)
+    grey = [f.image.mean(axis=2) for f in analyzers["s"].frames]
+    halves = [(float(g[:176].mean()), float(g[176:].mean())) for g in grey]
+    print(f"\nmean grey of top/bottom halves: {[(round(a), round(b)) for a, b in halves]}")
+    assert all(55 < top < 100 and bottom > 95 for top, bottom in halves)
+
+
 def test_rtsp_keyframe_only_over_the_wire(rtsp_server: Any, asset_path: Any) -> None:
     """Re-encoded 1 s GOP, analysis every 3 s: only keyframes are decoded from the live stream."""
     srv = rtsp_server({"cam": asset_path(CLIP)}, fps=10, gop=1.0)
