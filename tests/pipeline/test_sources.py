@@ -153,3 +153,14 @@ def test_backoff_is_capped_exponential(failures: int, delay: float) -> None:
     from pipeline.sources import backoff_delay
 
     assert backoff_delay(Watchdog(backoff_initial_s=0.5, backoff_max_s=5.0), failures) == delay
+
+
+@pytest.mark.parametrize("clip", ["pedestrian_survaillance", "evadb_traffic_10fps", "car_detection"])
+def test_every_packet_becomes_a_frame_including_the_decoders_tail(asset_path: Any, clip: str) -> None:
+    """Full decoding ends with a decoder flush: frames held back (B-frames, threads) are not lost."""
+    path = asset_path(clip)
+    packets, _ = stream_facts(path)
+    src, frames = run_file(path, analysis_fps=30.0, keyframe_only=False)
+    assert src.state is SourceState.STOPPED, src.error
+    assert src.metrics.packets == src.metrics.frames_decoded == packets
+    assert np.all(np.diff([f.pts for f in frames]) > 0)
