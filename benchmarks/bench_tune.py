@@ -1,7 +1,7 @@
 """Benchmark of ``patrol tune``: a parameter sweep over the cached shared clips.
 
 ``run(smoke) -> dict`` (called by ``python -m benchmarks.run``) or ``python -m benchmarks.bench_tune
-[--smoke]`` (prints the JSON). Full: the four labelled shared clips and ``labels/grids/shared.yaml``
+[--smoke]`` (prints the JSON). Full: every labelled shared clip (labels/*.yaml) and ``labels/grids/shared.yaml``
 (432 settings); smoke: the car-detection clip and a 6-setting grid.
 
 Untimed set-up: the detection cache is filled (the detector runs only where the cache is missing or
