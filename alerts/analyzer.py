@@ -134,12 +134,21 @@ class CameraAnalyzer:
 
 
 def sample(frames: Iterable[Frame], fps: float) -> Iterator[Frame]:
-    """Time-based decimation to ``fps`` by stream time (:class:`pipeline.sampler.TimeSampler`)."""
+    """Time-based decimation to ``fps`` by stream time (:class:`pipeline.sampler.TimeSampler`).
+
+    A frame up to a quarter interval early still counts for its slot, so frames a source has
+    already sampled at this rate pass through unchanged; a pts going backwards is dropped (some
+    AVI files report B-frames out of order), so the analysed clock only moves forward.
+    """
     if fps <= 0 or not math.isfinite(fps):
         raise ValueError(f"sample: fps must be positive, got {fps}")
-    sampler = TimeSampler(1.0 / fps)
+    sampler = TimeSampler(1.0 / fps, tolerance_s=0.25 / fps)
+    last: float | None = None
     for frame in frames:
+        if last is not None and frame.pts <= last:
+            continue
         if sampler.due(frame.pts):
+            last = frame.pts
             yield frame
 
 

@@ -65,8 +65,10 @@ def clip_frames(path: Path, camera: Camera, analysis_fps: float, wall_start: flo
     def on_frame(frame: Frame) -> None:
         frames.put(frame)  # offline replay: waiting for the analyzer here only paces the decoder
 
+    # every frame decoded and sampled by stream time (no keyframe-only shortcut): the analysed
+    # frames then depend on the clip and the rate alone
     source = Source(camera.id, str(path), on_frame, analysis_fps=analysis_fps, realtime=False,
-                    watchdog=camera.watchdog)
+                    keyframe_only=False, watchdog=camera.watchdog)
 
     def read() -> None:
         try:
@@ -112,7 +114,9 @@ def run_replay(args: argparse.Namespace) -> int:
     detector = load_detector(args.model or choice.model,
                              score_threshold=min([choice.default_score, *choice.class_scores.values()]))
     frames = clip_frames(source, camera, fps, wall_start)
-    for event in replay(camera, frames, detector_fn(detector), timezone):
+    # sampled again by the analyzer: a no-op for well-formed files, a guard for files whose
+    # frame times go backwards (AVI with B-frames), which restart the source's sampler
+    for event in replay(camera, frames, detector_fn(detector), timezone, analysis_fps=fps):
         sys.stdout.write(event.to_json() + "\n")
         sys.stdout.flush()
     return 0

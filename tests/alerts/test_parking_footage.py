@@ -40,7 +40,8 @@ def camera(zones: list[dict]) -> Camera:
 
 def run(path, zones, detector) -> list:
     cam = camera(zones)
-    return list(replay(cam, clip_frames(path, cam, 2.0, WALL_START), detector_fn(detector), "Asia/Shanghai"))
+    frames = clip_frames(path, cam, 2.0, WALL_START)
+    return list(replay(cam, frames, detector_fn(detector), "Asia/Shanghai", analysis_fps=2.0))
 
 
 KERB = {"id": "kerb-right", "type": "no_parking", "limit_s": 12,
