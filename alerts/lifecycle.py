@@ -5,8 +5,8 @@ incident of its type and zone nearest its place (within ``place_radius``, one fi
 incident per frame); otherwise it opens a new one, unless that place closed less than the
 zone's ``cooldown_s`` ago. An open incident is updated when its evidence changes materially,
 at most once per ``update_interval_s``, and closed once no finding has supported it for
-``close_grace_s``. Ids are derived from camera, zone, type, place and start time, so the same
-input always gives the same ids (a replay, a redelivery).
+``close_grace_s``. Ids are derived from camera, zone, type, place, start and opening time, so
+the same input always gives the same ids (a replay, a redelivery) and a reopened place a new one.
 """
 
 from __future__ import annotations
@@ -89,8 +89,9 @@ class IncidentLifecycle:
         except KeyError as exc:
             raise KeyError(f"camera {self.camera_id!r}: finding for unknown zone {zone_id!r}") from exc
 
-    def _incident_id(self, f: Finding, started_at: float) -> str:
-        key = f"{self.camera_id}|{f.zone_id}|{f.type}|{f.place[0]:.3f},{f.place[1]:.3f}|{started_at:.3f}"
+    def _incident_id(self, f: Finding, started_at: float, opened_at: float) -> str:
+        key = (f"{self.camera_id}|{f.zone_id}|{f.type}|{f.place[0]:.3f},{f.place[1]:.3f}|{started_at:.3f}"
+               f"|{opened_at:.3f}")
         return f"inc-{f.type[:4]}-{hashlib.sha256(key.encode()).hexdigest()[:20]}"
 
     def _event(self, inc: _Open, event: EventType, frame: Frame, evidence: Evidence) -> IncidentEvent:
@@ -132,7 +133,8 @@ class IncidentLifecycle:
             if j in used_f or self._cooling(f, frame.pts):
                 continue
             started_at = offset + f.started_pts
-            inc = _Open(self._incident_id(f, started_at), f, started_at, frame.pts, frame.pts, f.evidence)
+            inc = _Open(self._incident_id(f, started_at, frame.wall_time), f, started_at, frame.pts, frame.pts,
+                        f.evidence)
             self._open.append(inc)
             events.append(self._event(inc, "opened", frame, f.evidence))
         still_open: list[_Open] = []
