@@ -366,7 +366,7 @@ class Replayer:
         key = str(labels.path)
         if key not in self._loaded:
             clip, from_cache = cached_detections(labels, self.cache_dir, self.detector_factory,
-                                                 refresh=self.refresh and key not in self.detected)
+                                                 refresh=self.refresh)
             if not from_cache:
                 self.detected.append(labels.name)
             pictures = clip_pictures(labels, clip) if needs_pictures(labels.camera) else None
