@@ -147,6 +147,11 @@ def table(results: dict[str, Any], verdicts: list[Verdict]) -> str:
              "", f"  {'stage (ms)':<44} {'p50':>9} {'p95':>9} {'p99':>9}"]
     dec, conv = st.get("decode", {}), st.get("convert", {})
     lines += [_row("decode: every frame", dec.get("every_frame")), _row("decode: keyframe", dec.get("keyframe"))]
+    rc = st.get("reader_cpu", {})
+    for k in ("source_as_shipped", "source_keyframe_only_forced", "fastpath_reader"):
+        if k in rc:
+            lines.append(f"  {'reader CPU @ 0.5 fps: ' + k:<44} {rc[k]['cpu_ms_per_camera_s']:>9.1f} cpu-ms per "
+                         f"camera-second (keyframe-only: {rc[k]['keyframe_only']})")
     for k in ("full_bgr", "full_bgr_then_cv2_resize", "reformat_to_model_size", "reformat_to_model_size_bilinear"):
         lines.append(_row(f"convert: {k}", conv.get(k)))
     for name, r in st.get("inference", {}).items():
@@ -161,6 +166,13 @@ def table(results: dict[str, Any], verdicts: list[Verdict]) -> str:
         lines.append(_row(f"publish: {k}", v))
     for k, v in st.get("e2e_unloaded", {}).items():
         lines.append(_row(f"frame-to-decision unloaded: {k}", v))
+    model = st.get("cpu_model", {})
+    if model:
+        lines += ["", f"  CPU per camera at {model['fps']} fps from the stage figures (analysis "
+                      f"{model['analysis_ms_per_frame']:.0f} ms/frame) -> cameras in 85 % of the cores:"]
+        for k, v in model.items():
+            if isinstance(v, dict):
+                lines.append(f"    {k:<50} {v['cpu_ms_per_camera_s']:>7.1f} cpu-ms/s -> {v['cameras']:>6.1f} cameras")
     cap = results.get("capacity", {})
     if cap:
         lines += ["", f"  {'capacity (ms; MB per camera; cores used)':<42} {'cameras':>8} {'p50 e2e':>8} "

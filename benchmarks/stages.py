@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import resource
 import shutil
 import sys
@@ -162,6 +163,47 @@ def bench_ort_threads(model: str, iterations: int) -> dict[str, Any]:
     return out
 
 
+def clip_seconds(path: Path) -> float:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return float(stream.frames / stream.average_rate) if stream.frames and stream.average_rate else 0.0
+
+
+def bench_reader_cpu(path: Path, analysis_fps: float) -> dict[str, Any]:
+    """CPU milliseconds per camera-second of video spent reading one camera at ``analysis_fps``:
+    the pipeline's :class:`pipeline.sources.Source` as shipped (it picks its decode mode from the
+    stream), the same with keyframe-only decoding forced, and the benchmark's fast path reader
+    (keyframe packets only, converted straight to the model's input size). CPU time, not wall time,
+    so other people's load on the machine barely moves it."""
+    from benchmarks.fastpath import TimeSampler
+    from pipeline.sources import Source
+
+    seconds = clip_seconds(path)
+    out: dict[str, Any] = {"analysis_fps": analysis_fps, "video_s": round(seconds, 1)}
+    for label, forced in (("source_as_shipped", None), ("source_keyframe_only_forced", True)):
+        frames: list[Frame] = []
+        src = Source("bench", str(path), frames.append, analysis_fps=analysis_fps, realtime=False,
+                     keyframe_only=forced)
+        c0 = cpu_s()
+        src.run()
+        out[label] = {"cpu_ms_per_camera_s": round((cpu_s() - c0) * 1000 / seconds, 2), "frames": len(frames),
+                      "keyframe_only": src.metrics.keyframe_only}
+    c0, n = cpu_s(), 0
+    sampler = TimeSampler(analysis_fps)
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        for packet in container.demux(stream):
+            if packet.pts is None or not packet.is_keyframe or not sampler.due(float(packet.pts * packet.time_base)):
+                continue
+            for frame in packet.decode():
+                bgr(frame, (416, 234))
+                n += 1
+    out["fastpath_reader"] = {"cpu_ms_per_camera_s": round((cpu_s() - c0) * 1000 / seconds, 2), "frames": n,
+                              "keyframe_only": True}
+    return out
+
+
 def sample_camera(zone_types: tuple[str, ...]) -> Any:
     from benchmarks.analysis import bench_camera
     from camera_config.schema import Camera
@@ -291,6 +333,7 @@ def run_stages(clip: Path, models: list[str], *, smoke: bool, threads: int | Non
     iters = 5 if smoke else 40
     result: dict[str, Any] = {"clip": clip.name}
     result["decode"] = bench_decode(clip, 30 if smoke else 250)
+    result["reader_cpu"] = bench_reader_cpu(clip, 0.5)
     default = load_detector(models[0], threads=threads, providers=providers)
     default.warmup()
     result["convert"] = bench_convert(clip, default.input_size, iters)
@@ -308,4 +351,26 @@ def run_stages(clip: Path, models: list[str], *, smoke: bool, threads: int | Non
     result["analysis_native"] = bench_analysis(native, dets_native)
     result["publish"] = bench_publish(iters)
     result["e2e_unloaded"] = bench_e2e_per_model(clip, models, 6 if smoke else 16, threads, providers)
+    result["cpu_model"] = cpu_model(result)
     return result
+
+
+def cpu_model(stages: dict[str, Any], fps: float = 0.5, use: float = 0.85) -> dict[str, Any]:
+    """Where one camera's CPU goes at ``fps`` analysed frames per second, from the stage figures:
+    reader CPU + fps x (bare model call CPU + median analysis time), and the cameras that would fit
+    in ``use`` of all cores. An explanation of the capacity trials, not a substitute for them."""
+    reader = stages.get("reader_cpu", {})
+    threads = stages.get("ort_threads", {})
+    analysis = stages.get("analysis_model_size", {})
+    analyse_ms = sum(v.get("p50_ms", 0.0) for v in analysis.values())
+    cores = os.cpu_count() or 1
+    out: dict[str, Any] = {"fps": fps, "analysis_ms_per_frame": round(analyse_ms, 2)}
+    for reader_key in ("source_as_shipped", "source_keyframe_only_forced", "fastpath_reader"):
+        for ort_key in ("threads2", "threads1"):
+            if reader_key not in reader or ort_key not in threads:
+                continue
+            per_cam = (reader[reader_key]["cpu_ms_per_camera_s"]
+                       + fps * (threads[ort_key]["cpu_ms_per_frame"] + analyse_ms))
+            out[f"{reader_key}+ort_{ort_key}"] = {"cpu_ms_per_camera_s": round(per_cam, 1),
+                                                  "cameras": round(use * cores * 1000 / per_cam, 1)}
+    return out
