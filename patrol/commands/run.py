@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from camera_config.loader import load_config
+from camera_config.schema import SiteConfig
+from patrol.errors import ConfigError
 from patrol.redact import redact_text
 
 
@@ -28,6 +30,8 @@ def register(sub: Any) -> None:
     p.add_argument("--fast", action="store_true",
                    help="read video files as fast as possible instead of at their own pace (replay)")
     p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on PORT")
+    p.add_argument("--camera", action="append", metavar="ID",
+                   help="run only this camera of the site (repeatable); split a site across workers")
     p.set_defaults(func=run)
 
 
@@ -57,10 +61,22 @@ def format_summary(rows: list[dict[str, Any]], elapsed_s: float | None = None) -
     return redact_text("\n".join(lines))
 
 
+def select_cameras(config: SiteConfig, camera_ids: list[str] | None, path: str) -> SiteConfig:
+    """The site with only ``camera_ids`` (all when None); unknown ids are a config error."""
+    if not camera_ids:
+        return config
+    known = [c.id for c in config.cameras]
+    unknown = [c for c in camera_ids if c not in known]
+    if unknown:
+        raise ConfigError(path, [f"{path}: --camera {u!r}: no such camera (cameras: {', '.join(known)})"
+                                 for u in unknown])
+    return config.model_copy(update={"cameras": tuple(c for c in config.cameras if c.id in camera_ids)})
+
+
 def run(args: argparse.Namespace) -> int:
     from pipeline.worker import PatrolWorker
 
-    config = load_config(args.config)
+    config = select_cameras(load_config(args.config), args.camera, args.config)
     worker = PatrolWorker(config, realtime=not args.fast)
     if args.metrics_port:
         from prometheus_client import start_http_server

@@ -179,6 +179,24 @@ def test_camera_sending_several_slices_per_frame_decodes_whole_pictures(rtsp_ser
     assert all(55 < top < 100 and bottom > 95 for top, bottom in halves)
 
 
+def test_udp_transport(rtsp_server: Any, asset_path: Any) -> None:
+    srv = rtsp_server({"street": asset_path(CLIP)})
+    cfg = parse_config({"site": {"name": "udp"}, "cameras": [
+        {"id": "u", "url": srv.url("street"), "grid_cell": "G1", "analysis_fps": 4, "transport": "udp"}]})
+    analyzers: dict[str, RecordingAnalyzer] = {}
+    worker = PatrolWorker(cfg, detector_loader=lambda _m, _s: NullDetector(),
+                          analyzer_factory=lambda cam, _s: analyzers.setdefault(cam.id, RecordingAnalyzer()))
+    runner = threading.Thread(target=worker.run, kwargs={"duration": 60})
+    runner.start()
+    try:
+        wait_for("frames over UDP", lambda: len(analyzers.get("u", RecordingAnalyzer()).frames) >= 6, 40)
+    finally:
+        worker.request_stop()
+        runner.join(60)
+    frames = analyzers["u"].frames
+    assert frames[0].image.shape == (352, 640, 3) and np.all(np.diff([f.pts for f in frames]) > 0)
+
+
 def test_rtsp_keyframe_only_over_the_wire(rtsp_server: Any, asset_path: Any) -> None:
     """Re-encoded 1 s GOP, analysis every 3 s: only keyframes are decoded from the live stream."""
     srv = rtsp_server({"cam": asset_path(CLIP)}, fps=10, gop=1.0)

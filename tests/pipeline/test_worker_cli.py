@@ -52,6 +52,17 @@ def test_patrol_run_reports_a_bad_config(tmp_path: Path, capsys: pytest.CaptureF
     assert "analysis_fps" in capsys.readouterr().err
 
 
+def test_patrol_run_only_the_cameras_asked_for(asset_path: Any, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    clip = asset_path("evadb_traffic_10fps")
+    cfg = write_site(tmp_path / "site.yaml", {"east": clip, "west": tmp_path / "missing.mp4"}, analysis_fps=1)
+    summary = tmp_path / "summary.json"
+    assert main(["run", "--config", str(cfg), "--fast", "--camera", "east", "--summary-json", str(summary)]) == 0
+    assert [r["camera_id"] for r in json.loads(summary.read_text())["cameras"]] == ["east"]
+    assert main(["run", "--config", str(cfg), "--camera", "north"]) == 2
+    assert "'north': no such camera (cameras: east, west)" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_sigterm_stops_cleanly_with_summary(asset_path: Any, tmp_path: Path) -> None:
     cfg = write_site(tmp_path / "site.yaml", {"street": asset_path("vehicle_counting_input_video")},
