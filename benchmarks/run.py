@@ -88,7 +88,7 @@ def trial_line(r: dict[str, Any]) -> str:
 
 
 def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int | None,
-                 providers: tuple[str, ...], window_s: float = 20.0, trials: int | None = None) -> dict[str, Any]:
+                 providers: tuple[str, ...], window_s: float = 15.0, trials: int | None = None) -> dict[str, Any]:
     """Searches (full) or single 2-camera trials (smoke)."""
     out: dict[str, Any] = {}
     if smoke:
@@ -99,12 +99,12 @@ def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int 
             progress(trial_line(r))
             out[f"{runner}_smoke"] = r
         return out
-    base = TrialSpec(runner="ours", urls=(), model=model, warmup_s=6.0, window_s=window_s, stagger_s=2.0,
+    base = TrialSpec(runner="ours", urls=(), model=model, warmup_s=5.0, window_s=window_s, stagger_s=2.0,
                      ort_threads=threads, providers=providers)
     trials_cap = trials
     plans = [  # key, runner, stream, analysis fps, first guess, most cameras, trials
         ("ours_1080p_0.5fps", "ours", "cam1080", 0.5, 32, 96, 4),
-        ("baseline_1080p_0.5fps", "baseline", "cam1080", 0.5, 4, 48, 4),
+        ("baseline_1080p_0.5fps", "baseline", "cam1080", 0.5, 4, 48, 3),
         ("ours_576p_0.5fps", "ours", "cam576", 0.5, 48, 96, 3),
         ("ours_1080p_2fps", "ours", "cam1080", 2.0, 8, 64, 3),
     ]
@@ -120,7 +120,7 @@ def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int 
             kf = "ours_keyframe_only_forced_1080p_0.5fps"
             progress(f"capacity {kf}: the worker did not pick keyframe-only decoding; measuring it forced")
             out[kf] = search(replace(base, runner="ours", analysis_fps=fps, keyframe_only=True), urls[stream],
-                             first, most, trials, on_trial=lambda r: progress(trial_line(r)))
+                             first, most, min(trials, 3), on_trial=lambda r: progress(trial_line(r)))
             progress(f"capacity {kf}: {out[kf]['capacity']}")
     ours, baseline = out["ours_1080p_0.5fps"]["capacity"], out["baseline_1080p_0.5fps"]["capacity"]
     out["ratio_vs_baseline"] = round(ours / baseline, 2) if baseline else None
@@ -193,6 +193,10 @@ def table(results: dict[str, Any], verdicts: list[Verdict]) -> str:
             lines.append(f"  our capacity / baseline capacity (1080p, 0.5 fps): {cap['ratio_vs_baseline']}")
         lines.append("  cpu-projected: cameras the measured CPU cost per camera would allow at 85 % of all cores "
                      "(an estimate; capacity is what was sustained)")
+    tune = results.get("tune")
+    if isinstance(tune, dict):
+        shown = {k: tune[k] for k in ("settings", "sweep_s", "ms_per_setting", "setup_s") if k in tune}
+        lines += ["", f"  tuning sweep (benchmarks/bench_tune.py): {shown}"]
     lines += ["", "budget (benchmarks/budget.yaml):"] + [f"  {v.describe()}" for v in verdicts]
     return "\n".join(lines)
 
@@ -209,7 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--provider", action="append", default=[],
                         help="execution provider to prefer (e.g. CUDAExecutionProvider); CPU is the fallback")
     parser.add_argument("--budget", type=Path, default=BUDGET_YAML)
-    parser.add_argument("--window", type=float, default=20.0, help="measured seconds per capacity trial")
+    parser.add_argument("--skip-tune", action="store_true", help="leave out benchmarks/bench_tune.py")
+    parser.add_argument("--window", type=float, default=15.0, help="measured seconds per capacity trial")
     parser.add_argument("--trials", type=int, default=None, help="at most this many trials per capacity search")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -259,7 +264,9 @@ def run(args: argparse.Namespace, models: list[str]) -> dict[str, Any]:
             urls = {name: server.url(name) for name in clips}
             results["capacity"] = run_capacity(urls, smoke=args.smoke, model=models[0], threads=args.threads,
                                                providers=providers, window_s=args.window, trials=args.trials)
-    tune = run_tune(args.smoke)
+    if not args.skip_tune:
+        progress("tuning benchmark (benchmarks/bench_tune.py, when present)")
+    tune = None if args.skip_tune else run_tune(args.smoke)
     if tune is not None:
         results["tune"] = tune
     results["duration_s"] = round(time.time() - started, 1)
