@@ -13,8 +13,10 @@ gives up; a file never retries.
 Decoding is as cheap as the analysis rate allows: when the analysis interval (1/analysis_fps) is
 longer than the stream's keyframe interval (measured from the packets), the decoder is told to
 skip every non-keyframe (``skip_frame = "NONKEY"``); otherwise every frame is decoded and frames
-are dropped by time (:class:`pipeline.sampler.TimeSampler`). Only sampled frames are converted to
-BGR arrays.
+are dropped by time (:class:`pipeline.sampler.TimeSampler`). Until two keyframes have been seen
+(or one analysis interval has passed) each new connection holds its packets back undecoded, so a
+keyframe-only camera never decodes its first GOP in full. Only sampled frames are converted to
+BGR arrays. At the end of a file the decoder is flushed, so no held-back frame is lost.
 
 The reader never blocks on its consumer: ``on_frame`` must return at once (the worker hands it
 :meth:`pipeline.sampler.LatestFrameSlot.put`). ``on_packet(packet, stream)`` sees every encoded
