@@ -22,7 +22,7 @@ cameras:
   - id: cam-1
     url: {clip}
     grid_cell: JD-0101
-    analysis_fps: 2
+    analysis_fps: {fps}
     detector: {{model: yolox_nano_416}}
     zones:
       - {{id: kerb, type: no_parking, limit_s: 12,
@@ -34,9 +34,9 @@ cameras:
 """
 
 
-def write_site(tmp_path: Path, clip: Path) -> Path:
+def write_site(tmp_path: Path, clip: Path, fps: float = 1.0) -> Path:
     path = tmp_path / "site.yaml"
-    path.write_text(SITE.format(clip=clip))
+    path.write_text(SITE.format(clip=clip, fps=fps))
     return path
 
 
@@ -65,7 +65,7 @@ def test_replay_runs_on_every_clip_and_is_deterministic(name, asset_path, tmp_pa
 def test_start_time_moves_the_schedule(asset_path, tmp_path, capsys) -> None:
     """The kerb zone is banned 06:00-22:00: at 09:00 the parked car is an incident, at 23:00 it is not."""
     clip = asset_path("vehicle_counting_input_video")
-    text = SITE.format(clip=clip).replace(
+    text = SITE.format(clip=clip, fps=2).replace(
         "limit_s: 12,\n", "limit_s: 12, schedule: {windows: [{start: '06:00', end: '22:00'}]},\n")
     config = tmp_path / "site.yaml"
     config.write_text(text)
