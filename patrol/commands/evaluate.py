@@ -51,7 +51,8 @@ def register(sub: Any) -> None:
     t.add_argument("labels", nargs="+", metavar="LABELS", help="label YAML files")
     t.add_argument("--grid", required=True, metavar="PARAMS", help="YAML: zone parameter -> list of values")
     t.add_argument("--objective", default="f1", choices=OBJECTIVES, help="what the chosen setting maximises")
-    t.add_argument("--out", metavar="FILE", help="write the config patch (YAML) here; default: stdout")
+    t.add_argument("--out", metavar="FILE",
+                   help="write the config patch (YAML) here; default: stdout (the table then goes to stderr)")
     t.add_argument("--report", metavar="DIR", help="write tune.md, pr.png and trials.json into DIR")
     t.add_argument("--json", metavar="FILE", help="write every trial's scores as JSON ('-': stdout)")
     _cache_args(t)
@@ -92,18 +93,19 @@ def run_eval(args: argparse.Namespace) -> int:
     replayer = Replayer(_cache_dir(args), default_detector_factory, refresh=args.refresh)
     results = evaluate(args.labels, replayer)
     scores = score(results)
-    print(report.score_table(scores))
+    text_out = sys.stderr if args.json == "-" else sys.stdout  # stdout stays pure JSON when it carries JSON
+    print(report.score_table(scores), file=text_out)
     if not args.quiet:
-        print()
-        print("\n".join(report.clip_lines(results)))
+        print(file=text_out)
+        print("\n".join(report.clip_lines(results)), file=text_out)
     if args.json:
         _write(args.json, json.dumps(report.eval_json(scores, results), indent=2) + "\n")
     if args.report:
-        out = Path(args.report)
-        report.plot_eval(scores, out / "scores.png")
-        (out / "report.md").write_text(report.eval_markdown(scores, results, "scores.png", args.labels),
-                                       encoding="utf-8")
-        print(f"report: {out / 'report.md'}", file=sys.stderr)
+        folder = Path(args.report)
+        report.plot_eval(scores, folder / "scores.png")
+        (folder / "report.md").write_text(report.eval_markdown(scores, results, "scores.png", args.labels),
+                                          encoding="utf-8")
+        print(f"report: {folder / 'report.md'}", file=sys.stderr)
     return 0
 
 
@@ -120,23 +122,25 @@ def run_tune(args: argparse.Namespace) -> int:
     patch = config_patch(labels, params, chosen, default, args.objective, len(trials))
     text = patch_yaml(patch)
     table = report.tune_table(default, trials, chosen)
-    print(table)
+    # stdout carries one thing: the JSON (--json -), else the patch (no --out), else the table
+    patch_to_stdout = not args.out and args.json != "-"
+    print(table, file=sys.stderr if args.json == "-" or patch_to_stdout else sys.stdout)
     print(f"\n{len(trials)} settings x {len(labels)} clips in {elapsed:.1f} s; objective {args.objective}"
           + ("" if meets(args.objective, chosen) else " NOT met by any setting (best shown)"), file=sys.stderr)
     if args.out:
         _write(args.out, text)
         print(f"config patch: {args.out}", file=sys.stderr)
-    else:
-        print()
-        print(text)
+    elif patch_to_stdout:
+        sys.stdout.write(text)
     if args.json:
         _write(args.json, json.dumps({"default": default.summary(), "chosen": chosen.summary(),
                                       "trials": [t.summary() for t in trials]}, indent=2) + "\n")
     if args.report:
-        out = Path(args.report)
-        report.plot_pr(default, trials, chosen, out / "pr.png")
-        (out / "tune.md").write_text(report.tune_markdown(table, "pr.png", text), encoding="utf-8")
-        (out / "trials.json").write_text(json.dumps([t.summary() for t in trials], indent=2), encoding="utf-8")
+        folder = Path(args.report)
+        report.plot_pr(default, trials, chosen, folder / "pr.png")
+        (folder / "tune.md").write_text(report.tune_markdown(table, "pr.png", text), encoding="utf-8")
+        (folder / "trials.json").write_text(json.dumps([t.summary() for t in trials], indent=2),
+                                            encoding="utf-8")
     return 0
 
 
