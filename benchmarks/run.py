@@ -124,10 +124,14 @@ def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int 
             progress(f"capacity {kf}: {out[kf]['capacity']}")
     ours, baseline = out["ours_1080p_0.5fps"]["capacity"], out["baseline_1080p_0.5fps"]["capacity"]
     out["ratio_vs_baseline"] = round(ours / baseline, 2) if baseline else None
-    level = max(1, ours)
-    fast = run_trial_process(replace(base, runner="fastpath", urls=(urls["cam1080"],) * level))
-    progress(trial_line(fast))
-    out["fastpath_1080p_0.5fps_at_our_capacity"] = fast
+    fast = "fastpath_threads1_1080p_0.5fps"
+    progress(f"capacity {fast}: keyframe-only, decode to model size, ORT 1 thread")
+    out[fast] = search(replace(base, runner="fastpath", ort_threads=1), urls["cam1080"], max(8, ours), 96,
+                       min(3, trials_cap or 3), on_trial=lambda r: progress(trial_line(r)))
+    progress(f"capacity {fast}: {out[fast]['capacity']}")
+    for key in ("ours_keyframe_only_forced_1080p_0.5fps", fast):
+        if key in out and baseline:
+            out[f"ratio_{key.removesuffix('_1080p_0.5fps')}_vs_baseline"] = round(out[key]["capacity"] / baseline, 2)
     return out
 
 
@@ -191,6 +195,9 @@ def table(results: dict[str, Any], verdicts: list[Verdict]) -> str:
                          f"{at.get('cpu_cores_used', float('nan')):>6.2f} {best_cpu:>14.0f}{flag}")
         if "ratio_vs_baseline" in cap:
             lines.append(f"  our capacity / baseline capacity (1080p, 0.5 fps): {cap['ratio_vs_baseline']}")
+        for key, value in cap.items():
+            if key.startswith("ratio_") and key != "ratio_vs_baseline":
+                lines.append(f"  {key.removeprefix('ratio_').replace('_', ' ')}: {value}")
         lines.append("  cpu-projected: cameras the measured CPU cost per camera would allow at 85 % of all cores "
                      "(an estimate; capacity is what was sustained)")
     tune = results.get("tune")
