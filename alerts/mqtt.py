@@ -7,6 +7,7 @@ Topics (``prefix`` is ``patrol/v1`` by default)::
     {prefix}/health/{camera}               {"camera_id","state":"online"|"offline","at"}, retained
     {prefix}/verify/request/{camera}       ticket service -> verifier
     {prefix}/verify/result/{camera}        verifier -> ticket service
+    {prefix}/replay/request                {"since": unix time}: consumer -> every pipeline's outbox
 
 Broker credentials come from :class:`camera_config.schema.MqttConfig`; the password is never logged.
 """
@@ -64,6 +65,10 @@ class Topics:
 
     def verify_result(self, camera_id: str = "+") -> str:
         return f"{self.prefix}/verify/result/{camera_id}"
+
+    @property
+    def replay_request(self) -> str:
+        return f"{self.prefix}/replay/request"
 
     def parse_incident(self, topic: str) -> tuple[str, str] | None:
         """(type, camera) of an incident topic, None for any other topic."""

@@ -6,17 +6,26 @@ incidents, their events and one outbox row per event in one transaction and retu
 when the broker acknowledged it. Broker down: rows wait. SIGTERM or a crash between commit and
 publish: rows are still pending in the database and go out on the next start (a consumer may see
 one twice; it dedupes on incident id + seq).
+
+Sent rows are kept. A consumer that may have missed messages — mosquitto 2.0 drops messages for a
+shared subscription whose session was restored from persistence until its client reconnects —
+publishes ``{prefix}/replay/request`` ``{"since": t}`` on every connect; with ``answer_replays``
+the publisher marks rows sent since ``t`` pending again and sends them once more.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
+
+import paho.mqtt.client as mqtt
 
 from alerts.events import IncidentEvent
-from alerts.mqtt import MqttLink
+from alerts.mqtt import MqttLink, Topics
 from storage import repository as repo
 from storage.db import Database
 from storage.errors import StorageError
@@ -28,7 +37,7 @@ class OutboxPublisher:
     """Publishes the outbox of ``db`` through ``link`` in commit order."""
 
     def __init__(self, db: Database, link: MqttLink, *, batch: int = 200, ack_timeout_s: float = 10.0,
-                 idle_poll_s: float = 1.0) -> None:
+                 idle_poll_s: float = 1.0, answer_replays: bool = False) -> None:
         self.db = db
         self.link = link
         self.batch = batch
@@ -38,6 +47,29 @@ class OutboxPublisher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        if answer_replays:
+            self.topics = Topics(link.cfg.topic_prefix)
+            link.on_connected.append(self._subscribe_replays)
+            link.on_message = self._on_replay
+
+    def _subscribe_replays(self, client: mqtt.Client) -> None:
+        client.subscribe(self.topics.replay_request, qos=1)
+
+    def _on_replay(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        """A consumer missed messages (a broker restart can drop them): send again what went since."""
+        try:
+            since = float(json.loads(msg.payload)["since"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("outbox: ignored a malformed replay request", extra={"error": str(exc)})
+            return
+        try:
+            with self.db.transaction() as s:
+                n = repo.requeue_sent_since(s, since)
+        except StorageError as exc:
+            log.error("outbox: cannot answer a replay request", extra={"error": str(exc)})
+            return
+        log.info("outbox: replaying %d event(s) sent since %.3f", n, since)
+        self.wake()
 
     def wake(self) -> None:
         """New rows are committed: publish now rather than at the next poll."""

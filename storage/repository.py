@@ -227,6 +227,19 @@ def mark_failed(s: Session, ids: Sequence[int], error: str) -> None:
                   .values(attempts=OutboxRow.attempts + 1, last_error=error[:500]))
 
 
+def requeue_sent_since(s: Session, since: float) -> int:
+    """Mark incident events sent at or after ``since`` pending again (a consumer asked for a replay)."""
+    result: Any = s.execute(update(OutboxRow).where(OutboxRow.state == "sent", OutboxRow.sent_at >= since,
+                                                    OutboxRow.incident_id.is_not(None))
+                            .values(state="pending").returning(OutboxRow.id))
+    return len(result.all())
+
+
+def last_received_at(s: Session) -> float | None:
+    got = s.scalar(select(func.max(InboxRow.received_at)))
+    return None if got is None else float(got)
+
+
 def outbox_counts(s: Session) -> dict[str, int]:
     rows = s.execute(select(OutboxRow.state, func.count()).group_by(OutboxRow.state)).all()
     return {state: int(n) for state, n in rows}

@@ -33,8 +33,23 @@ from tickets.states import OPEN_STATES
 log = logging.getLogger(__name__)
 
 
+REPLAY_MARGIN_S = 60.0
+"""Replays start this long before the last received message (clock skew, in-flight messages)."""
+
+
 class Rejected(Exception):
     """A message that goes to the dead-letter table; the text is the reason."""
+
+
+def _json(payload: bytes) -> Any:
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Rejected(f"not JSON: {exc}") from exc
 
 
 def decode_event(topics: Topics, topic: str, payload: bytes, max_bytes: int) -> IncidentEvent:
@@ -43,10 +58,7 @@ def decode_event(topics: Topics, topic: str, payload: bytes, max_bytes: int) -> 
     where = topics.parse_incident(topic)
     if where is None:
         raise Rejected(f"not an incident topic: {topic!r} (expected {topics.prefix}/incidents/TYPE/CAMERA)")
-    try:
-        raw = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Rejected(f"not JSON: {exc}") from exc
+    raw = _json(payload)
     problems = schema_errors(raw)
     if problems:
         raise Rejected("schema: " + "; ".join(problems[:5]))
@@ -62,10 +74,7 @@ def decode_event(topics: Topics, topic: str, payload: bytes, max_bytes: int) -> 
 def decode_verify_result(payload: bytes, max_bytes: int) -> dict[str, Any]:
     if len(payload) > max_bytes:
         raise Rejected(f"oversized: {len(payload)} bytes > limit {max_bytes}")
-    try:
-        raw = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Rejected(f"not JSON: {exc}") from exc
+    raw = _json(payload)
     if not isinstance(raw, dict) or not isinstance(raw.get("ticket_id"), int) \
             or not isinstance(raw.get("present"), bool) or not isinstance(raw.get("request_id"), str):
         raise Rejected("verify result: needs integer ticket_id, string request_id and boolean present")
@@ -96,6 +105,22 @@ class TicketService:
     def _subscribe(self, client: mqtt.Client) -> None:
         client.subscribe([(self.topics.shared(self.topics.incidents), 1),
                           (self.topics.shared(self.topics.verify_result()), 1)])
+        self._ask_replay(client)
+
+    def _ask_replay(self, client: mqtt.Client) -> None:
+        """Ask every pipeline to send again what it sent since shortly before our last message.
+
+        A broker restart can drop messages for a shared subscription until we reconnect; the
+        replayed duplicates are dropped by the (incident id, seq) dedupe.
+        """
+        try:
+            with self.db.transaction() as s:
+                last = repo.last_received_at(s)
+        except StorageError as exc:
+            log.error("cannot read the last receive time; asking for a full replay", extra={"error": str(exc)})
+            last = None
+        since = 0.0 if last is None else last - REPLAY_MARGIN_S
+        client.publish(self.topics.replay_request, json.dumps({"since": since, "by": self.client_id}), qos=1)
 
     # ---- one message
     def handle(self, topic: str, payload: bytes) -> str:
@@ -126,6 +151,9 @@ class TicketService:
             self._db_down.set()
             return
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("message %s mid=%d dup=%d -> %s", msg.topic, msg.mid, msg.dup, outcome,
+                      extra={"payload_head": bytes(msg.payload[:60]).decode("utf-8", "replace")})
         client.ack(msg.mid, msg.qos)
 
     # ---- lifecycle
