@@ -2,8 +2,9 @@
 
 The review database knows, per incident, its type, zone, when its problem started (``started_at``),
 when it opened (the ``opened`` event) and the operators' verdicts. For a recorded clip of the camera
-that began at ``--clip-start`` (wall time of its first frame), every incident that opened while the
-clip ran becomes:
+that began at ``--clip-start`` (wall time of its first frame; default: the file's ``creation_time``
+tag), every incident that opened while the clip ran becomes (the camera's config is ``--config``,
+default: the one site file under ``camera_config/sites`` with that camera):
 
 * **confirmed** (latest verdict ``confirm``) -> an expected incident of its type and zone, start
   window ``[started - clip start, opened - clip start + slack]`` (clamped at 0);
@@ -79,6 +80,40 @@ def clip_duration(path: Path) -> float:
         raise PatrolError(f"--clip: cannot read video {path}: {exc}") from exc
 
 
+def clip_creation_time(path: Path) -> float | None:
+    """The container's ``creation_time`` tag (recorders write the start of the recording), if any."""
+    try:
+        with av.open(str(path)) as container:
+            tag = container.metadata.get("creation_time") or container.streams.video[0].metadata.get("creation_time")
+    except (av.FFmpegError, OSError, IndexError):
+        return None
+    if not tag:
+        return None
+    try:
+        return parse_time(str(tag).replace("Z", "+00:00"))
+    except PatrolError:
+        return None
+
+
+SITES_DIR = Path(__file__).resolve().parents[1] / "camera_config" / "sites"
+
+
+def find_site_config(camera_id: str, sites_dir: Path = SITES_DIR) -> Path:
+    """The one site file under ``camera_config/sites`` that has ``camera_id``."""
+    found = []
+    for path in sorted(sites_dir.glob("*.yaml")):
+        try:
+            site = load_config(path)
+        except ConfigError:
+            continue
+        if any(c.id == camera_id for c in site.cameras):
+            found.append(path)
+    if len(found) != 1:
+        where = ", ".join(map(str, found)) if found else f"no file in {sites_dir}"
+        raise PatrolError(f"--config: camera {camera_id!r} is in {where}; name the site file with --config")
+    return found[0]
+
+
 def reviewed_incidents(db_url: str, camera_id: str, since: float, until: float) -> list[Reviewed]:
     """Incidents of ``camera_id`` that opened in ``[since, until]`` and have a verdict (latest wins)."""
     from storage.db import Database
@@ -136,23 +171,28 @@ def _rel(path: Path, base: Path) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    missing = [f"--{n.replace('_', '-')}" for n in ("db", "camera", "clip", "config", "clip_start")
-               if not getattr(args, n, None)]
+    missing = [f"--{n}" for n in ("db", "camera", "clip") if not getattr(args, n, None)]
     if missing or len(args.labels) != 1:
         raise PatrolError("export-labels needs " + ", ".join(missing or ["no LABELS arguments"]) +
-                          " (usage: patrol eval export-labels --db URL --camera ID --clip FILE --config FILE "
-                          "--clip-start TIME [--out FILE])")
+                          " (usage: patrol eval export-labels --db URL --camera ID --clip FILE [--config FILE] "
+                          "[--clip-start TIME] [--out FILE])")
     clip = Path(args.clip)
-    config = Path(args.config)
     if not clip.is_file():
         raise PatrolError(f"--clip: {clip} does not exist")
+    config = Path(args.config) if args.config else find_site_config(args.camera)
     try:
         site = load_config(config)
     except ConfigError as exc:
         raise PatrolError("--config: " + "; ".join(exc.problems)) from exc
     if args.camera not in {c.id for c in site.cameras}:
         raise PatrolError(f"--camera: {config} has no camera {args.camera!r}")
-    start = parse_time(args.clip_start)
+    if args.clip_start:
+        start = parse_time(args.clip_start)
+    else:
+        found = clip_creation_time(clip)
+        if found is None:
+            raise PatrolError(f"--clip-start: {clip} carries no creation_time; give the wall time of its first frame")
+        start = found
     duration = clip_duration(clip)
     reviewed = reviewed_incidents(args.db, args.camera, start, start + duration)
     base = Path(args.out).parent if args.out else Path.cwd()

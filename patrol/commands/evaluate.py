@@ -26,7 +26,7 @@ def register(sub: Any) -> None:
         "eval", help="replay labelled clips and score incidents against the labels",
         description="Replay each labelled clip (detections cached), match incidents to labels by type, zone "
                     "and time window, and report TP/FP/FN, precision, recall, F1 and start delays. "
-                    "`patrol eval export-labels --db URL --camera ID --clip FILE --config FILE --clip-start T` "
+                    "`patrol eval export-labels --db URL --camera ID --clip FILE [--config FILE] [--clip-start T]` "
                     "turns operator verdicts into a label file instead.")
     p.add_argument("labels", nargs="+", metavar="LABELS", help="label YAML files (or: export-labels)")
     _cache_args(p)
@@ -38,8 +38,11 @@ def register(sub: Any) -> None:
     g.add_argument("--camera", metavar="ID", help="camera id (export-labels)")
     g.add_argument("--clip", metavar="FILE", help="the recorded clip the verdicts belong to (export-labels)")
     g.add_argument("--clip-start", metavar="TIME",
-                   help="wall time of the clip's first frame: Unix seconds or ISO 8601 (export-labels)")
-    g.add_argument("--config", metavar="FILE", help="site config of the camera (export-labels)")
+                   help="wall time of the clip's first frame: Unix seconds or ISO 8601; default: the file's "
+                        "creation_time (export-labels)")
+    g.add_argument("--config", metavar="FILE",
+                   help="site config of the camera; default: the file in camera_config/sites that has it "
+                        "(export-labels)")
     g.add_argument("--out", metavar="FILE", help="write the label file here instead of stdout (export-labels)")
     p.set_defaults(func=run_eval)
 

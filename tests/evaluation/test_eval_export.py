@@ -107,3 +107,35 @@ def test_export_needs_its_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["eval", "export-labels", "--db", "sqlite:///x.db"]) == 2
     err = capsys.readouterr().err
     assert "--camera" in err and "--clip" in err and "Traceback" not in err
+
+
+def test_clip_start_from_creation_time(tmp_path: Path, block_clip: Path) -> None:
+    import av
+
+    from evaluation.export import clip_creation_time
+
+    assert clip_creation_time(block_clip) is None
+    tagged = tmp_path / "tagged.mp4"
+    with av.open(str(block_clip)) as src, av.open(str(tagged), "w") as dst:
+        dst.metadata["creation_time"] = "2025-06-15T15:06:40.000000Z"
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(src.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                dst.mux(packet)
+    assert clip_creation_time(tagged) == CLIP_START
+
+
+def test_site_config_found_by_camera(tmp_path: Path) -> None:
+    from evaluation.export import find_site_config
+
+    (tmp_path / "a.yaml").write_text(yaml.safe_dump(SITE), encoding="utf-8")
+    other = {**SITE, "cameras": [{**SITE["cameras"][0], "id": "other"}]}
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(other), encoding="utf-8")
+    (tmp_path / "broken.yaml").write_text("site: [", encoding="utf-8")
+    assert find_site_config("cam", tmp_path) == tmp_path / "a.yaml"
+    with pytest.raises(PatrolError, match="'nope' is in no file"):
+        find_site_config("nope", tmp_path)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(SITE), encoding="utf-8")
+    with pytest.raises(PatrolError, match="name the site file"):
+        find_site_config("cam", tmp_path)
