@@ -3,12 +3,14 @@
 A label file is YAML, one clip and one camera::
 
     version: 1
-    clip: footage/vehicle_counting_input_video.mp4   # asset name (cache/mirror) or path next to this file
+    clip: footage/vehicle_counting_input_video.mp4   # registered asset path (patrol assets list) or a path
+                                                       # relative to this file
     clip_sha256: 3f0c...                               # optional pin; eval refuses a different file
     camera: kerb_street                                # camera id inside the config
     config:                                            # a site config, inline, or a path to one
       site: {name: labels}
       cameras: [{id: kerb_street, url: file, grid_cell: G1, zones: [...]}]
+    recorded_at: 2025-06-15T15:06:40Z   # optional: wall time of the first frame (zone schedules)
     exhaustive: true          # every incident not matched to `expected` is a false positive
     expected:                 # incidents that must open
       - type: illegal_parking
@@ -22,7 +24,8 @@ A label file is YAML, one clip and one camera::
 Times are stream seconds from the start of the clip. An incident *opens* at the stream time of
 its ``opened`` event; its start delay is that time minus the label's ``start[0]``. With
 ``exhaustive: false`` (labels exported from operator verdicts) only incidents that open inside a
-quiet span count as false positives; others are reported as unlabelled.
+quiet span, and second incidents for one expected problem, count as false positives; others are
+reported as unlabelled. Matching rules: :mod:`evaluation.matching`.
 """
 
 from __future__ import annotations
