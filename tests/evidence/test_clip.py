@@ -162,3 +162,27 @@ def test_clip_writer_counters_are_exported(street_clip: Path, tmp_path: Path) ->
     text = generate_latest(registry).decode()
     assert "patrol_clips_written_total 1.0" in text and "patrol_clips_dropped_total 0.0" in text
     assert "patrol_clip_queue_depth 0.0" in text
+
+
+def test_a_reconnect_starts_a_new_generation_and_hands_over_pending_clips(street_clip: Path,
+                                                                          tmp_path: Path) -> None:
+    jobs: list[ClipJob] = []
+    ring = PacketRing("cam-street", keep_s=4, on_ready=jobs.append)
+    with av.open(str(street_clip)) as src:
+        stream = src.streams.video[0]
+        for i, packet in enumerate(src.demux(stream)):
+            ring.on_packet(packet, stream)
+            if i == 200:
+                break
+    assert ring.request_clip("inc-00000007", 8.0, 2.0, 10.0, tmp_path / "r.mp4")
+    generation = ring.generation
+    with av.open(str(street_clip)) as src:  # the camera comes back: its clock starts again at 0
+        stream = src.streams.video[0]
+        for i, packet in enumerate(src.demux(stream)):
+            ring.on_packet(packet, stream)
+            if i == 60:
+                break
+    assert ring.generation == generation + 1
+    (job,) = jobs
+    assert job.truncated and job.packets[0].keyframe and job.packets[-1].time < 8.5
+    assert ring.buffered_s < 3.0  # only the new connection's packets are held

@@ -95,3 +95,22 @@ def test_serve_prints_its_address_and_guards_pages(tmp_path: Path) -> None:
             out, _ = proc.communicate()
     assert "hunter2" not in out
     assert (tmp_path / "secret").stat().st_mode & 0o077 == 0
+
+
+def test_retention_command_dry_run_then_delete(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    cfg = _config(tmp_path)
+    old = time.time() - 40 * 86_400
+    for incident_id, opened in (("inc-old-000001", old), ("inc-new-000002", time.time())):
+        folder = tmp_path / "evidence" / incident_id
+        folder.mkdir(parents=True)
+        (folder / "clip.mp4").write_bytes(b"\0" * 1000)
+        (folder / "manifest.json").write_text(json.dumps({"times": {"opened_at": opened}}))
+    assert main(["review", "retention", "--config", str(cfg), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would delete inc-old-000001" in out and "inc-new-000002" not in out
+    assert (tmp_path / "evidence" / "inc-old-000001").exists()
+    assert main(["review", "retention", "--config", str(cfg)]) == 0
+    assert "deleted 1 incident folder(s)" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "evidence").iterdir()) == ["inc-new-000002"]
