@@ -97,3 +97,18 @@ def test_verdicts_operators_and_dead_letters(db: Database, make_incident_event) 
         repo.add_verdict(s, "inc-zzzz", "alice", "confirm")
     with pytest.raises(StorageError), db.transaction() as s:  # unique username
         repo.create_operator(s, "alice", "x")
+
+
+def test_replay_requeues_what_was_sent_since(db: Database, make_incident_event) -> None:
+    with db.transaction() as s:
+        repo.record_events(s, [make_incident_event("inc-aaaa", i) for i in (1, 2, 3)], "patrol/v1")
+        repo.enqueue(s, "patrol/v1/verify/request/cam-1", "{}")  # not an incident event: never replayed
+    with db.transaction() as s:
+        ids = [r.id for r in repo.pending_outbox(s)]
+        repo.mark_sent(s, ids[:1], at=100.0)
+        repo.mark_sent(s, ids[1:], at=200.0)
+    with db.transaction() as s:
+        assert repo.requeue_sent_since(s, 150.0) == 2
+    with db.transaction() as s:
+        assert [r.seq for r in repo.pending_outbox(s)] == [2, 3]
+        assert repo.last_received_at(s) is None
