@@ -23,7 +23,7 @@ log = logging.getLogger("patrol.bench")
 
 def run_trial_process(spec: TrialSpec) -> dict[str, Any]:
     """Run one trial in a fresh interpreter; a crash or hang becomes a failed trial, not an exception."""
-    limit = spec.warmup_s + spec.window_s + 90
+    limit = spec.warmup_s + spec.window_s + spec.stream_timeout_s + 90
     cmd = [sys.executable, "-m", "benchmarks.trial", spec_json(spec)]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit, check=False)

@@ -41,6 +41,7 @@ class TrialSpec:
     providers: tuple[str, ...] = ()
     max_batch: int = 64
     keyframe_only: bool | None = None
+    stream_timeout_s: float = 30.0
     """None: the pipeline decides from the stream (as shipped); True/False: forced."""
 
     @property
@@ -198,6 +199,19 @@ def make_runner(spec: TrialSpec, state: RunnerState) -> Runner:
     raise ValueError(f"unknown runner {spec.runner!r}; expected one of {RUNNERS}")
 
 
+def wait_all_streaming(spec: TrialSpec, state: RunnerState) -> float | None:
+    """Wait until every camera has had a frame analysed (connections, probing and first-frame costs
+    are start-up, not steady state); give up after ``stream_timeout_s``. Seconds waited, or None."""
+    start = time.monotonic()
+    while time.monotonic() - start < spec.stream_timeout_s:
+        with state.lock:
+            seen = {r.camera for r in state.records}
+        if len(seen) >= spec.n or len(seen) + len(state.errors) >= spec.n:
+            return round(time.monotonic() - start, 2)
+        time.sleep(0.25)
+    return None
+
+
 def run_trial(spec: TrialSpec) -> dict[str, Any]:
     """Run one trial in this process and return its summary."""
     state = RunnerState()
@@ -205,6 +219,7 @@ def run_trial(spec: TrialSpec) -> dict[str, Any]:
     rss_base = rss_mb()
     runner.start()
     start = time.monotonic()
+    streaming_s = wait_all_streaming(spec, state)
     time.sleep(spec.warmup_s)
     t0 = time.monotonic()
     cpu0, (busy0, total0) = process_cpu_s(), machine_busy()
@@ -232,7 +247,7 @@ def run_trial(spec: TrialSpec) -> dict[str, Any]:
         "cpu_projected_cameras": round(0.85 * ncpu / (ours / max(1, spec.n)), 1) if ours > 0 else None,
         "machine_cores_busy": round(machine, 3),
         "other_load_cores": round(max(0.0, machine - ours), 3), "cores": ncpu,
-        "startup_s": round(t0 - start, 2), "busy_total_jiffies": total1 - total0,
+        "startup_s": round(t0 - start, 2), "all_streaming_after_s": streaming_s, "busy_total_jiffies": total1 - total0,
     }
     return summarise(spec, state, (t0, t1), extra)
 
