@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -46,13 +47,15 @@ def run(smoke: bool = False) -> dict[str, Any]:
 
     sweep(labels, params, loader.fresh())  # warm-up: imports, first allocations
     times = []
+    cpu = []
     replays = 0
     result: Any = None
     for _ in range(iterations):
         r = loader.fresh()  # frames and detections are set-up; tracks and backgrounds are not
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = sweep(labels, params, r)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         replays = r.replays
     default, trials = result
     chosen = choose("f1", default, trials)
@@ -67,6 +70,8 @@ def run(smoke: bool = False) -> dict[str, Any]:
         "setup_s": round(setup_s, 2),
         "detected_clips": loader.detected,
         "sweep_s": {"runs": [round(t, 2) for t in times], "median": round(median, 2)},
+        "sweep_cpu_s": {"runs": [round(t, 2) for t in cpu], "median": round(statistics.median(cpu), 2)},
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
         "ms_per_setting": round(1000 * median / max(1, len(trials)), 2),
         "default": default.summary(),
         "chosen": chosen.summary(),
