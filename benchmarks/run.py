@@ -188,18 +188,19 @@ def table(results: dict[str, Any], verdicts: list[Verdict]) -> str:
             n = r.get("capacity", at.get("cameras") if at.get("sustained") else 0)
             e = at.get("e2e", {})
             flag = "" if "capacity" in r or at.get("sustained") else "  (not sustained)"
-            best_cpu = max((t.get("cpu_projected_cameras") or 0 for t in r.get("trials", [at])), default=0)
+            projected = at.get("cpu_projected_cameras") if at.get("sustained") else None
             lines.append(f"  {key:<42} {n!s:>8} {e.get('p50_ms', float('nan')):>8.0f} "
                          f"{e.get('p95_ms', float('nan')):>8.0f} {e.get('p99_ms', float('nan')):>8.0f} "
                          f"{at.get('mem_per_camera_mb', float('nan')):>7.1f} "
-                         f"{at.get('cpu_cores_used', float('nan')):>6.2f} {best_cpu:>14.0f}{flag}")
+                         f"{at.get('cpu_cores_used', float('nan')):>6.2f} "
+                         f"{'-' if projected is None else format(projected, '.0f'):>14}{flag}")
         if "ratio_vs_baseline" in cap:
             lines.append(f"  our capacity / baseline capacity (1080p, 0.5 fps): {cap['ratio_vs_baseline']}")
         for key, value in cap.items():
             if key.startswith("ratio_") and key != "ratio_vs_baseline":
                 lines.append(f"  {key.removeprefix('ratio_').replace('_', ' ')}: {value}")
         lines.append("  cpu-projected: cameras the measured CPU cost per camera would allow at 85 % of all cores "
-                     "(an estimate; capacity is what was sustained)")
+                     "at the sustained level (an estimate; capacity is what was sustained)")
     tune = results.get("tune")
     if isinstance(tune, dict):
         shown = {k: tune[k] for k in ("settings", "sweep_s", "ms_per_setting", "setup_s") if k in tune}
