@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from alerts.events import Evidence
 from alerts.findings import Finding
@@ -101,3 +103,30 @@ def test_unknown_zone_is_named() -> None:
 ])
 def test_material_change(before, after, material) -> None:
     assert material_change(Evidence(signals=before), Evidence(signals=after)) is material
+
+
+@given(st.lists(st.booleans(), min_size=1, max_size=120), st.lists(st.floats(-0.02, 0.02), min_size=2, max_size=2))
+@settings(max_examples=60, deadline=None)
+def test_lifecycle_invariants_for_one_place(support, jitter) -> None:
+    """Whatever the on/off pattern of one problem at one (jittering) place: at most one incident open
+    at a time, each incident's events are opened, updated..., closed with seq 1, 2, 3..., and a new
+    incident never opens within the cooldown after a close."""
+    lc = lifecycle(grace=3.0, cooldown=5.0, interval=2.0)
+    events = []
+    for t, on in enumerate(support):
+        place = (0.5 + jitter[t % 2], 0.5)
+        found = [finding(place, started=float(t), signals={"s": float(1 + t // 10)})] if on else []
+        events.extend(lc.step(frame(float(t)), found))
+        assert lc.open_count <= 1
+    by_id: dict[str, list] = {}
+    for e in events:
+        by_id.setdefault(e.incident_id, []).append(e)
+    for evs in by_id.values():
+        assert [e.seq for e in evs] == list(range(1, len(evs) + 1))
+        assert evs[0].event == "opened"
+        assert all(e.event == "updated" for e in evs[1:-1])
+        assert evs[-1].event in ("opened", "updated", "closed")
+    closes = [e.stream_pts for e in events if e.event == "closed"]
+    opens = [e.stream_pts for e in events if e.event == "opened"]
+    for c in closes:
+        assert not any(c < o < c + 5.0 for o in opens)
