@@ -157,3 +157,12 @@ class OutboxSink:
             repo.record_events(s, events, self.topic_prefix)
         if self.publisher is not None:
             self.publisher.wake()
+
+    def flush(self, timeout_s: float = 5.0) -> None:
+        """Give the publisher up to ``timeout_s`` to send what is pending; unsent rows stay committed."""
+        if self.publisher is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and self.publisher.link.connected.is_set() and self.publisher.pending():
+            self.publisher.wake()
+            time.sleep(0.05)

@@ -164,7 +164,7 @@ class Postgres(_Service):
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        subprocess.run(self._cmd(str(self.bin / "pg_ctl"), "stop", "-D", str(self.data), "-m", "fast", "-w"),
+        subprocess.run(self._cmd(str(self.bin / "pg_ctl"), "stop", "-D", str(self.data), "-m", "immediate", "-w"),
                        capture_output=True, timeout=30)
         try:
             self.proc.wait(10)

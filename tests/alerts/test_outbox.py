@@ -119,7 +119,9 @@ def test_a_crash_between_commit_and_publish_loses_nothing(db: Database, mosquitt
     publisher = OutboxPublisher(db, link)  # the restarted process
     link.start()
     publisher.start()
-    assert _wait(lambda: _counts(db) == {"sent": 3})
+    assert link.wait_connected(10)
+    OutboxSink(db, publisher=publisher).flush(30)  # what the worker calls when it stops
+    assert _counts(db) == {"sent": 3}
     got = collector.wait_for(3)
     publisher.stop()
     link.stop()
