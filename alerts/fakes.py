@@ -122,6 +122,7 @@ class ScriptedDetector:
     """
 
     name = "scripted"
+    input_size = (640, 640)
 
     def __init__(self, script: Callable[[int], Detections]) -> None:
         self.script = script

@@ -130,3 +130,12 @@ def test_lifecycle_invariants_for_one_place(support, jitter) -> None:
     opens = [e.stream_pts for e in events if e.event == "opened"]
     for c in closes:
         assert not any(c < o < c + 5.0 for o in opens)
+
+
+def test_scripted_detector_is_a_detector() -> None:
+    from alerts.fakes import Scene, ScriptedDetector, ScriptedObject
+    from models.base import Detector
+
+    det = ScriptedDetector.from_scene(Scene([ScriptedObject("car", (0, 0, 10, 10), start=1.0)]), fps=2.0)
+    assert isinstance(det, Detector)
+    assert [len(d) for d in det.detect([IMG, IMG, IMG])] == [0, 0, 1]  # t = 0, 0.5, 1.0
