@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import re
 from datetime import time
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from alerts.events import IncidentType
 from models.coco import COCO80
 
 Point = tuple[Annotated[float, Field(ge=0.0, le=1.0)], Annotated[float, Field(ge=0.0, le=1.0)]]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 ALL_WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+INCIDENT_TYPES: tuple[str, ...] = get_args(IncidentType)
 
 
 class Strict(BaseModel):
@@ -265,6 +267,24 @@ class TicketsConfig(Strict):
                                               "counts as the same place.")
     verify_duration_s: float = Field(default=4.0, gt=0, le=120,
                                      description="Seconds of frames the verifier re-checks after disposal.")
+
+    @field_validator("routes")
+    @classmethod
+    def _route_types(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for cell, by_type in value.items():
+            unknown = sorted(set(by_type) - set(INCIDENT_TYPES) - {"*"})
+            if unknown:
+                raise ValueError(f"grid cell {cell!r}: unknown incident type(s) {unknown}; "
+                                 f"use one of {list(INCIDENT_TYPES)} or '*'")
+        return value
+
+    @field_validator("deadlines_s")
+    @classmethod
+    def _deadline_types(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(INCIDENT_TYPES))
+        if unknown:
+            raise ValueError(f"unknown incident type(s) {unknown}; use one of {list(INCIDENT_TYPES)}")
+        return value
 
 
 class EvidenceRetention(Strict):
