@@ -78,6 +78,8 @@ class CameraAnalyzer:
             [camera.detector.class_scores.get(name, camera.detector.default_score) for name in COCO80],
             dtype=np.float32)
         self.last: FrameReport | None = None
+        self._pts_offset = 0.0
+        self._last: tuple[float, float] | None = None  # (analysis pts, wall time) of the last frame
 
     def _build(self, frame_size: tuple[int, int]) -> None:
         self.frame_size = frame_size
@@ -99,6 +101,23 @@ class CameraAnalyzer:
         if self.stall_rules and background is not None and self.static_occupancy:
             self.background = background(long_term_s=120.0, short_term_s=10.0)
 
+    def _continuous(self, frame: Frame) -> Frame:
+        """Keep the analysis clock moving forward when a source reconnects and its pts restart:
+        later frames are shifted to follow on by the wall time that passed (events then carry
+        this continuous clock in ``stream_pts``), so dwell clocks and incidents survive."""
+        pts = frame.pts + self._pts_offset
+        if self._last is not None and pts <= self._last[0]:
+            last_pts, last_wall = self._last
+            step = frame.wall_time - last_wall
+            if not step > 0:
+                step = 1.0 / self.camera.analysis_fps
+            self._pts_offset = last_pts + step - frame.pts
+            log.info("camera %s: stream time restarted (pts %.3f after %.3f); analysis clock continues",
+                     self.camera.id, frame.pts, last_pts)
+            pts = frame.pts + self._pts_offset
+        self._last = (pts, frame.wall_time)
+        return frame if pts == frame.pts else _replace_pts(frame, pts)
+
     def threshold(self, detections: Detections) -> Detections:
         """Keep detections at or above the camera's per-class score thresholds."""
         if len(detections) == 0:
@@ -109,10 +128,13 @@ class CameraAnalyzer:
     def process(self, frame: Frame, detections: Detections) -> list[IncidentEvent]:
         """Analyse one frame with its detections; return the lifecycle events it causes."""
         size = (frame.width, frame.height)
-        if self.frame_size is None:
+        if size != self.frame_size:
+            if self.frame_size is not None:
+                log.warning("camera %s: frame size changed from %s to %s; zone rules start afresh",
+                            self.camera.id, self.frame_size, size)
+            self.rules, self.stall_rules, self.background = [], [], None
             self._build(size)
-        elif size != self.frame_size:
-            raise ValueError(f"camera {self.camera.id!r}: frame size changed from {self.frame_size} to {size}")
+        frame = self._continuous(frame)
         dets = self.threshold(detections)
         tracks = self.tracker.update(frame.pts, dets)
         if self.background is not None:
@@ -131,6 +153,11 @@ class CameraAnalyzer:
         events = self.lifecycle.step(frame, findings)
         self.last = FrameReport(frame.pts, len(dets), tuple(tracks), tuple(findings), tuple(events))
         return events
+
+
+def _replace_pts(frame: Frame, pts: float) -> Frame:
+    return Frame(camera_id=frame.camera_id, pts=pts, wall_time=frame.wall_time, image=frame.image,
+                 keyframe=frame.keyframe)
 
 
 def sample(frames: Iterable[Frame], fps: float) -> Iterator[Frame]:

@@ -124,3 +124,47 @@ def test_schedule(run_scene, start, duration, opened) -> None:
                                               "weekdays": ["mon", "tue", "wed", "thu", "fri"]}]}}
     run = run_scene([zone], [car()], duration, start=start)
     assert run.opened_pts == opened
+
+
+def test_source_reconnect_restarting_pts_keeps_the_dwell_clock() -> None:
+    """A camera reconnects at wall +6 s and its pts start again from 0: the analysis clock follows on
+    by wall time, so the parked car still fires once at 10 s of standing, not 10 s after the reconnect."""
+    import numpy as np
+
+    from alerts.analyzer import CameraAnalyzer
+    from alerts.fakes import Scene
+    from camera_config.schema import Camera
+    from pipeline.types import Frame
+
+    camera = Camera.model_validate({"id": "cam-1", "url": "rtsp://cam/1", "grid_cell": "JD-0101",
+                                    "analysis_fps": 2, "zones": [ZONE]})
+    analyzer = CameraAnalyzer(camera, "Asia/Shanghai", static_occupancy=False)
+    scene = Scene([car()], size=(640, 360))
+    image = np.zeros((360, 640, 3), np.uint8)
+    events = []
+    for i in range(41):
+        wall = i / 2
+        pts = wall if wall < 6 else wall - 6.0  # the new connection's clock starts at 0
+        events.extend(analyzer.process(Frame("cam-1", pts, 1_767_574_800.0 + wall, image),
+                                       scene.detections(wall)))
+    assert [(e.event, e.stream_pts) for e in events] == [("opened", 10.0)]
+    assert events[0].event_at - events[0].started_at == pytest.approx(10.0)
+
+
+def test_frame_size_change_rebuilds_the_zones() -> None:
+    import numpy as np
+
+    from alerts.analyzer import CameraAnalyzer
+    from alerts.fakes import Scene
+    from camera_config.schema import Camera
+    from pipeline.types import Frame
+
+    camera = Camera.model_validate({"id": "cam-1", "url": "rtsp://cam/1", "grid_cell": "JD-0101",
+                                    "analysis_fps": 2, "zones": [ZONE]})
+    analyzer = CameraAnalyzer(camera, static_occupancy=False)
+    analyzer.process(Frame("cam-1", 0.0, 0.0, np.zeros((360, 640, 3), np.uint8)),
+                     Scene([car()]).detections(0.0))
+    analyzer.process(Frame("cam-1", 0.5, 0.5, np.zeros((720, 1280, 3), np.uint8)),
+                     Scene([car()]).detections(0.5))
+    (rule,) = analyzer.rules
+    assert rule.mask.mask.shape == (720, 1280)  # type: ignore[attr-defined]
