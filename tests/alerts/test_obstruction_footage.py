@@ -185,3 +185,38 @@ def test_evidence_box_is_on_the_object(outcome: Outcome) -> None:
         assert overlap_x > 0 and overlap_y > 0, (box.xyxy, outcome.truth.box)
         # the region is the object, not the object plus the person who sat beside it
         assert (x2 - x1) * (y2 - y1) <= 3 * max((gx2 - gx1) * (gy2 - gy1), 400)
+
+
+# Street clips in which nothing is left behind: parked cars stand at the kerb from the first frame,
+# traffic and cyclists pass, trees overhang the road. A keep_clear zone over the whole ground with
+# the same 10 s limit must stay silent, and the model must not have had to throw itself away.
+STREETS = ["vehicle_counting_input_video", "car_detection", "bgslibrary_video02"]
+
+
+@pytest.mark.parametrize("name", STREETS)
+def test_street_without_left_objects_gives_nothing(name: str, asset_path, yolox_detector) -> None:  # type: ignore[no-untyped-def]
+    path = asset_path(name)
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), f"cannot open {path}"
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    step = max(1, round(fps / 2.0))
+    zone = KeepClearZone(id="ground", type="keep_clear", polygon=((0, 0.2), (1, 0.2), (1, 1), (0, 1)),
+                         limit_s=LIMIT_S)
+    rule: ObstructionRule | None = None
+    findings: list[Finding] = []
+    index = 0
+    try:
+        while cap.grab():
+            if index % step == 0:
+                ok, image = cap.retrieve()
+                assert ok
+                pts = index / fps
+                rule = rule or ObstructionRule(zone, (image.shape[1], image.shape[0]))
+                frame = Frame("street", pts, WALL_BASE + pts, image)
+                findings += rule.update(frame, [], yolox_detector.detect([image])[0])
+            index += 1
+    finally:
+        cap.release()
+    assert rule is not None and index / fps > LIMIT_S + 5
+    assert findings == [], [(f.started_pts, f.evidence.boxes[0].xyxy) for f in findings]
+    assert rule.background.global_changes == 0
