@@ -65,6 +65,9 @@ CASES = [
     ("lighting change: dim scores and wobble", [umbrella(dim=((5.0, 30.0, 0.32),), jitter=5.0), table()],
      40, {}, [20.0]),
     ("a crowd walking through", walkers(40, 1.0), 60, {}, []),
+    ("people strolling with umbrellas", [o for i in range(6) for o in (
+        Obj("umbrella", (-80.0, 170.0, -20.0, 230.0), start=8.0 * i, velocity=(20.0, 0.0)),
+        Obj("person", (-70.0, 200.0, -35.0, 300.0), start=8.0 * i, velocity=(20.0, 0.0)))], 90, {}, []),
     ("a bus-stop queue", queue(6), 120, {}, []),
     ("parked cars alone", parked_cars(), 120, {}, []),
     ("a parked motorcycle alone (weak evidence)", [Obj("motorcycle", (300.0, 230.0, 380.0, 300.0))], 120, {}, []),
