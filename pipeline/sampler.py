@@ -23,18 +23,21 @@ class TimeSampler:
     ``next_due + interval_s`` (keeps the average rate when frames arrive a little late, e.g. only
     keyframes), but never earlier than ``pts + interval_s / 2``. After a gap of more than one
     interval, sampling restarts from the frame that ended the gap instead of bursting to catch up.
-    A pts that goes backwards (a new connection, a looped file) restarts the clock.
+    A pts that goes backwards by more than ``reorder_s`` (a new connection, a looped file) restarts
+    the clock; a smaller step back is a frame out of order (AVI files with packed B-frames carry
+    such timestamps) and is simply not due, so emitted frames always move forward.
 
     ``tolerance_s`` lets a frame just before its due time count (set it to half the spacing of
     the frames on offer, e.g. half the keyframe interval when only keyframes are decoded), so a
     keyframe at 3.993 s serves the 4 s slot instead of waiting for the next one.
     """
 
-    def __init__(self, interval_s: float, tolerance_s: float = 0.0) -> None:
+    def __init__(self, interval_s: float, tolerance_s: float = 0.0, reorder_s: float = 1.0) -> None:
         if not interval_s > 0:
             raise ValueError(f"TimeSampler: interval_s must be > 0, got {interval_s!r}")
         self.interval_s = float(interval_s)
         self.tolerance_s = tolerance_s
+        self.reorder_s = reorder_s
         self.next_due: float | None = None
         self._last_pts: float | None = None
 
@@ -45,6 +48,8 @@ class TimeSampler:
     def due(self, pts: float) -> bool:
         """True if the frame at ``pts`` (seconds) should be analysed; advances the clock if so."""
         if self._last_pts is not None and pts < self._last_pts:
+            if self._last_pts - pts <= self.reorder_s:
+                return False  # reordered frame, not a new clock
             self.next_due = None
         self._last_pts = pts
         if self.next_due is not None and pts < self.next_due - min(self.tolerance_s, self.interval_s / 2):

@@ -35,6 +35,9 @@ def emitted(sampler: TimeSampler, pts_list: list[float]) -> list[float]:
         (1.0, [0.0, 0.5, 1.0, 6.0, 6.2, 6.5, 7.0, 7.5, 8.0], [0.0, 1.0, 6.0, 7.0, 8.0]),
         # pts going backwards (new connection): the clock restarts
         (1.0, [10.0, 10.5, 11.0, 0.2, 0.4, 1.2], [10.0, 11.0, 0.2, 1.2]),
+        # frames out of order by a frame or two (AVI with packed B-frames): never a restart, never backwards
+        (0.5, [0.0, 0.16, 0.24, 0.2, 0.28, 0.36, 0.32, 0.4, 0.48, 0.44, 0.52, 0.6, 0.56, 0.64, 0.72, 0.68, 1.0, 0.96],
+         [0.0, 0.52, 1.0]),
         # keyframes every 2 s, analysis every 2.5 s: the average rate is kept, not halved
         (2.5, [2.0 * i for i in range(11)], [0.0, 4.0, 6.0, 8.0, 12.0, 14.0, 16.0, 20.0]),
     ],
