@@ -147,10 +147,12 @@ class Postgres(_Service):
         if not self.data.exists():
             subprocess.run(self._cmd(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user,
                                      "--no-sync", "-E", "UTF8"), check=True, capture_output=True)
+        # fsync off: fast, and still safe against a killed server (commits reach the OS before they
+        # return); never synchronous_commit=off — an immediate stop would lose acknowledged commits
         self.proc = subprocess.Popen(
             self._cmd(str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
                       "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}",
-                      "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"),
+                      "-c", "fsync=off", "-c", "full_page_writes=off"),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port, 30, self.proc)
         for _ in range(100):

@@ -201,3 +201,13 @@ def mosquitto_auth():  # type: ignore[no-untyped-def]
         pytest.skip("mosquitto not installed (scripts/install_system_deps.sh)")
     with _services().Mosquitto(users={"pipeline": "s3cret-pw"}) as broker:
         yield broker
+
+
+@pytest.fixture
+def own_postgres():  # type: ignore[no-untyped-def]
+    """A PostgreSQL of this test's own, to stop and start (``.stop()`` / ``.start()``, ``.url``)."""
+    services = _services()
+    if not (services.PG_BIN / "postgres").exists():
+        pytest.skip(f"PostgreSQL binaries not found in {services.PG_BIN}")
+    with services.Postgres() as pg:
+        yield pg
