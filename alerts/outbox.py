@@ -26,6 +26,7 @@ import paho.mqtt.client as mqtt
 
 from alerts.events import IncidentEvent
 from alerts.mqtt import MqttLink, Topics
+from camera_config.schema import SiteConfig
 from storage import repository as repo
 from storage.db import Database
 from storage.errors import StorageError
@@ -166,3 +167,45 @@ class OutboxSink:
         while time.monotonic() < deadline and self.publisher.link.connected.is_set() and self.publisher.pending():
             self.publisher.wake()
             time.sleep(0.05)
+
+
+class Outbox:
+    """The pipeline's whole outbox wired from a site config: database, MQTT link, publisher, sink.
+
+    ``with Outbox.from_site(site, "pipeline-1") as outbox: worker = CameraWorker(..., sink=outbox.sink)``.
+    The link has a persistent session (replay requests wait for us while we are away), a retained
+    availability topic ``{prefix}/availability/{pipeline_id}`` and its last will.
+    """
+
+    def __init__(self, db: Database, link: MqttLink, topic_prefix: str) -> None:
+        self.db = db
+        self.link = link
+        self.publisher = OutboxPublisher(db, link, answer_replays=True)
+        self.sink = OutboxSink(db, topic_prefix, self.publisher)
+
+    @classmethod
+    def from_site(cls, site: SiteConfig, pipeline_id: str, *, db_url: str | None = None) -> Outbox:
+        from storage.db import open_database
+
+        topics = Topics(site.mqtt.topic_prefix)
+        db = open_database(db_url or site.database.url)
+        link = MqttLink(site.mqtt, f"{site.mqtt.client_id}-{pipeline_id}",
+                        availability=topics.availability(pipeline_id), persistent_session=True)
+        return cls(db, link, site.mqtt.topic_prefix)
+
+    def start(self) -> Outbox:
+        self.link.start()
+        self.publisher.start()
+        return self
+
+    def close(self, flush_timeout_s: float = 5.0) -> None:
+        """Flush what the broker will take in ``flush_timeout_s``; the rest waits in the database."""
+        self.publisher.stop(flush_timeout_s)
+        self.link.stop()
+        self.db.dispose()
+
+    def __enter__(self) -> Outbox:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

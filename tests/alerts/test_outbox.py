@@ -158,3 +158,25 @@ def test_broker_auth_username_password(mosquitto_auth) -> None:
         good.stop()
         bad.client.disconnect()
         bad.client.loop_stop()
+
+
+def test_outbox_from_site_config(tmp_path, mosquitto, make_incident_event) -> None:  # type: ignore[no-untyped-def]
+    from alerts.outbox import Outbox
+    from camera_config.loader import parse_config
+
+    site = parse_config({"site": {"name": "s"}, "cameras": [{"id": "cam-1", "url": "x.mp4", "grid_cell": "G"}],
+                         "mqtt": {"port": mosquitto.port, "client_id": "site-a"},
+                         "database": {"url": f"sqlite:///{tmp_path / 'pipe.db'}"}})
+    collector = Collector(mosquitto.port, "patrol/v1/#")
+    assert _wait(lambda: collector.client.is_connected())
+    with Outbox.from_site(site, "pipe-7") as outbox:
+        assert outbox.link.client_id == "site-a-pipe-7"
+        assert outbox.link.wait_connected(10)
+        outbox.sink.publish([make_incident_event("inc-site", 1)])
+        outbox.sink.flush(10)
+        assert _counts(outbox.db) == {"sent": 1}
+    got = collector.wait_for(3)
+    collector.close()
+    topics = [t for t, _p, _r in got]
+    assert "patrol/v1/incidents/illegal_parking/cam-1" in topics
+    assert [p for t, p, _r in got if t == "patrol/v1/availability/pipe-7"] == [b"online", b"offline"]
