@@ -267,6 +267,9 @@ class TicketsConfig(Strict):
                                               "counts as the same place.")
     verify_duration_s: float = Field(default=4.0, gt=0, le=120,
                                      description="Seconds of frames the verifier re-checks after disposal.")
+    verify_timeout_s: float = Field(default=300.0, gt=0, le=86_400,
+                                    description="A disposed ticket without a verification result this long "
+                                                "gets a new verify request.")
 
     @field_validator("routes")
     @classmethod

@@ -110,6 +110,23 @@ def transition(s: Session, ticket_id: int, target: str, *, actor: str, reason: s
     return ticket
 
 
+def retry_stale_verifications(s: Session, now: float, cfg: TicketsConfig, topics: Topics) -> list[int]:
+    """Disposed tickets whose verification got no answer for ``verify_timeout_s``: ask again.
+
+    The new request id makes any late answer to the old request stale (ignored).
+    """
+    retried = []
+    for ticket in repo.list_tickets(s, states=["disposed"], limit=1_000):
+        if ticket.updated_at > now - cfg.verify_timeout_s:
+            continue
+        ticket.verify_request_id = uuid.uuid4().hex
+        ticket.updated_at = now
+        repo.enqueue(s, topics.verify_request(ticket.camera_id),
+                     json.dumps(verify_request(ticket, now, cfg.verify_duration_s), sort_keys=True))
+        retried.append(ticket.id)
+    return retried
+
+
 def verify_request(ticket: Ticket, now: float, duration_s: float) -> dict[str, Any]:
     loc = None if ticket.location_x is None else [ticket.location_x, ticket.location_y]
     return {"request_id": ticket.verify_request_id, "ticket_id": ticket.id, "camera_id": ticket.camera_id,

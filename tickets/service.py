@@ -27,7 +27,7 @@ from camera_config.schema import MqttConfig, TicketsConfig
 from storage import repository as repo
 from storage.db import Database
 from storage.errors import NotFound, StorageError
-from tickets.desk import apply_event, apply_verify_result
+from tickets.desk import apply_event, apply_verify_result, retry_stale_verifications
 from tickets.states import OPEN_STATES
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,7 @@ class TicketService:
             if time.monotonic() >= next_overdue:
                 next_overdue = time.monotonic() + overdue_every_s
                 self._log_overdue()
+                self._retry_verifications()
         self.stop()
 
     def _recover(self) -> None:
@@ -194,6 +195,17 @@ class TicketService:
         self.link = self._new_link()
         self.publisher = OutboxPublisher(self.db, self.link)
         self.start()
+
+    def _retry_verifications(self) -> None:
+        try:
+            with self.db.transaction() as s:
+                retried = retry_stale_verifications(s, time.time(), self.cfg, self.topics)
+        except StorageError as exc:
+            log.error("cannot retry verifications", extra={"error": str(exc)})
+            return
+        if retried:
+            log.warning("verification unanswered; asked again", extra={"tickets": ",".join(map(str, retried))})
+            self.publisher.wake()
 
     def _log_overdue(self) -> None:
         try:

@@ -147,3 +147,20 @@ def test_a_stale_verification_result_is_ignored(db: Database, make_incident_even
     assert apply_verify_result(db, stale) == "ignored"
     with db.transaction() as s:
         assert repo.get_ticket(s, tid).state == "disposed"
+
+
+def test_an_unanswered_verification_is_asked_again(db: Database, make_incident_event) -> None:
+    from alerts.mqtt import Topics
+    from tickets.desk import retry_stale_verifications
+
+    tid, first = _disposed_ticket(db, make_incident_event)
+    cfg = TicketsConfig(verify_timeout_s=300)
+    with db.transaction() as s:
+        assert retry_stale_verifications(s, first["requested_at"] + 10, cfg, Topics()) == []
+        assert retry_stale_verifications(s, first["requested_at"] + 301, cfg, Topics()) == [tid]
+    with db.transaction() as s:
+        second = json.loads(repo.pending_outbox(s)[-1].payload)
+    assert second["ticket_id"] == tid and second["request_id"] != first["request_id"]
+    late = {"request_id": first["request_id"], "ticket_id": tid, "present": False}
+    assert apply_verify_result(db, late) == "ignored"            # the old answer is stale now
+    assert apply_verify_result(db, {**late, "request_id": second["request_id"]}) == "verified"
