@@ -11,12 +11,15 @@ One reader thread per camera (PyAV; demux and decode release the GIL):
 * the converted picture goes into that camera's **latest-frame slot** (a newer one replaces an
   older one that was not yet analysed and counts a drop; the reader never blocks).
 
-One inference thread takes whatever slots are full, runs the detector on the batch, then the
-tracker, rules and incident lifecycle per camera (:mod:`benchmarks.analysis`).
+One inference thread takes whatever slots are full and runs the detector on the batch; one analysis
+thread runs the tracker, rules and incident lifecycle per camera (:mod:`benchmarks.analysis`), so
+inference of the next batch overlaps analysis of this one (ONNX Runtime releases the GIL).
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
 import time
 from dataclasses import dataclass
@@ -108,8 +111,13 @@ class FastPathRunner:
         self.threads = [threading.Thread(target=self._read, args=(i, url), name=f"reader-{i}", daemon=True)
                         for i, url in enumerate(spec.urls)]
         self.infer_thread = threading.Thread(target=self._infer_loop, name="infer", daemon=True)
+        # detections -> tracker/rules in a second thread, so the next batch's inference (ORT drops
+        # the GIL) overlaps with this batch's analysis; a short queue pushes back on inference
+        self.analysis_queue: queue.Queue[tuple[list[Job], list[Any], float, float] | None] = queue.Queue(2)
+        self.analysis_thread = threading.Thread(target=self._analysis_loop, name="analysis", daemon=True)
 
     def start(self) -> None:
+        self.analysis_thread.start()
         self.infer_thread.start()
         for t in self.threads:
             t.start()
@@ -121,6 +129,9 @@ class FastPathRunner:
         for t in self.threads:
             t.join(timeout=OPEN_TIMEOUT_S + 2)
         self.infer_thread.join(timeout=10)
+        with contextlib.suppress(queue.Full):
+            self.analysis_queue.put(None, timeout=5)
+        self.analysis_thread.join(timeout=10)
 
     # --- readers ------------------------------------------------------------------------------
 
@@ -202,15 +213,28 @@ class FastPathRunner:
         t0 = time.perf_counter()
         dets = self.detector.detect([j.image for j in jobs])
         infer_s = time.perf_counter() - t0
-        for job, det in zip(jobs, dets, strict=True):
-            analysis = self.analyses.get(job.camera)
-            if analysis is None:
-                analysis = self.analyses[job.camera] = CameraAnalysis(f"cam{job.camera}", self.spec.model)
-            # analysis runs on the model-sized picture: zones are normalised, so rules need no
-            # native pixels (evidence snapshots would come from the packet ring at full size)
-            frame = Frame(f"cam{job.camera}", job.pts, time.time(), job.image)
-            times = analysis.step(frame, det)
-            self.state.add(FrameRecord(
-                camera=job.camera, pts=job.pts, arrival=job.arrival, decided=time.monotonic(),
-                decode_s=job.decode_s, convert_s=job.convert_s, wait_s=start - job.ready,
-                infer_s=infer_s, batch=len(jobs), track_s=times.track_s, rules_s=times.rules_s))
+        while not self.state.stop.is_set():
+            try:
+                self.analysis_queue.put((jobs, dets, start, infer_s), timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _analysis_loop(self) -> None:
+        while True:
+            item = self.analysis_queue.get()
+            if item is None:
+                return
+            jobs, dets, start, infer_s = item
+            for job, det in zip(jobs, dets, strict=True):
+                analysis = self.analyses.get(job.camera)
+                if analysis is None:
+                    analysis = self.analyses[job.camera] = CameraAnalysis(f"cam{job.camera}", self.spec.model)
+                # analysis runs on the model-sized picture: zones are normalised, so rules need no
+                # native pixels (evidence snapshots would come from the packet ring at full size)
+                frame = Frame(f"cam{job.camera}", job.pts, time.time(), job.image)
+                times = analysis.step(frame, det)
+                self.state.add(FrameRecord(
+                    camera=job.camera, pts=job.pts, arrival=job.arrival, decided=time.monotonic(),
+                    decode_s=job.decode_s, convert_s=job.convert_s, wait_s=start - job.ready,
+                    infer_s=infer_s, batch=len(jobs), track_s=times.track_s, rules_s=times.rules_s))
