@@ -88,7 +88,7 @@ def trial_line(r: dict[str, Any]) -> str:
 
 
 def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int | None,
-                 providers: tuple[str, ...], window_s: float = 15.0, trials: int | None = None) -> dict[str, Any]:
+                 providers: tuple[str, ...], window_s: float = 12.0, trials: int | None = None) -> dict[str, Any]:
     """Searches (full) or single 2-camera trials (smoke)."""
     out: dict[str, Any] = {}
     if smoke:
@@ -99,14 +99,14 @@ def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int 
             progress(trial_line(r))
             out[f"{runner}_smoke"] = r
         return out
-    base = TrialSpec(runner="ours", urls=(), model=model, warmup_s=5.0, window_s=window_s, stagger_s=2.0,
+    base = TrialSpec(runner="ours", urls=(), model=model, warmup_s=4.0, window_s=window_s, stagger_s=2.0,
                      ort_threads=threads, providers=providers)
     trials_cap = trials
     plans = [  # key, runner, stream, analysis fps, first guess, most cameras, trials
         ("ours_1080p_0.5fps", "ours", "cam1080", 0.5, 32, 96, 4),
         ("baseline_1080p_0.5fps", "baseline", "cam1080", 0.5, 4, 48, 3),
-        ("ours_576p_0.5fps", "ours", "cam576", 0.5, 48, 96, 3),
-        ("ours_1080p_2fps", "ours", "cam1080", 2.0, 8, 64, 3),
+        ("ours_576p_0.5fps", "ours", "cam576", 0.5, 24, 96, 3),
+        ("ours_1080p_2fps", "ours", "cam1080", 2.0, 4, 64, 2),
     ]
     for key, runner, stream, fps, first, most, budget in plans:
         trials = min(budget, trials_cap) if trials_cap else budget
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="execution provider to prefer (e.g. CUDAExecutionProvider); CPU is the fallback")
     parser.add_argument("--budget", type=Path, default=BUDGET_YAML)
     parser.add_argument("--skip-tune", action="store_true", help="leave out benchmarks/bench_tune.py")
-    parser.add_argument("--window", type=float, default=15.0, help="measured seconds per capacity trial")
+    parser.add_argument("--window", type=float, default=12.0, help="measured seconds per capacity trial")
     parser.add_argument("--trials", type=int, default=None, help="at most this many trials per capacity search")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
