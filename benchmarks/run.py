@@ -1,11 +1,13 @@
 """``python -m benchmarks.run [--smoke]``: stages, capacity, baseline; a table, JSON, the budget check.
 
-Full run (``make bench``, ~12-15 min on 2 cores): per-stage latency for every registered model,
-then capacity searches over live RTSP streams from the local GStreamer server — our pipeline
-(:class:`pipeline.worker.PatrolWorker`) on 1080p at 0.5 analysed fps, 704x576 at 0.5 fps,
-1080p at 2 fps — the OpenCV baseline on the same 1080p streams, and one trial of the
-decode-to-model-size fast path at our capacity. Smoke run (CI, ~1 min): the same code on a short
-704x576 clip with few iterations and one 2-camera trial per runner, no search.
+Full run (``make bench``): per-stage latency for every registered model, reader CPU per camera,
+then capacity searches over live RTSP streams from the local GStreamer server (one process per
+trial): our pipeline (:class:`pipeline.worker.PatrolWorker`, as shipped) on 1080p at 0.5 analysed
+fps, the same with keyframe-only decoding forced when the worker did not choose it, the OpenCV
+baseline on the same 1080p streams, 704x576 at 0.5 fps, 1080p at 2 fps, and the benchmark's fast
+path (what the profile recommends). About 12 minutes on 2 cores, plus the tuning benchmark
+(``benchmarks/bench_tune.py``) when present (``--skip-tune`` leaves it out). Smoke run (CI, about
+a minute): the same code on a short 704x576 clip, few iterations, one 2-camera trial per runner.
 
 Results go to ``var/bench/bench-<UTC time>.json`` and ``var/bench/latest.json``; the exit status is
 1 when a budget line fails (full run) — the failing lines are printed.
