@@ -129,3 +129,31 @@ def test_keyframe_clock_decides_keyframe_only_decoding() -> None:
 def test_analysis_size(native: tuple[int, int], net: tuple[int, int], resize: str,
                        expected: tuple[int, int]) -> None:
     assert analysis_size(native, net, resize) == expected
+
+
+def test_bench_site_is_a_valid_config_with_every_zone_type() -> None:
+    from benchmarks.worker_runner import bench_site
+
+    site = bench_site(TrialSpec(runner="ours", urls=("rtsp://127.0.0.1:1/a",) * 3, analysis_fps=2.0))
+    assert [c.id for c in site.cameras] == ["cam0", "cam1", "cam2"]
+    assert {z.type for z in site.cameras[0].zones} == {"no_parking", "no_vending", "keep_clear"}
+    assert all(c.analysis_fps == 2.0 and c.detector.model == "yolox_nano_416" for c in site.cameras)
+
+
+def test_arrival_log_matches_frames_by_pts_and_stays_bounded() -> None:
+    from fractions import Fraction
+
+    from benchmarks.worker_runner import ARRIVALS_KEPT, ArrivalLog
+
+    class Packet:
+        def __init__(self, pts: int | None) -> None:
+            self.pts, self.time_base = pts, Fraction(1, 90_000)
+
+    log = ArrivalLog()
+    log.on_packet(Packet(None), None)
+    for k in range(ARRIVALS_KEPT + 10):
+        log.on_packet(Packet(k * 3600), None)  # 25 fps on the 90 kHz RTP clock
+    assert log.arrival(0.0) is None  # the oldest were dropped
+    last = (ARRIVALS_KEPT + 9) * 3600 / 90_000
+    assert log.arrival(last) is not None
+    assert log.arrival(last + 0.5) is None
