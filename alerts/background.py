@@ -31,7 +31,8 @@ What it does not report, and how:
   foreground is measured against the 3x3 min/max of the background, so sub-pixel sway along
   edges is not foreground either;
 * **ghosts** (something in the first frame, e.g. a parked car, that leaves): a region whose
-  outline is a contour in the long-term model but not in the frame is learnt as background;
+  outline is a contour in the long-term model but not in the frame, or that stands out from its
+  surroundings in the model but not in the frame, is learnt as background (:meth:`_is_ghost`);
 * **specks**: morphological opening and ``min_area`` (fraction of the frame).
 
 The long-term model learns only pixels that look like background (selective update), so a
@@ -56,6 +57,8 @@ Box = tuple[float, float, float, float] | Sequence[float]
 GreyImage = npt.NDArray[np.float32]
 BoolMask = npt.NDArray[np.bool_]
 
+MERGE_GAP = 0.015
+"""Static pieces closer than this fraction of the working width are one object."""
 _EPS = 1.0  # added to grey levels before taking ratios, so black pixels do not explode the gain
 
 
@@ -92,6 +95,31 @@ def _gradient(image: GreyImage) -> GreyImage:
     return out
 
 
+def _group_nearby(stats: npt.NDArray[np.int32], gap: int) -> list[list[int]]:
+    """Indices of components (rows of ``stats``: x, y, w, h, area) grouped when their boxes,
+    grown by ``gap`` pixels, touch: one object that thresholding broke into pieces."""
+    x1 = stats[:, 0].astype(np.int64) - gap
+    y1 = stats[:, 1].astype(np.int64) - gap
+    x2 = x1 + stats[:, 2] + 2 * gap
+    y2 = y1 + stats[:, 3] + 2 * gap
+    touch = ((x1[:, None] < x2[None, :]) & (x1[None, :] < x2[:, None])
+             & (y1[:, None] < y2[None, :]) & (y1[None, :] < y2[:, None]))
+    parent = list(range(len(stats)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in zip(*np.nonzero(np.triu(touch, 1)), strict=True):
+        parent[root(int(i))] = root(int(j))
+    groups: dict[int, list[int]] = {}
+    for i in range(len(stats)):
+        groups.setdefault(root(i), []).append(i)
+    return list(groups.values())
+
+
 def learning_rate(dt: float, tau: float) -> float:
     """Running-average weight of a new sample ``dt`` seconds after the last, time constant ``tau``."""
     if dt <= 0:
@@ -120,6 +148,8 @@ class DualBackground:
             long-term model is a ghost (see :meth:`_is_ghost`) and is learnt, not reported.
         lighting_ncc: a region this correlated with the long-term model's texture is a local
             light change (see :meth:`_is_lighting`) and is learnt, not reported.
+        max_ignored_frac: a region whose box lies more than this much under ignore boxes is the
+            fringe of a person or vehicle (its box drawn too tight), not an object of its own.
     """
 
     def __init__(
@@ -136,6 +166,7 @@ class DualBackground:
         ignore_margin: float = 0.1,
         ghost_edge_ratio: float = 0.5,
         lighting_ncc: float = 0.85,
+        max_ignored_frac: float = 0.4,
     ) -> None:
         if not 0 < short_term_s < long_term_s:
             raise ValueError(
@@ -171,6 +202,7 @@ class DualBackground:
         self._static_mask: BoolMask | None = None
         self.ghost_edge_ratio = ghost_edge_ratio
         self.lighting_ncc = lighting_ncc
+        self.max_ignored_frac = max_ignored_frac
         self.global_changes = 0
         """How many times a global change made both models re-adapt."""
         self.ghosts_healed = 0
@@ -374,7 +406,7 @@ class DualBackground:
         closed = cv2.morphologyEx(opened, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
         static = np.asarray(closed, dtype=np.uint8) & (~ignore).astype(np.uint8)
         self._static_mask = static.astype(bool)
-        return self._regions(static, norm_long, long)
+        return self._regions(static, norm_long, long, ignore)
 
     def _readapt(self, grey: GreyImage, pts: float) -> list[StaticRegion]:
         assert self._long is not None and self._short is not None
@@ -387,7 +419,8 @@ class DualBackground:
         self._static_mask = np.zeros(grey.shape, bool)
         return []
 
-    def _regions(self, static: npt.NDArray[np.uint8], now: GreyImage, long: GreyImage) -> list[StaticRegion]:
+    def _regions(self, static: npt.NDArray[np.uint8], now: GreyImage, long: GreyImage,
+                 ignore: BoolMask) -> list[StaticRegion]:
         assert self._input_size is not None and self._short is not None
         assert self._onset is not None and self._seen_s is not None
         onset, seen = self._onset, self._seen_s
@@ -395,16 +428,24 @@ class DualBackground:
         w, h = self._input_size
         sx, sy = w / ww, h / wh
         min_px = self.min_area * ww * wh
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(static, connectivity=8)
-        big = [label for label in range(1, n) if stats[label, cv2.CC_STAT_AREA] >= min_px]
+        _, labels, raw_stats, _ = cv2.connectedComponentsWithStats(static, connectivity=8)
+        stats = np.asarray(raw_stats, dtype=np.int32)
+        groups = _group_nearby(stats[1:], gap=max(2, round(MERGE_GAP * ww)))
+        big = [g for g in groups if sum(int(stats[1 + i, cv2.CC_STAT_AREA]) for i in g) >= min_px]
         if not big:
             return []
         grad_now, grad_long = _gradient(now), _gradient(long)
         regions: list[StaticRegion] = []
-        for label in big:
-            x, y, bw, bh, area = (int(v) for v in stats[label])
-            pix = labels == label
-            ghost = self._is_ghost(pix, grad_now, grad_long)
+        for group in big:
+            members = stats[[1 + i for i in group]]
+            x, y = int(members[:, 0].min()), int(members[:, 1].min())
+            bw = int((members[:, 0] + members[:, 2]).max()) - x
+            bh = int((members[:, 1] + members[:, 3]).max()) - y
+            area = int(members[:, 4].sum())
+            if ignore[y:y + bh, x:x + bw].mean() > self.max_ignored_frac:
+                continue  # the fringe of a person or vehicle the detector boxed too tightly
+            pix = np.isin(labels, [1 + i for i in group]) if len(group) > 1 else labels == 1 + group[0]
+            ghost = self._is_ghost(pix, now, long, grad_now, grad_long, ignore)
             if ghost or self._is_lighting(pix, now, long):
                 # the long-term model still shows something that has gone, or the same surface in
                 # other light: learn what is there now
@@ -446,15 +487,19 @@ class DualBackground:
 
         return ncc >= self.lighting_ncc
 
-    def _is_ghost(self, pix: BoolMask, grad_now: GreyImage, grad_long: GreyImage) -> bool:
-        """A region whose outline is an edge in the long-term model but not in the frame is a
-        "ghost": something that was there has left (the revealed background is smooth where the
-        object's outline was), rather than something new that arrived.
+    def _is_ghost(self, pix: BoolMask, now: GreyImage, long: GreyImage, grad_now: GreyImage,
+                  grad_long: GreyImage, ignore: BoolMask) -> bool:
+        """A "ghost": something that was in the long-term model has left (a car parked since
+        before the first frame drives off), rather than something new that arrived. Either test:
 
-        Both conditions on the 1-px band around the region: the model's edges there stand out
-        from its texture a few pixels further out (so a hole-riddled piece of a uniform object on
-        a textured road, whose outline is mere texture in the model, is not taken for one), and
-        the frame's edges there are weaker than ``ghost_edge_ratio`` times the model's.
+        * outline: on the 1-px band around the region the model has a contour (edges standing out
+          from its texture a few pixels further out, so a hole-riddled piece of a uniform object
+          on a textured road is not taken for one) and the frame's edges there are weaker than
+          ``ghost_edge_ratio`` times the model's;
+        * contrast: in the model the region stands out from the ring of pixels around it (by at
+          least a third of ``diff_threshold``), in the frame it stands out less than
+          ``ghost_edge_ratio`` times as much — the revealed background blends with its
+          surroundings, a new object does not.
         """
         u8 = pix.astype(np.uint8)
         band = cv2.morphologyEx(u8, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)).astype(bool)
@@ -462,4 +507,11 @@ class DualBackground:
         ring = cv2.dilate(u8, np.ones((9, 9), np.uint8)).astype(bool) & ~near
         long_band = float(grad_long[band].mean())
         long_ring = float(grad_long[ring].mean()) if ring.any() else 0.0
-        return long_band > 1.5 * long_ring and float(grad_now[band].mean()) < self.ghost_edge_ratio * long_band
+        if long_band > 1.5 * long_ring and float(grad_now[band].mean()) < self.ghost_edge_ratio * long_band:
+            return True
+        clear_ring = ring & ~ignore
+        if not clear_ring.any():
+            return False
+        stands_out_long = abs(float(long[pix].mean()) - float(long[clear_ring].mean()))
+        stands_out_now = abs(float(now[pix].mean()) - float(now[clear_ring].mean()))
+        return stands_out_long >= self.diff_threshold / 3 and stands_out_now < self.ghost_edge_ratio * stands_out_long

@@ -181,3 +181,15 @@ def test_bad_update_input_is_named() -> None:
         bg.update(img, math.nan)
     with pytest.raises(ValueError, match=r"HxW or HxWx3 image, got shape \(10,\)"):
         bg.update(np.zeros(10, np.uint8), 0.0)
+
+
+@pytest.mark.parametrize("gap, pieces", [(8, 1), (40, 2)])
+def test_pieces_close_together_are_one_object(gap: int, pieces: int) -> None:
+    # two halves of one object (a branch with a gap between its leaves; wider than the 5x5
+    # closing bridges) vs two separate objects
+    base = scene()
+    obj = with_box(with_box(base, (100, 120, 130, 170)), (130 + gap, 120, 160 + gap, 170))
+    (_, regions) = feed(model(), lambda t: obj if t >= 2.0 else base, 10.0)[-1]
+    assert len(regions) == pieces
+    if pieces == 1:
+        assert regions[0].xyxy == pytest.approx((100, 120, 160 + gap, 170), abs=3)
