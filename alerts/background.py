@@ -476,16 +476,18 @@ class DualBackground:
 
     def _is_lighting(self, pix: BoolMask, now: GreyImage, long: GreyImage) -> bool:
         """A region that shows the long-term model's own texture, only brighter or darker, is the
-        same surface in other light (a shadow, a lamp, part of the frame lit): normalised
-        cross-correlation with the model of at least ``lighting_ncc``, over a textured model
-        (grey-level spread >= 4; on a flat surface texture cannot tell light from an object)."""
-        a = now[pix].astype(np.float64)
-        b = long[pix].astype(np.float64)
+        same surface in other light (a shadow, a lamp, part of the frame lit). Light multiplies:
+        the frame must correlate with the model (normalised cross-correlation >= ``lighting_ncc``)
+        AND keep its relative contrast (std / mean within 25% of the model's), so an object that
+        happens to line up with a road marking is not taken for light. The model must be
+        textured (grey-level spread >= 4): on a flat surface light cannot be told from an object."""
+        a = now[pix].astype(np.float64) + _EPS
+        b = long[pix].astype(np.float64) + _EPS
         if a.size < 16 or b.std() < 4.0 or a.std() < 1e-6:
             return False
         ncc = float(np.mean((a - a.mean()) * (b - b.mean())) / (a.std() * b.std()))
-
-        return ncc >= self.lighting_ncc
+        contrast_ratio = (a.std() / a.mean()) / (b.std() / b.mean())
+        return ncc >= self.lighting_ncc and 0.8 <= contrast_ratio <= 1.25
 
     def _is_ghost(self, pix: BoolMask, now: GreyImage, long: GreyImage, grad_now: GreyImage,
                   grad_long: GreyImage, ignore: BoolMask) -> bool:

@@ -24,8 +24,8 @@ Each finding is typed by a documented colour-and-texture heuristic (:func:`veget
   only when both the colour and the texture say "vegetation". Score 1 -> ``fallen_branch``,
   otherwise ``obstruction``.
 
-A region keeps the type and the start time it was first reported with, so one object gives one
-incident even when the heuristic or the region's outline wobbles from frame to frame.
+A region keeps the type, place and start time it was first reported with, so one object gives
+one incident even when the heuristic or the region's outline wobbles or grows from frame to frame.
 """
 
 from __future__ import annotations
@@ -114,6 +114,8 @@ class _Known:
     last_seen: float
     type: IncidentType | None = None
     """Set when first reported, then kept."""
+    place: tuple[float, float] | None = None
+    """Normalised ground point when first reported, then kept (the outline may still grow)."""
 
 class ObstructionRule:
     """One keep_clear zone of one camera (the :class:`alerts.findings.Rule` protocol).
@@ -184,10 +186,11 @@ class ObstructionRule:
 
     def _finding(self, frame: Frame, region: StaticRegion, memory: _Known) -> Finding:
         veg = vegetation_signals(frame.image, region)
-        if memory.type is None:
-            memory.type = "fallen_branch" if veg.is_vegetation else "obstruction"
         w, h = self.frame_size
-        gx, gy = region.ground_point
+        if memory.type is None or memory.place is None:
+            gx, gy = region.ground_point
+            memory.type = "fallen_branch" if veg.is_vegetation else "obstruction"
+            memory.place = (gx / w, min(gy, h) / h)
         zone = self.zone
         evidence = Evidence(
             boxes=(EvidenceBox(label="static_region", score=1.0, xyxy=region.xyxy),),
@@ -203,5 +206,5 @@ class ObstructionRule:
                         "vegetation_edge_min": VEGETATION_EDGE_MIN},
             frame_size=(w, h),
         )
-        return Finding(type=memory.type, zone_id=zone.id, place=(gx / w, min(gy, h) / h),
+        return Finding(type=memory.type, zone_id=zone.id, place=memory.place,
                        started_pts=memory.since, severity=zone.severity, evidence=evidence)

@@ -220,3 +220,52 @@ def test_street_without_left_objects_gives_nothing(name: str, asset_path, yolox_
     assert rule is not None and index / fps > LIMIT_S + 5
     assert findings == [], [(f.started_pts, f.evidence.boxes[0].xyxy) for f in findings]
     assert rule.background.global_changes == 0
+
+
+# A fallen branch and a slab of debris on the real street: from 5 s on, a patch cut from the
+# clip's own first frame is pasted onto the carriageway (80x70 px of the overhanging tree's
+# foliage, or 60x60 px of the concrete pavement) while the real traffic goes on around it. The
+# zone is the carriageway. Expected: one incident each, typed by the vegetation heuristic.
+ROAD = ((0.33, 0.36), (0.62, 0.36), (1.0, 0.75), (1.0, 1.0), (0.4, 1.0))
+PATCHES = {"fallen_branch": (40, 40, 120, 110), "obstruction": (170, 270, 230, 330)}
+
+
+@pytest.mark.parametrize("kind", sorted(PATCHES))
+@pytest.mark.parametrize("where", [(300, 250), (420, 270)])
+def test_real_foliage_is_a_fallen_branch_and_pavement_an_obstruction(
+        kind: str, where: tuple[int, int], asset_path, yolox_detector) -> None:  # type: ignore[no-untyped-def]
+    path = asset_path("vehicle_counting_input_video")
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), f"cannot open {path}"
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    step = max(1, round(fps / 2.0))
+    zone = KeepClearZone(id="road", type="keep_clear", polygon=ROAD, limit_s=LIMIT_S)
+    rule: ObstructionRule | None = None
+    lifecycle = IncidentLifecycle("street", "JD-0101", {zone.id: ZonePolicy.of(zone)})
+    events: list[IncidentEvent] = []
+    patch = None
+    index = 0
+    try:
+        while cap.grab():
+            if index % step == 0:
+                ok, image = cap.retrieve()
+                assert ok
+                if patch is None:
+                    x1, y1, x2, y2 = PATCHES[kind]
+                    patch = image[y1:y2, x1:x2].copy()
+                pts = index / fps
+                if pts >= 5.0:
+                    x, y = where
+                    image[y:y + patch.shape[0], x:x + patch.shape[1]] = patch
+                rule = rule or ObstructionRule(zone, (image.shape[1], image.shape[0]))
+                frame = Frame("street", pts, WALL_BASE + pts, image)
+                events += lifecycle.step(frame, rule.update(frame, [], yolox_detector.detect([image])[0]))
+            index += 1
+    finally:
+        cap.release()
+    opened = [e for e in events if e.event == "opened"]
+    assert [e.type for e in opened] == [kind]
+    assert 5.0 + LIMIT_S <= (opened[0].stream_pts or 0) <= 5.0 + LIMIT_S + 5.0
+    assert opened[0].started_at - WALL_BASE == pytest.approx(5.0, abs=1.0)
+    (box,) = opened[0].evidence.boxes
+    assert box.xyxy[0] == pytest.approx(where[0], abs=6) and box.xyxy[1] == pytest.approx(where[1], abs=6)
