@@ -230,8 +230,8 @@ ROAD = ((0.33, 0.36), (0.62, 0.36), (1.0, 0.75), (1.0, 1.0), (0.4, 1.0))
 PATCHES = {"fallen_branch": (40, 40, 120, 110), "obstruction": (170, 270, 230, 330)}
 
 
-@pytest.mark.parametrize("kind", sorted(PATCHES))
-@pytest.mark.parametrize("where", [(300, 250), (420, 270)])
+# (the pavement patch at (300, 250) is first found by its upper part and grows: one incident still)
+@pytest.mark.parametrize("kind, where", [("fallen_branch", (420, 270)), ("obstruction", (300, 250))])
 def test_real_foliage_is_a_fallen_branch_and_pavement_an_obstruction(
         kind: str, where: tuple[int, int], asset_path, yolox_detector) -> None:  # type: ignore[no-untyped-def]
     path = asset_path("vehicle_counting_input_video")
