@@ -107,7 +107,8 @@ def _iou(a: Box, b: Box) -> float:
 
 @dataclass
 class _Known:
-    """A static region the rule has seen before: its first start time and, once reported, its type."""
+    """A static region the rule has seen before: its first start time and, once reported, its
+    type and place."""
 
     xyxy: Box
     since: float
@@ -116,6 +117,7 @@ class _Known:
     """Set when first reported, then kept."""
     place: tuple[float, float] | None = None
     """Normalised ground point when first reported, then kept (the outline may still grow)."""
+
 
 class ObstructionRule:
     """One keep_clear zone of one camera (the :class:`alerts.findings.Rule` protocol).
