@@ -235,6 +235,13 @@ def requeue_sent_since(s: Session, since: float) -> int:
     return len(result.all())
 
 
+def oldest_held_at(s: Session, received_before: float) -> float | None:
+    """Receive time of the oldest event still waiting for an earlier one (a gap), if any."""
+    got = s.scalar(select(func.min(InboxRow.received_at)).where(InboxRow.applied_at.is_(None),
+                                                                InboxRow.received_at < received_before))
+    return None if got is None else float(got)
+
+
 def last_received_at(s: Session) -> float | None:
     got = s.scalar(select(func.max(InboxRow.received_at)))
     return None if got is None else float(got)

@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 REPLAY_MARGIN_S = 60.0
 """Replays start this long before the last received message (clock skew, in-flight messages)."""
+GAP_PATIENCE_S = 5.0
+"""An event held this long for a missing predecessor triggers a replay request (repeated until filled)."""
 
 
 class Rejected(Exception):
@@ -107,20 +109,32 @@ class TicketService:
                           (self.topics.shared(self.topics.verify_result()), 1)])
         self._ask_replay(client)
 
-    def _ask_replay(self, client: mqtt.Client) -> None:
+    def _ask_replay(self, client: mqtt.Client, since: float | None = None) -> None:
         """Ask every pipeline to send again what it sent since shortly before our last message.
 
         A broker restart can drop messages for a shared subscription until we reconnect; the
         replayed duplicates are dropped by the (incident id, seq) dedupe.
         """
+        if since is None:
+            try:
+                with self.db.transaction() as s:
+                    last = repo.last_received_at(s)
+            except StorageError as exc:
+                log.error("cannot read the last receive time; asking for a full replay", extra={"error": str(exc)})
+                last = None
+            since = 0.0 if last is None else last - REPLAY_MARGIN_S
+        client.publish(self.topics.replay_request, json.dumps({"since": since, "by": self.client_id}), qos=1)
+
+    def _repair_gaps(self) -> None:
+        """Events held for a missing earlier one for a while: the earlier one was lost, ask again."""
         try:
             with self.db.transaction() as s:
-                last = repo.last_received_at(s)
-        except StorageError as exc:
-            log.error("cannot read the last receive time; asking for a full replay", extra={"error": str(exc)})
-            last = None
-        since = 0.0 if last is None else last - REPLAY_MARGIN_S
-        client.publish(self.topics.replay_request, json.dumps({"since": since, "by": self.client_id}), qos=1)
+                oldest = repo.oldest_held_at(s, time.time() - GAP_PATIENCE_S)
+        except StorageError:
+            return
+        if oldest is not None and self.link.connected.is_set():
+            log.warning("events wait for a missing earlier event; asking for a replay")
+            self._ask_replay(self.link.client, since=oldest - REPLAY_MARGIN_S)
 
     # ---- one message
     def handle(self, topic: str, payload: bytes) -> str:
@@ -170,9 +184,13 @@ class TicketService:
         """Serve until ``stop`` is set: reconnect after a database failure, log overdue tickets."""
         self.start()
         next_overdue = time.monotonic()
+        next_repair = time.monotonic() + GAP_PATIENCE_S
         while not stop.wait(0.5):
             if self._db_down.is_set():
                 self._recover()
+            if time.monotonic() >= next_repair:
+                next_repair = time.monotonic() + GAP_PATIENCE_S
+                self._repair_gaps()
             if time.monotonic() >= next_overdue:
                 next_overdue = time.monotonic() + overdue_every_s
                 self._log_overdue()

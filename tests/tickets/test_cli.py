@@ -14,6 +14,18 @@ from storage.db import open_database
 from tickets.desk import apply_event
 
 
+@pytest.fixture(autouse=True)
+def _keep_logging():  # type: ignore[no-untyped-def]
+    """main() points the root logger at this test's captured stderr; put the old handlers back."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture
 def url(tmp_path: Path, make_incident_event) -> str:  # type: ignore[no-untyped-def]
     url = f"sqlite:///{tmp_path / 'tickets.db'}"

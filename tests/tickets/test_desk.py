@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -53,6 +54,9 @@ def test_an_early_event_waits_for_the_missing_one(db: Database, make_incident_ev
     with db.transaction() as s:
         assert repo.list_tickets(s) == []
         assert repo.applied_seq(s, "inc-aaaa") == 0
+        held_since = repo.oldest_held_at(s, time.time() + 1)  # what makes the service ask for a replay
+        assert held_since is not None and held_since <= time.time()
+        assert repo.oldest_held_at(s, held_since) is None      # not yet waiting long enough
     assert apply_event(db, CFG, e1, e1.topic()) == "applied"
     with db.transaction() as s:
         rows = repo.inbox_rows(s)
