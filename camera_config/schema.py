@@ -138,8 +138,9 @@ class NoVendingZone(ZoneBase):
 class KeepClearZone(ZoneBase):
     type: Literal["keep_clear"]
     limit_s: float = Field(default=30.0, gt=0, le=86_400)
-    min_area: float = Field(default=0.002, gt=0, le=1,
-                            description="Least area of a static object, as a fraction of the frame.")
+    min_area: float = Field(default=0.001, gt=0, le=1,
+                            description="Least area of a static object, as a fraction of the frame "
+                                        "(0.001 is about 45x45 px at 1920x1080).")
     long_term_s: float = Field(default=120.0, gt=0, le=86_400,
                                description="Time constant of the long-term background, seconds.")
     short_term_s: float = Field(default=5.0, gt=0, le=3_600,
