@@ -10,6 +10,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
@@ -102,14 +104,24 @@ def alembic_config(engine: Engine | None = None) -> Config:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Run the migrations up to ``revision``; a database already there is left alone, quietly."""
     cfg = alembic_config(engine)
+    alembic_log = logging.getLogger("alembic")
+    previous = alembic_log.level
+    alembic_log.setLevel(max(logging.WARNING, previous))  # its INFO lines are noise on every command
     try:
         with engine.begin() as conn:
+            heads = set(ScriptDirectory.from_config(cfg).get_heads()) if revision == "head" else {revision}
+            if set(MigrationContext.configure(conn).get_current_heads()) == heads:
+                return
+            log.info("migrating database %s to %s", redact_text(str(engine.url)), revision)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
     except OperationalError as exc:
         raise StorageError(f"cannot migrate {redact_text(str(engine.url))}: "
                            f"{redact_text(str(exc.orig))}") from exc
+    finally:
+        alembic_log.setLevel(previous)
 
 
 def open_database(url: str | None = None, *, migrate: bool = True) -> Database:
