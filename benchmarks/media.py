@@ -116,6 +116,17 @@ class RtspServer:
         err = self._stop()
         raise BenchSetupError(f"RTSP server did not start: {err.strip()[-400:]}")
 
+    def cpu_seconds(self) -> float | None:
+        """User+system CPU the server process has used so far (Linux /proc), or None."""
+        if self._proc is None:
+            return None
+        try:
+            with open(f"/proc/{self._proc.pid}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def _stop(self) -> str:
         proc, self._proc = self._proc, None
         if proc is None:

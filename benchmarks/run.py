@@ -24,6 +24,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -85,19 +86,33 @@ def trial_line(r: dict[str, Any]) -> str:
     return (f"{verdict} {r.get('runner')} x{r.get('cameras')} @ {r.get('analysis_fps')} fps: "
             f"p95 e2e {e2e.get('p95_ms', float('nan')):.0f} ms, analysed {r.get('analysed_fps_per_camera', 0):.3f} "
             f"fps/cam, cpu {r.get('cpu_cores_used', 0):.2f} cores (others {r.get('other_load_cores', 0):.2f}), "
-            f"{r.get('cpu_ms_per_camera_second', 0):.0f} cpu-ms per camera-second"
+            f"{r.get('cpu_ms_per_camera_second', 0):.0f} cpu-ms per camera-second, "
+            f"RTSP server {r.get('rtsp_server_cores', float('nan')):.2f} cores"
             f"{why}")
 
 
+def server_metered(server: RtspServer) -> Callable[[TrialSpec], dict[str, Any]]:
+    """A trial function that also notes the cores the RTSP server used during the trial."""
+    def trial(spec: TrialSpec) -> dict[str, Any]:
+        c0, t0 = server.cpu_seconds(), time.monotonic()
+        result = run_trial_process(spec)
+        c1, t1 = server.cpu_seconds(), time.monotonic()
+        if c0 is not None and c1 is not None:
+            result["rtsp_server_cores"] = round((c1 - c0) / (t1 - t0), 3)
+        return result
+    return trial
+
+
 def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int | None,
-                 providers: tuple[str, ...], window_s: float = 12.0, trials: int | None = None) -> dict[str, Any]:
+                 providers: tuple[str, ...], window_s: float = 12.0, trials: int | None = None,
+                 trial: Callable[[TrialSpec], dict[str, Any]] = run_trial_process) -> dict[str, Any]:
     """Searches (full) or single 2-camera trials (smoke)."""
     out: dict[str, Any] = {}
     if smoke:
         base = TrialSpec(runner="ours", urls=(), model=model, warmup_s=4.0, window_s=6.0, stagger_s=1.0,
                          ort_threads=threads, providers=providers)
         for runner in ("ours", "fastpath", "baseline"):
-            r = run_trial_process(replace(base, runner=runner, urls=(urls["smoke"],) * 2))
+            r = trial(replace(base, runner=runner, urls=(urls["smoke"],) * 2))
             progress(trial_line(r))
             out[f"{runner}_smoke"] = r
         return out
@@ -114,7 +129,7 @@ def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int 
         trials = min(budget, trials_cap) if trials_cap else budget
         progress(f"capacity {key}: searching from {first} cameras")
         out[key] = search(replace(base, runner=runner, analysis_fps=fps), urls[stream], first, most, trials,
-                          on_trial=lambda r: progress(trial_line(r)))
+                          trial=trial, on_trial=lambda r: progress(trial_line(r)))
         progress(f"capacity {key}: {out[key]['capacity']}")
         if key == "ours_1080p_0.5fps" and not any(t.get("keyframe_only_cameras") for t in out[key]["trials"]):
             # the pipeline chose to decode every frame although 0.5 fps needs only keyframes:
@@ -125,14 +140,14 @@ def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int 
                      f"with ORT 1 thread")
             out[kf] = search(replace(base, runner="ours", analysis_fps=fps, keyframe_only=True, ort_threads=1),
                              urls[stream],
-                             first, most, min(trials, 3), on_trial=lambda r: progress(trial_line(r)))
+                             first, most, min(trials, 3), trial=trial, on_trial=lambda r: progress(trial_line(r)))
             progress(f"capacity {kf}: {out[kf]['capacity']}")
     ours, baseline = out["ours_1080p_0.5fps"]["capacity"], out["baseline_1080p_0.5fps"]["capacity"]
     out["ratio_vs_baseline"] = round(ours / baseline, 2) if baseline else None
     fast = "fastpath_threads1_1080p_0.5fps"
     progress(f"capacity {fast}: keyframe-only, decode to model size, ORT 1 thread, batches of 8, analysis thread")
     out[fast] = search(replace(base, runner="fastpath", ort_threads=1, max_batch=8), urls["cam1080"], 24, 96,
-                       min(3, trials_cap or 3), on_trial=lambda r: progress(trial_line(r)))
+                       min(3, trials_cap or 3), trial=trial, on_trial=lambda r: progress(trial_line(r)))
     progress(f"capacity {fast}: {out[fast]['capacity']}")
     for key in ("ours_keyframe_only_forced_threads1_1080p_0.5fps", fast):
         if key in out and baseline:
@@ -276,7 +291,8 @@ def run(args: argparse.Namespace, models: list[str]) -> dict[str, Any]:
         with RtspServer(clips) as server:
             urls = {name: server.url(name) for name in clips}
             results["capacity"] = run_capacity(urls, smoke=args.smoke, model=models[0], threads=args.threads,
-                                               providers=providers, window_s=args.window, trials=args.trials)
+                                               providers=providers, window_s=args.window, trials=args.trials,
+                                               trial=server_metered(server))
     if not args.skip_tune:
         progress("tuning benchmark (benchmarks/bench_tune.py, when present)")
     tune = None if args.skip_tune else run_tune(args.smoke)
