@@ -10,7 +10,6 @@ the frame size is known (zone masks are runtime state, never config).
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -20,9 +19,11 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from alerts.background import DualBackground
 from alerts.events import IncidentEvent
 from alerts.findings import Finding, Rule
 from alerts.lifecycle import IncidentLifecycle, ZonePolicy
+from alerts.obstruction import ObstructionRule
 from alerts.parking import ParkingRule
 from alerts.stall import StallRule
 from camera_config.schema import Camera, KeepClearZone, NoParkingZone, NoVendingZone
@@ -36,14 +37,6 @@ log = logging.getLogger("patrol.analyzer")
 
 DetectFn = Callable[[Frame], Detections]
 MOVERS = frozenset(CLASS_ID[n] for n in ("person", "bicycle", "car", "motorcycle", "bus", "truck"))
-
-
-def _optional(module: str, name: str) -> Any:
-    """A class from a module another engineer owns, or None while it has not landed."""
-    try:
-        return getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError):
-        return None
 
 
 @dataclass(frozen=True)
@@ -83,7 +76,6 @@ class CameraAnalyzer:
 
     def _build(self, frame_size: tuple[int, int]) -> None:
         self.frame_size = frame_size
-        obstruction_rule = _optional("alerts.obstruction", "ObstructionRule")
         for zone in self.camera.zones:
             if isinstance(zone, NoParkingZone):
                 self.rules.append(ParkingRule(zone, frame_size, self.tz))
@@ -92,14 +84,9 @@ class CameraAnalyzer:
                 self.rules.append(stall)
                 self.stall_rules.append(stall)
             elif isinstance(zone, KeepClearZone):
-                if obstruction_rule is None:
-                    log.warning("camera %s zone %s: obstruction rule not available; zone ignored",
-                                self.camera.id, zone.id)
-                    continue
-                self.rules.append(obstruction_rule(zone, frame_size))
-        background = _optional("alerts.background", "DualBackground")
-        if self.stall_rules and background is not None and self.static_occupancy:
-            self.background = background(long_term_s=120.0, short_term_s=10.0)
+                self.rules.append(ObstructionRule(zone, frame_size, timezone=self.tz))
+        if self.stall_rules and self.static_occupancy:
+            self.background = DualBackground(long_term_s=120.0, short_term_s=10.0)
 
     def _continuous(self, frame: Frame) -> Frame:
         """Keep the analysis clock moving forward when a source reconnects and its pts restart:

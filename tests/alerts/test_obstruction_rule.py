@@ -380,3 +380,21 @@ def test_one_incident_through_the_camera_analyzer() -> None:
     opened = [e for e in events if e.event == "opened"]
     assert [(e.type, e.stream_pts, e.started_at - MONDAY_9AM) for e in opened] == [("obstruction", 15.0, 5.0)]
     assert opened[0].zone_id == "road" and opened[0].location == pytest.approx((165 / W, 170 / H), abs=0.02)
+
+
+@pytest.mark.parametrize(("site_tz", "fires"), [("UTC", True), ("Asia/Shanghai", False)])
+def test_camera_analyzer_reads_keep_clear_schedules_in_the_site_time_zone(site_tz: str, fires: bool) -> None:
+    """09:00 in Shanghai is 01:00 UTC: a 01:00-02:00 window is active only for a site that runs on UTC."""
+    from alerts.analyzer import CameraAnalyzer
+    from camera_config.schema import Camera
+
+    zone = keep_clear(schedule={"windows": [{"start": "01:00", "end": "02:00"}]})
+    camera = Camera.model_validate({"id": "cam-1", "url": "clip.mp4", "grid_cell": "JD-0101", "analysis_fps": 2,
+                                    "zones": [zone.model_dump(mode="json")]})
+    analyzer = CameraAnalyzer(camera, site_tz)
+    scene = Scene(things=[Thing(BOX, start=5.0)])
+    events = []
+    for i in range(61):
+        t = i / 2
+        events += analyzer.process(Frame("cam-1", t, MONDAY_9AM + t, scene.image(t)), scene.detections(t))
+    assert any(e.event == "opened" for e in events) is fires
