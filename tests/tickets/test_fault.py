@@ -7,6 +7,7 @@ pipeline's outbox sink and publisher in this process on their own database.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from alerts.events import IncidentEvent
 from alerts.mqtt import MqttLink, Topics
 from alerts.outbox import OutboxPublisher, OutboxSink
+from alerts.schema import schema_errors
 from camera_config.schema import MqttConfig
 from storage import repository as repo
 from storage.db import open_database
@@ -138,6 +140,8 @@ def test_thousand_events_through_broker_restarts_and_a_killed_consumer(
 
     with pipeline_db.transaction() as s:
         outbox = repo.outbox_counts(s)
+        payloads = [json.loads(e.payload) for i in range(INCIDENTS) for e in repo.incident_events(s, f"fault-{i:04d}")]
+    assert len(payloads) == len(events) and all(schema_errors(p) == [] for p in payloads)  # what went out
     with ticket_db.transaction() as s:
         rows = repo.inbox_rows(s)
         tickets = repo.list_tickets(s, limit=10_000)
