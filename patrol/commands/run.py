@@ -3,13 +3,21 @@
 Runs until SIGINT/SIGTERM, the duration, or (files only) every source has ended; then stops the
 readers, analyses what is left, flushes the event sink and, with ``--summary``, prints one block
 per camera. Incident events go to stdout as JSON lines; logs go to stderr.
+
+By default the run also publishes: every event is committed to the site's database and sent from
+the outbox to the broker (events wait in the database while the broker is away), each opened
+incident gets its evidence (clip remuxed from the packet ring, snapshots, manifest), and a verifier
+answers the ticket service's re-check requests. ``--no-publish`` and ``--no-evidence`` turn these
+off. On stop the order is: readers, analysis, evidence clips, outbox flush.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -32,7 +40,67 @@ def register(sub: Any) -> None:
     p.add_argument("--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on PORT")
     p.add_argument("--camera", action="append", metavar="ID",
                    help="run only this camera of the site (repeatable); split a site across workers")
+    p.add_argument("--no-publish", action="store_true",
+                   help="print events only: no database, no outbox, no broker, no verifier")
+    p.add_argument("--no-evidence", action="store_true", help="write no clips, snapshots or manifests")
+    p.add_argument("--pipeline-id", default=socket.gethostname(), metavar="ID",
+                   help="this pipeline's name on the broker (availability topic, client id)")
     p.set_defaults(func=run)
+
+
+class FanOutSink:
+    """Hands every batch of events to each sink in turn (the outbox first: it is the durable one)."""
+
+    def __init__(self, *sinks: Any) -> None:
+        self.sinks = sinks
+
+    def publish(self, events: Any) -> None:
+        for sink in self.sinks:
+            sink.publish(events)
+
+    def flush(self) -> None:
+        for sink in self.sinks:
+            sink.flush()
+
+
+def start_verifier(config: SiteConfig, pipeline_id: str, stack: contextlib.ExitStack) -> None:
+    """Answer the ticket service's re-check requests from this pipeline, on its own thread."""
+    from alerts.verify import VerifierService
+
+    stop = threading.Event()
+    service = VerifierService(config, client_id=f"{config.mqtt.client_id}-verifier-{pipeline_id}")
+    thread = threading.Thread(target=service.run, args=(stop,), name="verifier", daemon=True)
+    thread.start()
+
+    def close() -> None:
+        stop.set()
+        thread.join(timeout=10)
+
+    stack.callback(close)
+
+
+def wire_outputs(config: SiteConfig, args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]:
+    """Sink, analyzer factory and packet listeners for the worker, per the flags; closed by ``stack``."""
+    from pipeline.worker import JsonLinesSink, default_analyzer
+
+    kwargs: dict[str, Any] = {"sink": JsonLinesSink()}
+    db = None
+    if not args.no_publish:
+        from alerts.outbox import Outbox
+
+        outbox = stack.enter_context(Outbox.from_site(config, args.pipeline_id))
+        db = outbox.db
+        kwargs["sink"] = FanOutSink(outbox.sink, kwargs["sink"])
+        start_verifier(config, args.pipeline_id, stack)
+    if not args.no_evidence:
+        from evidence.attach import build_recorder, drain, packet_listeners, with_evidence
+        from evidence.keep import reference_writer
+
+        recorder, writer = build_recorder(config, on_written=reference_writer(db) if db is not None else None)
+        kwargs["analyzer_factory"] = with_evidence(default_analyzer, recorder)
+        kwargs["packet_listeners"] = packet_listeners(recorder)
+        stack.callback(drain, recorder, writer, [c.id for c in config.cameras])
+    return kwargs
 
 
 def format_summary(rows: list[dict[str, Any]], elapsed_s: float | None = None) -> str:
@@ -77,7 +145,13 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.worker import PatrolWorker
 
     config = select_cameras(load_config(args.config), args.camera, args.config)
-    worker = PatrolWorker(config, realtime=not args.fast)
+    with contextlib.ExitStack() as stack:
+        worker = PatrolWorker(config, realtime=not args.fast, **wire_outputs(config, args, stack))
+        run_worker(worker, args)
+    return report(worker, config, args)
+
+
+def run_worker(worker: Any, args: argparse.Namespace) -> None:
     if args.metrics_port:
         from prometheus_client import start_http_server
 
@@ -95,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def report(worker: Any, config: SiteConfig, args: argparse.Namespace) -> int:
     rows = worker.summary()
     elapsed = (worker.stopped_at or 0) - (worker.started_at or 0)
     if args.summary:

@@ -109,7 +109,12 @@ def test_patrol_run_output_is_credential_free(rtsp_server: Any, asset_path: Any,
         "wrong": srv.url("street", user="bob", password=SECRET + "X"),  # 401 Unauthorized
         "down": f"rtsp://bob:{SECRET}@127.0.0.1:{closed_port()}/street",  # connection refused
     }
-    config = {"site": {"name": "redaction"}, "cameras": [
+    config = {"site": {"name": "redaction"},
+              "database": {"url": f"sqlite:///{tmp_path / 'patrol.db'}"},
+              "evidence": {"dir": str(tmp_path / "evidence")},
+              # the broker is down too, and its password must not leak either
+              "mqtt": {"host": "127.0.0.1", "port": closed_port(), "username": "bob", "password": SECRET},
+              "cameras": [
         {"id": cid, "url": url, "grid_cell": "G1", "analysis_fps": 2,
          "watchdog": {"backoff_initial_s": 0.2, "backoff_max_s": 1.0, "open_timeout_s": 10}}
         for cid, url in cameras.items()]}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,9 +19,21 @@ from patrol.cli import main
 REPO = Path(__file__).resolve().parents[2]
 
 
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def write_site(path: Path, cameras: dict[str, Path | str], **camera: Any) -> Path:
-    path.write_text(yaml.safe_dump({"site": {"name": "cli"}, "cameras": [
-        {"id": cid, "url": str(url), "grid_cell": "G1", **camera} for cid, url in cameras.items()]}),
+    """A site whose database and evidence live beside the file and whose broker is down:
+    the run must publish into the outbox and carry on without the broker."""
+    path.write_text(yaml.safe_dump({
+        "site": {"name": "cli"},
+        "database": {"url": f"sqlite:///{path.parent / 'patrol.db'}"},
+        "evidence": {"dir": str(path.parent / "evidence")},
+        "mqtt": {"host": "127.0.0.1", "port": closed_port()},
+        "cameras": [{"id": cid, "url": str(url), "grid_cell": "G1", **camera} for cid, url in cameras.items()]}),
         encoding="utf-8")
     return path
 
