@@ -179,6 +179,8 @@ class Watchdog(Strict):
     backoff_initial_s: float = Field(default=1.0, gt=0, le=60)
     backoff_max_s: float = Field(default=30.0, gt=0, le=3_600)
     open_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    offline_after_s: float = Field(default=30.0, gt=0, le=86_400,
+                                   description="Not streaming this long -> camera_offline incident.")
 
 
 class Camera(Strict):
