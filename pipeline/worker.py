@@ -27,6 +27,7 @@ from alerts.events import IncidentEvent
 from camera_config.schema import Camera, DetectorChoice, SiteConfig
 from models.coco import COCO80
 from patrol.errors import ModelError, PatrolError
+from pipeline.health import HealthMonitor, publish_health
 from pipeline.metrics import CameraMetrics, make_registry
 from pipeline.sampler import LatestFrameSlot
 from pipeline.sources import PacketListener, Source
@@ -145,6 +146,7 @@ class PatrolWorker:
                                         on_packet=packet_listeners(cam) if packet_listeners else None)
             self.cameras[cam.id] = CameraRuntime(cam, source, slot, analyzer_factory(cam, config), metrics,
                                                  class_thresholds(cam.detector))
+        self.health = HealthMonitor(config.cameras)
         self.registry = make_registry(self._metrics_snapshot)
         self.started_at: float | None = None
         self.stopped_at: float | None = None
@@ -186,6 +188,7 @@ class PatrolWorker:
         deadline = None if duration is None else time.monotonic() + duration
         try:
             while not self._stop.is_set():
+                self.check_health()
                 if deadline is not None and time.monotonic() >= deadline:
                     break
                 if self._all_sources_finished() and not self._pending():
@@ -217,12 +220,24 @@ class PatrolWorker:
                 log.warning("camera %s: reader did not stop within %.0f s; abandoned",
                             rt.camera.id, join_timeout)
         self.step()  # drain
+        self.check_health()  # a source that FAILED at the very end still reports
         try:
             self.sink.flush()
         except Exception:
             log.exception("event sink failed to flush")
         self.stopped_at = time.time()
         log.info("worker stopped")
+
+    def check_health(self) -> list[IncidentEvent]:
+        """camera_offline events from every source's state (pipeline.health); sent through the sink."""
+        states = {cid: (rt.source.state, rt.source.metrics.last_error) for cid, rt in self.cameras.items()}
+        check = self.health.check(states, time.time(), time.monotonic())
+        if check.events or check.reports:
+            try:
+                publish_health(self.sink, check.events, check.reports)
+            except Exception:
+                log.exception("camera health: event sink failed on %d event(s)", len(check.events))
+        return check.events
 
     def _all_sources_finished(self) -> bool:
         return all(rt.source.finished for rt in self.cameras.values())
