@@ -4,7 +4,9 @@ It only orchestrates: every camera's :class:`pipeline.sources.Source` decodes an
 own thread and drops its frame into a :class:`pipeline.sampler.LatestFrameSlot`; one loop takes
 the latest frame of every camera that has one, runs one ``detector.detect(batch)`` per model,
 hands each frame to its camera's analyzer (``process(frame, detections) -> events``) and the
-events to the sink (``publish(events)``). A camera that fails never stops the others.
+events to the sink (``publish(events)``). A camera that fails never stops the others. Every pass of
+the loop also reads each source's state (:mod:`pipeline.health`): a camera that has not streamed
+for ``watchdog.offline_after_s`` becomes a ``camera_offline`` incident through the same sink.
 
 A worker needs only its site config (plus, later, a broker and a database): nothing assumes one
 process or one machine per site.
