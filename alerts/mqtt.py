@@ -138,7 +138,8 @@ class MqttLink:
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if self.connected.is_set():
-            log.warning("mqtt disconnected", extra={"client_id": self.client_id, "reason": str(reason)})
+            level = logging.WARNING if getattr(reason, "is_failure", True) else logging.INFO  # ours: info
+            log.log(level, "mqtt disconnected", extra={"client_id": self.client_id, "reason": str(reason)})
         self.connected.clear()
 
     def _where(self) -> str:
