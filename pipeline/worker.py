@@ -59,13 +59,6 @@ DetectorLoader = Callable[[str, float], DetectorLike]
 PacketListenerFactory = Callable[[Camera], PacketListener | None]
 
 
-class CountingAnalyzer:
-    """Pass-through analyzer: emits no events (the worker counts detections itself)."""
-
-    def process(self, frame: Frame, detections: Detections) -> list[IncidentEvent]:
-        return []
-
-
 class JsonLinesSink:
     """Default sink: one JSON object per event on a text stream (stdout unless given)."""
 
@@ -86,12 +79,9 @@ class JsonLinesSink:
 
 
 def default_analyzer(camera: Camera, site: SiteConfig) -> Analyzer:
-    """The real rules (alerts.analyzer.CameraAnalyzer) when present, else :class:`CountingAnalyzer`."""
-    try:
-        from alerts.analyzer import CameraAnalyzer
-    except ImportError as exc:
-        log.warning("alerts.analyzer not available (%s); camera %s only counts detections", exc, camera.id)
-        return CountingAnalyzer()
+    """The camera's rules: tracker, zones, rules and incident lifecycle (alerts.analyzer)."""
+    from alerts.analyzer import CameraAnalyzer  # imported here: alerts builds on pipeline
+
     analyzer: Analyzer = CameraAnalyzer(camera, site.site.timezone)
     return analyzer
 

@@ -19,7 +19,7 @@ from camera_config.schema import DetectorChoice
 from models.coco import CLASS_ID
 from pipeline.sources import SourceState
 from pipeline.types import Detections, Frame
-from pipeline.worker import CountingAnalyzer, JsonLinesSink, PatrolWorker, default_analyzer, lowest_score
+from pipeline.worker import JsonLinesSink, PatrolWorker, default_analyzer, lowest_score
 
 IMAGE = np.zeros((36, 64, 3), np.uint8)
 
@@ -204,4 +204,3 @@ def test_default_analyzer_is_the_rules_analyzer() -> None:
     cfg = site({"a": "a.mp4"})
     analyzer = default_analyzer(cfg.cameras[0], cfg)
     assert type(analyzer).__name__ == "CameraAnalyzer"
-    assert CountingAnalyzer().process(frame("a", 0.0), Detections.empty()) == []
