@@ -6,13 +6,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
 from evaluation.matching import OVERALL, ClipResult, Score
 from evaluation.tune import Trial
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only Agg backend, loaded only when a plot is drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _fmt_delay(s: Score) -> str:
@@ -72,6 +77,7 @@ def eval_json(scores: Mapping[str, Score], results: Sequence[ClipResult]) -> dic
 def plot_eval(scores: Mapping[str, Score], png: Path) -> Path:
     """Bar chart of precision / recall / F1 per type, and the start delays of matched incidents."""
     names = list(scores)
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     x = range(len(names))
     for i, (metric, label) in enumerate((("precision", "precision"), ("recall", "recall"), ("f1", "F1"))):
@@ -129,6 +135,7 @@ def pareto(trials: Sequence[Trial]) -> list[Trial]:
 
 def plot_pr(default: Trial, trials: Sequence[Trial], chosen: Trial, png: Path) -> Path:
     """Precision against recall of every setting, the Pareto front, the default and the choice."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 5))
     ax.scatter([t.overall.recall for t in trials], [t.overall.precision for t in trials], s=12, alpha=0.4,
                label=f"settings ({len(trials)})")

@@ -6,12 +6,8 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
@@ -19,6 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from patrol.redact import redact_text
 from storage.errors import StorageError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +94,8 @@ class Database:
 
 
 def alembic_config(engine: Engine | None = None) -> Config:
+    from alembic.config import Config  # alembic loads only when a database is opened, not per CLI start
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     if engine is not None:
@@ -105,6 +106,10 @@ def alembic_config(engine: Engine | None = None) -> Config:
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Run the migrations up to ``revision``; a database already there is left alone, quietly."""
+    from alembic import command
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
     cfg = alembic_config(engine)
     alembic_log = logging.getLogger("alembic")
     previous = alembic_log.level
