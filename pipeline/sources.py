@@ -424,7 +424,9 @@ class _StreamReader:
         interval = self.keyframes.interval_s
         self.src.metrics.keyframe_interval_s = interval
         if interval is not None:
-            self._set_keyframe_only(self.src.analysis_interval_s > interval)
+            # keyframes alone serve when they come at least as often as analysed frames are due
+            # (equal counts: 0.5 fps against a keyframe every 2 s is the common deployment)
+            self._set_keyframe_only(self.src.analysis_interval_s >= interval - 1e-3)
 
     def _set_keyframe_only(self, on: bool) -> None:
         if on == self.keyframe_only and self.ctx.skip_frame == ("NONKEY" if on else "DEFAULT"):

@@ -122,8 +122,15 @@ class PatrolWorker:
     def __init__(self, config: SiteConfig, *, detector_loader: DetectorLoader = default_detector_loader,
                  analyzer_factory: AnalyzerFactory = default_analyzer, sink: EventSink | None = None,
                  realtime: bool = True, keyframe_only: bool | None = None,
-                 packet_listeners: PacketListenerFactory | None = None) -> None:
+                 packet_listeners: PacketListenerFactory | None = None, max_batch: int = 8) -> None:
+        """``max_batch`` caps the frames analysed per cycle: the shipped models run one image per
+        call, so a bigger batch only makes its first frame wait (near capacity, unbounded batches
+        spiral into long cycles and growing lag — see benchmarks/)."""
+        if max_batch < 1:
+            raise ValueError(f"PatrolWorker: max_batch must be >= 1, got {max_batch}")
         self.config = config
+        self.max_batch = max_batch
+        self._next_camera = 0
         self.sink: EventSink = sink or JsonLinesSink()
         self._detector_loader = detector_loader
         self._stop = threading.Event()
@@ -194,8 +201,22 @@ class PatrolWorker:
             self.close()
 
     def step(self) -> int:
-        """Take the latest frame of every camera that has one and analyse them as one batch."""
-        batch = [f for f in (rt.slot.take() for rt in self.cameras.values()) if f is not None]
+        """Take the latest frame of up to ``max_batch`` cameras and analyse them as one batch.
+
+        Cameras are visited round-robin from where the last full batch stopped, so under load every
+        camera gets its turn; a frame left in its slot is replaced by a newer one (a counted drop).
+        """
+        runtimes = list(self.cameras.values())
+        batch: list[Frame] = []
+        for i in range(len(runtimes)):
+            index = (self._next_camera + i) % len(runtimes)
+            frame = runtimes[index].slot.take()
+            if frame is None:
+                continue
+            batch.append(frame)
+            if len(batch) >= self.max_batch:
+                self._next_camera = (index + 1) % len(runtimes)
+                break
         if batch:
             self._analyse(batch)
         return len(batch)
@@ -211,7 +232,8 @@ class PatrolWorker:
             if not rt.source.join(join_timeout):
                 log.warning("camera %s: reader did not stop within %.0f s; abandoned",
                             rt.camera.id, join_timeout)
-        self.step()  # drain
+        while self.step():  # drain what the readers left
+            pass
         self.check_health()  # a source that FAILED at the very end still reports
         try:
             self.sink.flush()

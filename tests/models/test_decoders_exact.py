@@ -176,3 +176,12 @@ def test_nms_per_class_and_agnostic() -> None:
     assert nms(xyxy, score, cls, 0.5, class_agnostic=True).tolist() == [1, 3]
     assert nms(xyxy, score, cls, 0.5, max_det=2).tolist() == [1, 2]
     assert nms(xyxy[:0], score[:0], cls[:0], 0.5).tolist() == []
+
+
+def test_providers_from_the_host_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A GPU host names its provider once (PATROL_ORT_PROVIDERS); absent here, CPU is used cleanly."""
+    monkeypatch.setenv("PATROL_ORT_PROVIDERS", "CUDAExecutionProvider, NoSuchExecutionProvider")
+    chosen = pick_providers()
+    assert chosen[-1] == "CPUExecutionProvider" and "NoSuchExecutionProvider" not in chosen
+    monkeypatch.delenv("PATROL_ORT_PROVIDERS")
+    assert pick_providers() == ["CPUExecutionProvider"]

@@ -48,7 +48,7 @@ def test_file_source_samples_by_stream_time(asset_path: Any) -> None:
     assert src.metrics.keyframe_interval_s == pytest.approx(2.0, abs=0.05)
 
 
-@pytest.mark.parametrize(("analysis_fps", "keyframe_only"), [(0.25, True), (1.0, False)])
+@pytest.mark.parametrize(("analysis_fps", "keyframe_only"), [(0.25, True), (0.5, True), (1.0, False)])
 def test_keyframe_only_decoding_when_analysis_interval_exceeds_gop(
         asset_path: Any, analysis_fps: float, keyframe_only: bool) -> None:
     path = asset_path(STREET)
@@ -66,11 +66,14 @@ def test_keyframe_only_decoding_when_analysis_interval_exceeds_gop(
         assert "NONKEY" in skip_modes
         assert m.frames_decoded == keyframes  # not one frame of the first GOP decoded in full
         assert all(f.keyframe for f in frames)
-        assert [round(f.pts) for f in frames] == list(range(0, 38, 4))
+        step = round(1 / analysis_fps)
+        assert [round(f.pts) for f in frames] == list(range(0, 38, step))
     else:
         assert skip_modes == {"DEFAULT"}
         assert m.frames_decoded == packets
         assert len(frames) == 38
+    if analysis_fps == 0.5:  # analysis interval equal to the keyframe interval: every keyframe is used
+        assert len(frames) == keyframes
 
 
 def test_keyframe_only_can_be_forced_off(asset_path: Any) -> None:

@@ -113,6 +113,29 @@ def test_step_batches_latest_frame_of_every_camera() -> None:
     assert worker.step() == 0 and det.batches == [2]
 
 
+def test_batches_are_capped_and_cameras_take_turns() -> None:
+    """Five cameras with frames waiting, batches of two: every camera is served within three cycles,
+    round-robin from where the last full batch stopped, and the first camera does not go first twice."""
+    cams = {c: f"{c}.mp4" for c in "abcde"}
+    worker, det, _sink, analyzers = make_worker(cams, max_batch=2)
+    worker.load_detectors()
+    for c in cams:
+        worker.cameras[c].slot.put(frame(c, 1.0))
+    assert [worker.step() for _ in range(4)] == [2, 2, 1, 0]
+    assert det.batches == [2, 2, 1]
+    assert all(len(analyzers[c].frames) == 1 for c in cams)
+    for c in "ab":  # both early cameras have new frames; the turn is now with c, d, e, a, ...
+        worker.cameras[c].slot.put(frame(c, 2.0))
+    worker.cameras["e"].slot.put(frame("e", 2.0))
+    assert worker.step() == 2
+    assert [len(analyzers[c].frames) for c in "abe"] == [2, 1, 2]  # e then a; b waits its turn
+
+
+def test_max_batch_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="max_batch"):
+        make_worker({"a": "a.mp4"}, max_batch=0)
+
+
 def test_analyzer_failure_is_isolated_to_its_camera() -> None:
     worker, _det, sink, analyzers = make_worker({"bad": "a.mp4", "good": "b.mp4"}, fail={"bad"})
     worker.load_detectors()
