@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import signal
 import socket
 import sys
 import threading
@@ -27,6 +26,7 @@ from camera_config.loader import load_config
 from camera_config.schema import SiteConfig
 from patrol.errors import ConfigError
 from patrol.redact import redact_text
+from patrol.signals import stop_on_signals
 
 
 def register(sub: Any) -> None:
@@ -157,18 +157,8 @@ def run_worker(worker: Any, args: argparse.Namespace) -> None:
 
         start_http_server(args.metrics_port, registry=worker.registry)
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        worker.request_stop()
-
-    previous: dict[int, Any] = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, on_signal)
-    try:
+    with stop_on_signals(worker.request_stop):
         worker.run(args.duration)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def report(worker: Any, config: SiteConfig, args: argparse.Namespace) -> int:

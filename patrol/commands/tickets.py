@@ -6,13 +6,13 @@ import argparse
 import json
 import logging
 import os
-import signal
 import threading
 import time
 from typing import Any
 
 from camera_config.loader import load_config
 from camera_config.schema import MqttConfig, SiteConfig, TicketsConfig
+from patrol.signals import stop_on_signals
 from storage import repository as repo
 from storage.db import DEFAULT_URL, Database, open_database
 from tickets.states import OPEN_STATES, STATES
@@ -140,27 +140,16 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-
-    def handler(signum: int, _frame: Any) -> None:
-        log.info("stopping on signal %d", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    return stop
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from tickets.service import TicketService
 
     site = _site(args)
     db = _db(args, site)
     service = TicketService(db, site.mqtt if site else MqttConfig(), _tickets_cfg(site), client_id=args.client_id)
-    stop = _stop_on_signals()
+    stop = threading.Event()
     log.info("ticket service running", extra={"client_id": service.client_id})
-    service.run(stop)
+    with stop_on_signals(stop.set):
+        service.run(stop)
     log.info("ticket service stopped", extra={"counts": json.dumps(service.counts, sort_keys=True)})
     return 0
 
@@ -170,6 +159,7 @@ def cmd_verifier(args: argparse.Namespace) -> int:
 
     site = load_config(args.config)
     service = VerifierService(site, client_id=args.client_id)
-    stop = _stop_on_signals()
-    service.run(stop)
+    stop = threading.Event()
+    with stop_on_signals(stop.set):
+        service.run(stop)
     return 0
