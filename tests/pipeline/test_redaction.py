@@ -106,7 +106,9 @@ def test_patrol_run_output_is_credential_free(rtsp_server: Any, asset_path: Any,
     srv = rtsp_server({"street": asset_path("vehicle_counting_input_video")}, user="bob", password=SECRET)
     cameras = {
         "ok": srv.url("street", user="bob", password=SECRET),  # right password: streams
-        "wrong": srv.url("street", user="bob", password=SECRET + "X"),  # 401 Unauthorized
+        # 401 Unauthorized, from a server of its own: a refused client must not hold up the one that streams
+        "wrong": rtsp_server({"street": asset_path("vehicle_counting_input_video")}, user="bob", password=SECRET)
+        .url("street", user="bob", password=SECRET + "X"),
         "down": f"rtsp://bob:{SECRET}@127.0.0.1:{closed_port()}/street",  # connection refused
     }
     config = {"site": {"name": "redaction"},
@@ -121,8 +123,10 @@ def test_patrol_run_output_is_credential_free(rtsp_server: Any, asset_path: Any,
     cfg_path = tmp_path / "site.yaml"
     cfg_path.write_text(yaml.safe_dump(config), encoding="utf-8")
     summary_path = tmp_path / "summary.json"
+    # 25 s: the right-password camera must get past connecting and the keyframe probe even on a busy
+    # 2-core CI machine, where a 12 s run once ended with it still connecting
     cmd = [sys.executable, "-m", "patrol", "--log-level", "debug", *(["--log-json"] if log_json else []),
-           "run", "--config", str(cfg_path), "--duration", "12", "--summary", "--summary-json", str(summary_path)]
+           "run", "--config", str(cfg_path), "--duration", "25", "--summary", "--summary-json", str(summary_path)]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=180)
     out = proc.stdout + proc.stderr + summary_path.read_text(encoding="utf-8")
     tail = out[-4000:]
