@@ -129,6 +129,11 @@ class ScriptedDetector:
         self.calls = 0
 
     @classmethod
+    def nothing(cls) -> ScriptedDetector:
+        """Sees nothing in any image: for tests about frames, sources and health, not detections."""
+        return cls(lambda _i: Detections.empty())
+
+    @classmethod
     def from_scene(cls, scene: Scene, fps: float) -> ScriptedDetector:
         return cls(lambda i: scene.detections(round(i / fps, 6)))
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from alerts.events import IncidentEvent
+from alerts.fakes import ScriptedDetector
 from camera_config.loader import parse_config
 from patrol.errors import ConfigError
 from pipeline.health import CameraHealth, HealthMonitor, outage_id, publish_health
@@ -172,21 +173,12 @@ def test_worker_reports_a_file_that_failed(tmp_path: Any) -> None:
     bad.write_bytes(b"not a video at all" * 100)
     cfg = parse_config({"site": {"name": "h"}, "cameras": [{"id": "bad", "url": str(bad), "grid_cell": "G3"}]})
     sink = ListSink()
-    worker = PatrolWorker(cfg, detector_loader=lambda _m, _s: NullDetector(), sink=sink, realtime=False)
+    worker = PatrolWorker(cfg, detector_loader=lambda _m, _s: ScriptedDetector.nothing(), sink=sink, realtime=False)
     worker.run(duration=20)
     assert worker.cameras["bad"].source.state is SourceState.FAILED
     (ev,) = sink.events
     assert (ev.type, ev.event, ev.seq, ev.camera_id, ev.grid_cell) == ("camera_offline", "opened", 1, "bad", "G3")
     assert ev.evidence.signals["source_failed"] == 1.0
-
-
-class NullDetector:
-    def warmup(self) -> None:
-        pass
-
-    def detect(self, images: Sequence[Any]) -> list[Any]:
-        from pipeline.types import Detections
-        return [Detections.empty() for _ in images]
 
 
 class FanOut:

@@ -21,6 +21,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.events import IncidentEvent
+from alerts.fakes import ScriptedDetector
 from alerts.outbox import Outbox
 from camera_config.loader import parse_config
 from pipeline.sources import SourceState
@@ -31,14 +32,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CLIP = "vehicle_counting_input_video"
 PASSWORD = "n0t-in-any-log"
-
-
-class NullDetector:
-    def warmup(self) -> None:
-        pass
-
-    def detect(self, images: Sequence[Any]) -> list[Detections]:
-        return [Detections.empty() for _ in images]
 
 
 class FrameCounter:
@@ -127,7 +120,7 @@ def test_dead_camera_opens_camera_offline_and_restore_closes_it(
     wait_for("subscriber connected", live.client.is_connected, 10)
     listed, frames = ListSink(), FrameCounter()
     with Outbox.from_site(site, "pipe-h") as outbox:
-        worker = PatrolWorker(site, detector_loader=lambda _m, _s: NullDetector(),
+        worker = PatrolWorker(site, detector_loader=lambda _m, _s: ScriptedDetector.nothing(),
                               analyzer_factory=lambda _c, _s: frames, sink=FanOut(outbox.sink, listed))
         src = worker.cameras["gate"].source
         # connecting takes longer than this test's short offline_after_s: health checks run in

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +15,15 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
+from alerts.fakes import ScriptedDetector
 from camera_config.loader import parse_config
 from patrol.commands.run import format_summary
 from patrol.logs import JsonFormatter, RedactingFilter, TextFormatter
 from pipeline.sources import Source, SourceState
-from pipeline.types import Detections
 from pipeline.worker import PatrolWorker
 
 SECRET = "S3cretPass"
 REPO = Path(__file__).resolve().parents[2]
-
-
-class NullDetector:
-    def warmup(self) -> None:
-        pass
-
-    def detect(self, images: Sequence[Any]) -> list[Detections]:
-        return [Detections.empty() for _ in images]
 
 
 def closed_port() -> int:
@@ -63,7 +54,7 @@ def test_unreachable_camera_never_shows_its_password(caplog: pytest.LogCaptureFi
     cfg = parse_config({"site": {"name": "r"}, "cameras": [{
         "id": "gate", "url": url, "grid_cell": "G1",
         "watchdog": {"backoff_initial_s": 0.1, "backoff_max_s": 0.2, "open_timeout_s": 2}}]})
-    worker = PatrolWorker(cfg, detector_loader=lambda _m, _s: NullDetector())
+    worker = PatrolWorker(cfg, detector_loader=lambda _m, _s: ScriptedDetector.nothing())
     src = worker.cameras["gate"].source
     caplog.set_level(logging.DEBUG)
     t = threading.Thread(target=worker.run)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import pytest
 
+from alerts.fakes import ScriptedDetector
 from camera_config.loader import parse_config
 from pipeline.sources import SourceState
 from pipeline.types import Detections, Frame
@@ -23,14 +24,6 @@ from pipeline.worker import PatrolWorker
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CLIP = "vehicle_counting_input_video"
-
-
-class NullDetector:
-    def warmup(self) -> None:
-        pass
-
-    def detect(self, images: Sequence[Any]) -> list[Detections]:
-        return [Detections.empty() for _ in images]
 
 
 class RecordingAnalyzer:
@@ -71,7 +64,7 @@ def test_killed_server_reconnects_other_camera_unaffected(rtsp_server: Any, asse
         return analyzers.setdefault(camera.id, RecordingAnalyzer())
 
     worker = PatrolWorker(site({"a": srv_a.url("street"), "b": srv_b.url("street")}),
-                          detector_loader=lambda _m, _s: NullDetector(), analyzer_factory=analyzer,
+                          detector_loader=lambda _m, _s: ScriptedDetector.nothing(), analyzer_factory=analyzer,
                           sink=None)
     src_a, src_b = worker.cameras["a"].source, worker.cameras["b"].source
     runner = threading.Thread(target=worker.run, name="worker")
@@ -132,7 +125,7 @@ def test_hung_server_trips_the_stall_watchdog(rtsp_server: Any, asset_path: Any)
         "id": "h", "url": srv.url("street"), "grid_cell": "G1", "analysis_fps": 4,
         "watchdog": {"stall_timeout_s": 2.0, "backoff_initial_s": 0.5, "backoff_max_s": 1.0,
                      "open_timeout_s": 15.0}}]})
-    worker = PatrolWorker(cfg, detector_loader=lambda _m, _s: NullDetector(),
+    worker = PatrolWorker(cfg, detector_loader=lambda _m, _s: ScriptedDetector.nothing(),
                           analyzer_factory=lambda cam, _s: analyzers.setdefault(cam.id, RecordingAnalyzer()))
     src = worker.cameras["h"].source
     runner = threading.Thread(target=worker.run)
@@ -164,7 +157,7 @@ def test_camera_sending_several_slices_per_frame_decodes_whole_pictures(rtsp_ser
     srv = rtsp_server({"cam": asset_path(CLIP)}, fps=10, gop=2.0, slices=2)
     analyzers: dict[str, RecordingAnalyzer] = {}
     worker = PatrolWorker(site({"s": srv.url("cam")}, analysis_fps=5),
-                          detector_loader=lambda _m, _s: NullDetector(),
+                          detector_loader=lambda _m, _s: ScriptedDetector.nothing(),
                           analyzer_factory=lambda cam, _s: analyzers.setdefault(cam.id, RecordingAnalyzer()))
     runner = threading.Thread(target=worker.run, kwargs={"duration": 60})
     runner.start()
@@ -184,7 +177,7 @@ def test_udp_transport(rtsp_server: Any, asset_path: Any) -> None:
     cfg = parse_config({"site": {"name": "udp"}, "cameras": [
         {"id": "u", "url": srv.url("street"), "grid_cell": "G1", "analysis_fps": 4, "transport": "udp"}]})
     analyzers: dict[str, RecordingAnalyzer] = {}
-    worker = PatrolWorker(cfg, detector_loader=lambda _m, _s: NullDetector(),
+    worker = PatrolWorker(cfg, detector_loader=lambda _m, _s: ScriptedDetector.nothing(),
                           analyzer_factory=lambda cam, _s: analyzers.setdefault(cam.id, RecordingAnalyzer()))
     runner = threading.Thread(target=worker.run, kwargs={"duration": 60})
     runner.start()
@@ -208,7 +201,7 @@ def test_rtsp_keyframe_only_over_the_wire(rtsp_server: Any, asset_path: Any) -> 
             key_packets.append(packet.pts)
 
     worker = PatrolWorker(site({"k": srv.url("cam")}, analysis_fps=1 / 3),
-                          detector_loader=lambda _m, _s: NullDetector(),
+                          detector_loader=lambda _m, _s: ScriptedDetector.nothing(),
                           analyzer_factory=lambda cam, _s: analyzers.setdefault(cam.id, RecordingAnalyzer()),
                           packet_listeners=lambda _cam: listener)
     runner = threading.Thread(target=worker.run, kwargs={"duration": 60})
