@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +169,48 @@ def test_every_packet_becomes_a_frame_including_the_decoders_tail(asset_path: An
     assert src.state is SourceState.STOPPED, src.error
     assert src.metrics.packets == src.metrics.frames_decoded == packets
     assert np.all(np.diff([f.pts for f in frames]) > 0)
+
+
+def test_keyframe_only_decoding_skips_the_loop_filter_and_every_frame_decoding_keeps_it(asset_path: Any) -> None:
+    _, fast = run_file(asset_path(STREET), analysis_fps=0.5, keyframe_only=True)
+    _, full = run_file(asset_path(STREET), analysis_fps=0.5, keyframe_only=False)
+    assert fast[0].keyframe and full[0].keyframe and fast[0].pts == full[0].pts == 0.0
+    diff = np.abs(fast[0].image.astype(np.int16) - full[0].image.astype(np.int16))
+    assert diff.max() > 0  # block edges left unfiltered ...
+    assert diff.mean() < 3.0  # ... a grey level or so on average (1.3 on this low-bitrate clip)
+
+
+def test_leaving_keyframe_only_decoding_after_the_decoder_opened_reconnects(asset_path: Any) -> None:
+    from patrol.errors import SourceError
+    from pipeline.sources import _StreamReader
+
+    src = Source("cam1", str(asset_path(STREET)), lambda f: None, realtime=False, analysis_fps=0.5)
+    with av.open(str(asset_path(STREET))) as container:
+        stream = container.streams.video[0]
+        reader = _StreamReader(src, stream)
+        for packet in container.demux(stream):
+            reader.packet(packet)
+            if reader.decoded:
+                break
+        assert reader.keyframe_only and reader.loop_filter_skipped and stream.codec_context.is_open
+        with pytest.raises(SourceError, match=r"'cam1'.*keyframe interval grew.*reconnecting"):
+            reader._set_keyframe_only(False)
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread priorities are a Unix feature")
+def test_reader_threads_run_nicer_than_the_process(asset_path: Any) -> None:
+    from pipeline.sources import READER_NICE
+
+    niceness: list[int] = []
+    src = Source("cam1", str(asset_path(STREET)), lambda f: None, realtime=True, analysis_fps=0.5,
+                 on_packet=lambda _p, _s: niceness.append(os.getpriority(os.PRIO_PROCESS, 0))
+                 if not niceness else None)
+    src.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not niceness and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        src.stop()
+        src.join(10)
+    assert niceness == [min(19, os.getpriority(os.PRIO_PROCESS, 0) + READER_NICE)]

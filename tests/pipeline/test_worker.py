@@ -227,3 +227,43 @@ def test_default_analyzer_is_the_rules_analyzer() -> None:
     cfg = site({"a": "a.mp4"})
     analyzer = default_analyzer(cfg.cameras[0], cfg)
     assert type(analyzer).__name__ == "CameraAnalyzer"
+
+
+def test_run_analyses_on_its_own_thread_in_order_and_loses_nothing_at_the_end(asset_path: Any) -> None:
+    """Inference and analysis overlap: analysers and the sink run on one 'analysis' thread, each
+    camera's frames in stream order, and every frame taken for inference is analysed before run()
+    returns (a slow analyser pushes back on inference instead of being cut short)."""
+    worker, det, sink, analyzers = make_worker({"a": str(asset_path("car_detection")),
+                                                "b": str(asset_path("vehicle_counting_input_video"))},
+                                               realtime=False, camera={"analysis_fps": 4.0})
+    analyser_threads: set[str] = set()
+    sink_threads: set[str] = set()
+    inference_threads: set[str] = set()
+    for cid in ("a", "b"):
+        inner = analyzers[cid].process
+
+        def slow(f: Frame, d: Detections, inner: Any = inner) -> list[IncidentEvent]:
+            analyser_threads.add(threading.current_thread().name)
+            threading.Event().wait(0.002)
+            return inner(f, d)
+        analyzers[cid].process = slow
+    detect, publish = det.detect, sink.publish
+
+    def noted_detect(images: Sequence[Any]) -> list[Detections]:
+        inference_threads.add(threading.current_thread().name)
+        return detect(images)
+
+    def noted_publish(events: Sequence[IncidentEvent]) -> None:
+        sink_threads.add(threading.current_thread().name)
+        publish(events)
+    det.detect = noted_detect
+    sink.publish = noted_publish
+    worker.run()
+    assert analyser_threads == sink_threads == {"analysis"} and "analysis" not in inference_threads
+    for cid in ("a", "b"):
+        rt = worker.cameras[cid]
+        pts = [f.pts for f in analyzers[cid].frames]
+        assert pts == sorted(pts) and len(pts) == rt.metrics.frames_analysed >= 1
+        assert rt.metrics.frames_analysed + rt.slot.dropped == rt.metrics.frames_in
+    assert sum(det.batches) == sum(rt.metrics.frames_analysed for rt in worker.cameras.values())
+    assert sorted(e.camera_id for e in sink.events) == ["a", "b"] and sink.flushed == 1
