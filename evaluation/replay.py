@@ -66,11 +66,13 @@ DetectorFactory = Callable[[Camera], DetectorLike]
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """The model a camera's detections come from: name, file sha256, network input size."""
+    """The model a camera's detections come from: name, file sha256, network input size, and the
+    canvas multiple it runs at (:attr:`models.registry.InputSpec.fit`; 0: the full input)."""
 
     name: str
     sha256: str
     input_size: tuple[int, int]
+    fit: int = 0
 
 
 def model_identity(camera: Camera) -> ModelIdentity:
@@ -82,7 +84,7 @@ def model_identity(camera: Camera) -> ModelIdentity:
     if spec is None:
         raise PatrolError(f"camera {camera.id!r}: detector.model {camera.detector.model!r} is not in "
                           f"models/registry.yaml (known: {', '.join(sorted(specs))})")
-    return ModelIdentity(spec.name, spec.sha256, (spec.input.width, spec.input.height))
+    return ModelIdentity(spec.name, spec.sha256, (spec.input.width, spec.input.height), spec.input.fit)
 
 
 def needs_pictures(camera: Camera) -> bool:
@@ -98,6 +100,8 @@ def cache_key(clip_sha256: str, camera: Camera, model: ModelIdentity) -> CacheKe
         "analysis_fps": camera.analysis_fps,
         "input_size": list(model.input_size),
     }
+    if model.fit:  # absent when 0, so caches made before the field existed still match
+        settings["fit"] = model.fit
     return CacheKey(clip_sha256, model.name, model.sha256, settings)
 
 

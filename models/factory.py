@@ -36,7 +36,7 @@ def load_detector(model: str | Path, *, score_threshold: float = 0.3, iou_thresh
     if isinstance(model, str) and model in specs:
         spec = specs[model]
         path = (cache or AssetCache()).fetch(spec.asset())
-        session = create_session(path, threads, providers)
+        session = create_session(path, threads, providers, free_size=spec.input.fit > 0)
         log.info("loaded model %s", spec.name, extra={"model": spec.name, "family": spec.family,
                                                        "providers": ",".join(session.get_providers())})
         return _from_spec(spec, session, kw)

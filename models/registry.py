@@ -33,6 +33,10 @@ class InputSpec(BaseModel):
     resize: Literal["letterbox", "stretch"] = Field(description="keep aspect and pad, or stretch")
     pad_value: float = Field(default=114, ge=0, le=255, description="grey level of letterbox padding")
     anchor: Literal["top_left", "center"] = Field(default="top_left", description="where the image sits")
+    fit: int = Field(default=0, ge=0, le=512, description=(
+        "fully convolutional networks only: 0 runs the full width x height canvas; N > 0 runs the "
+        "letterboxed picture on a canvas cut down to the next multiple of N (the largest stride), "
+        "so a 16:9 frame in a 416x416 network costs 416x256, not 416x416 of mostly padding"))
 
 
 class ModelSpec(BaseModel):

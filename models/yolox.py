@@ -29,16 +29,24 @@ class YoloxDetector(OnnxDetector):
     def __init__(self, name: str, session: ort.InferenceSession, spec: InputSpec,
                  strides: tuple[int, ...] = (8, 16, 32), **kw: object) -> None:
         super().__init__(name, session, spec, **kw)  # type: ignore[arg-type]
-        self._grid, self._stride = make_grid(spec.width, spec.height, strides)
+        self.strides = strides
+        self._grids = {(spec.width, spec.height): make_grid(spec.width, spec.height, strides)}
 
     def decode(self, outputs: list[npt.NDArray[np.float32]]) -> Candidates:
+        return self.decode_on(outputs, (self.spec.width, self.spec.height))
+
+    def decode_on(self, outputs: list[npt.NDArray[np.float32]], canvas: tuple[int, int]) -> Candidates:
+        grids = self._grids.get(canvas)
+        if grids is None:
+            grids = self._grids[canvas] = make_grid(canvas[0], canvas[1], self.strides)
+        all_cells, all_strides = grids
         pred = outputs[0]
-        anchors = len(self._grid)
+        anchors = len(all_cells)
         if pred.ndim != 2 or pred.shape[0] != anchors or pred.shape[1] < 6:
             raise self._shape_error("YOLOX head output", f"({anchors}, 5 + classes)", pred.shape)
         score, cls = best_class(pred[:, 5:] * pred[:, 4:5])
         keep = score >= self.score_threshold
-        p, grid, stride = pred[keep], self._grid[keep], self._stride[keep]
+        p, grid, stride = pred[keep], all_cells[keep], all_strides[keep]
         xy = (p[:, :2] + grid) * stride
         half = np.exp(p[:, 2:4]) * stride / 2
         return np.concatenate([xy - half, xy + half], axis=1), score[keep], cls[keep]

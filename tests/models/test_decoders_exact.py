@@ -43,6 +43,31 @@ def test_yolox_grid_decode(tmp_path: Path) -> None:
     np.testing.assert_allclose(d.xyxy, [[736, 288, 800, 352], [40, 4, 72, 68]], rtol=1e-6)
 
 
+def test_yolox_grid_decode_on_a_cut_canvas(tmp_path: Path) -> None:
+    """``fit: 32``: the 832x416 picture (scale 0.5 -> 416x208) runs on a 416x224 canvas, whose
+    grids are 52x28, 26x14 and 13x7 (1911 anchors), not the square's 3549."""
+    out = np.zeros((1, 1911, 85), np.float32)
+    out[0, 107, :4] = (0.5, 0.25, math.log(2), math.log(4))  # stride 8, cell (3, 2): xy=(28, 18)
+    out[0, 107, 4], out[0, 107, 5 + 7] = 0.9, 0.8
+    last = 52 * 28 + 26 * 14 + 5 * 13 + 12  # stride 32, cell (12, 5): xy=(384, 160), wh=32
+    out[0, last, :5] = (0.0, 0.0, 0.0, 0.0, 0.95)
+    out[0, last, 5 + 2] = 0.9
+    spec = get_spec("yolox_nano_416")
+    assert spec.input.fit == 32
+    path = constant_model(tmp_path / "yolox.onnx", out, (1, 3, 416, 416), "images", "output")
+    det = YoloxDetector("t", create_session(path, free_size=True), spec.input, strides=spec.strides,
+                        score_threshold=0.3)
+    assert det.fit == 32
+    (d,) = det.detect([WIDE])
+    assert d.class_id.tolist() == [2, 7]
+    np.testing.assert_allclose(d.xyxy, [[736, 288, 800, 352], [40, 4, 72, 68]], rtol=1e-6)
+    # a model whose input size is fixed runs every picture on the full canvas
+    fixed = YoloxDetector("t", create_session(path), spec.input, strides=spec.strides)
+    assert fixed.fit == 0
+    with pytest.raises(ModelError, match=r"expected shape \(3549, 5 \+ classes\), got \(1911, 85\)"):
+        fixed.detect([WIDE])
+
+
 def gfl_outputs(counts: list[int], bins: int = 8) -> dict[str, np.ndarray]:
     out = {f"cls{i}": np.zeros((1, n, 80), np.float32) for i, n in enumerate(counts)}
     out |= {f"reg{i}": np.zeros((1, n, 4 * bins), np.float32) for i, n in enumerate(counts)}
@@ -185,3 +210,27 @@ def test_providers_from_the_host_environment(monkeypatch: pytest.MonkeyPatch) ->
     assert chosen[-1] == "CPUExecutionProvider" and "NoSuchExecutionProvider" not in chosen
     monkeypatch.delenv("PATROL_ORT_PROVIDERS")
     assert pick_providers() == ["CPUExecutionProvider"]
+
+
+def test_without_the_onnx_package_models_run_as_exported(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx -> ImportError
+    det = load_detector("yolox_nano_416", score_threshold=0.3)
+    assert getattr(det, "fit", None) == 0  # fixed 416x416 input: every picture on the full canvas
+    (d,) = det.detect([np.full((360, 640, 3), 127, np.uint8)])
+    assert len(d) == 0
+
+
+def test_weights_listed_as_inputs_are_dropped_and_free_size_makes_height_and_width_symbolic() -> None:
+    import onnx
+
+    from models.base import prepared_model
+    from patrol.assets import AssetCache
+
+    path = AssetCache().fetch(get_spec("picodet_s_416_coco").asset())
+    assert len(onnx.load(str(path)).graph.input) > 1  # the exporter listed its weights as inputs
+    model = onnx.load_from_string(prepared_model(path))
+    assert [i.name for i in model.graph.input] == ["image"]
+    dims = onnx.load_from_string(prepared_model(path, free_size=True)).graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == [1, 3, "height", "width"]

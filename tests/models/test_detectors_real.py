@@ -16,10 +16,12 @@ import cv2
 import numpy as np
 import pytest
 
-from models.base import Detector
+from models.base import Detector, create_session
 from models.coco import CLASS_ID
 from models.factory import load_detector
-from patrol.assets import REPO_ROOT
+from models.registry import get_spec
+from models.yolox import YoloxDetector
+from patrol.assets import REPO_ROOT, AssetCache
 from pipeline.types import Detections
 
 BUS, PERSON = CLASS_ID["bus"], CLASS_ID["person"]
@@ -89,8 +91,16 @@ def test_cli_prints_json_lines(model: str, bus: list[int], min_iou: float, perso
     check_bus_scene(xyxy, score, cls, bus, min_iou, persons, bus_score)
 
 
-def test_yolox_matches_recorded_scores(yolox_detector: Detector, bus_image: np.ndarray) -> None:
-    (dets,) = yolox_detector.detect([bus_image])
+def square_yolox(score_threshold: float = 0.3) -> YoloxDetector:
+    """YOLOX-Nano on the full 416x416 canvas, as PROVENANCE.md recorded it (no ``fit``)."""
+    spec = get_spec("yolox_nano_416")
+    square = spec.input.model_copy(update={"fit": 0})
+    return YoloxDetector(spec.name, create_session(AssetCache().fetch(spec.asset())), square,
+                         strides=spec.strides, score_threshold=score_threshold)
+
+
+def test_yolox_matches_recorded_scores(bus_image: np.ndarray) -> None:
+    (dets,) = square_yolox().detect([bus_image])
     assert dets.class_id[:4].tolist() == [BUS, PERSON, PERSON, PERSON]
     np.testing.assert_allclose(dets.score[:4], [0.91, 0.855, 0.81, 0.69], atol=0.01)
     np.testing.assert_allclose(dets.xyxy[1], [50, 394, 214, 898], atol=1.5)
@@ -126,3 +136,25 @@ def test_blank_frame_gives_empty_detections(yolox_detector: Detector) -> None:
     (dets,) = yolox_detector.detect([np.full((360, 640, 3), 127, np.uint8)])
     assert len(dets) == 0 and dets.xyxy.shape == (0, 4)
     assert yolox_detector.detect([]) == []
+
+
+def test_yolox_on_a_cut_canvas_finds_what_the_full_square_finds(
+        yolox_detector: Detector, bus_image: np.ndarray, asset_path: Callable[[str], Path]) -> None:
+    """``fit: 32``: a 16:9 frame runs on 416x256 and a portrait one on 320x416 instead of 416x416;
+    the picture keeps its scale, only padding goes, so the detections stay those of the square."""
+    import av
+
+    assert getattr(yolox_detector, "fit", 0) == 32
+    with av.open(str(asset_path("vehicle_counting_input_video"))) as video:
+        street = [f.to_ndarray(format="bgr24") for _, f in zip(range(60), video.decode(video=0), strict=False)][::20]
+    zidane = cv2.imread(str(asset_path("zidane_jpg")))
+    square = square_yolox()
+    for image in [bus_image, zidane, *street]:
+        (cut,) = yolox_detector.detect([image])
+        (full,) = square.detect([image])
+        strong = full.score >= 0.5  # a clear detection on the square is found on the cut canvas
+        for box, cls, score in zip(full.xyxy[strong], full.class_id[strong], full.score[strong], strict=True):
+            same = [i for i in range(len(cut)) if cut.class_id[i] == cls and iou(cut.xyxy[i], box) > 0.9]
+            assert same, (image.shape, cls, box)
+            assert abs(float(cut.score[same[0]]) - float(score)) < 0.05
+        assert abs(len(cut) - len(full)) <= max(1, len(full) // 5)  # the weak tail may differ a little
