@@ -46,6 +46,8 @@ the regions computed by the first call (whatever its ``ignore_boxes``).
 from __future__ import annotations
 
 import math
+import threading
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -125,6 +127,30 @@ def learning_rate(dt: float, tau: float) -> float:
     if dt <= 0:
         return 0.0
     return 1.0 - math.exp(-dt / tau)
+
+
+_last_prepared = threading.local()
+
+
+def _prepared(image: npt.NDArray[np.uint8], work_size: tuple[int, int]) -> GreyImage:
+    """Grey, resized and blurred ``image``; the last result (per thread) is reused while the same
+    array is asked for at the same size, so a camera's background models convert a frame once.
+    Weakly referenced: a new picture that happens to reuse a freed array's address is not mistaken
+    for the old one. The result must not be modified in place."""
+    memo = getattr(_last_prepared, "value", None)
+    if memo is not None and memo[0]() is image and memo[1] == work_size:
+        cached: GreyImage = memo[2]
+        return cached
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    if (grey.shape[1], grey.shape[0]) != work_size:
+        grey = np.asarray(cv2.resize(grey, work_size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+    out: GreyImage = np.asarray(cv2.GaussianBlur(grey.astype(np.float32), (5, 5), 0), dtype=np.float32)
+    out.flags.writeable = False  # shared: a model that changed it in place would corrupt the others
+    try:
+        _last_prepared.value = (weakref.ref(image), work_size, out)
+    except TypeError:  # an array view type that takes no weak reference: no sharing, still correct
+        _last_prepared.value = None
+    return out
 
 
 class DualBackground:
@@ -276,11 +302,9 @@ class DualBackground:
         self._window = None
 
     def _prepare(self, image: npt.NDArray[np.uint8]) -> GreyImage:
-        grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-        if (grey.shape[1], grey.shape[0]) != self._work_size:
-            grey = np.asarray(cv2.resize(grey, self._work_size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
-        out: GreyImage = np.asarray(cv2.GaussianBlur(grey.astype(np.float32), (5, 5), 0), dtype=np.float32)
-        return out
+        """The frame as the models see it: grey, at the working size, blurred. Models of one camera
+        (stall occupancy, each keep-clear zone) share it for the same picture (see :func:`_prepared`)."""
+        return _prepared(image, self._work_size)
 
     def _ignore_mask(self, boxes: Sequence[Box]) -> BoolMask:
         assert self._input_size is not None

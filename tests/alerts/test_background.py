@@ -193,3 +193,38 @@ def test_pieces_close_together_are_one_object(gap: int, pieces: int) -> None:
     assert len(regions) == pieces
     if pieces == 1:
         assert regions[0].xyxy == pytest.approx((100, 120, 160 + gap, 170), abs=3)
+
+
+def test_models_of_one_camera_prepare_each_frame_once_and_still_see_the_same() -> None:
+    """Two models fed the same arrays share the grey working image (converted once per frame, kept
+    read-only) and find exactly what each finds on its own; a copy of a frame is converted anew."""
+    from alerts import background
+
+    calls = []
+    convert = background.cv2.cvtColor
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return convert(*args, **kwargs)
+
+    base = scene(640, 480)
+    frames = [base if t < 3 else with_box(base, (200, 300, 280, 400)) for t in range(20)]
+    shared_a, shared_b, alone = model(), model(min_area=0.01), model(min_area=0.01)
+    try:
+        background.cv2.cvtColor = counting
+        out_a, out_b = [], []
+        for t, frame in enumerate(frames):
+            out_a.append(shared_a.update(frame, t * 0.5))
+            out_b.append(shared_b.update(frame, t * 0.5))
+        assert len(calls) == len({id(f) for f in frames})  # once per distinct picture, not per model
+        prepared = background._prepared(frames[-1], (320, 240))
+        assert prepared is background._prepared(frames[-1], (320, 240)) and not prepared.flags.writeable
+        assert background._prepared(frames[-1].copy(), (320, 240)) is not prepared
+    finally:
+        background.cv2.cvtColor = convert
+    out_alone = [alone.update(frame.copy(), t * 0.5) for t, frame in enumerate(frames)]
+
+    def facts(frames_out: list[list[StaticRegion]]) -> list[list[tuple[object, ...]]]:
+        return [[(r.xyxy, r.area_frac, r.static_since_pts, r.seen_s, None if r.mask is None else r.mask.tolist())
+                 for r in regions] for regions in frames_out]
+    assert facts(out_b) == facts(out_alone) and out_a[-1] and out_b[-1]
