@@ -40,11 +40,16 @@ class ArrivalLog:
     def __init__(self) -> None:
         self._at: OrderedDict[int, float] = OrderedDict()
         self._lock = threading.Lock()
+        self._ms_per_tick: tuple[Any, float] | None = None  # (time base, its milliseconds)
 
     def on_packet(self, packet: Any, stream: Any) -> None:
-        if packet.pts is None:
+        pts = packet.pts
+        if pts is None:
             return
-        key = round(float(packet.pts * packet.time_base) * 1000)
+        tb = packet.time_base
+        if self._ms_per_tick is None or self._ms_per_tick[0] != tb:  # Fraction arithmetic per packet
+            self._ms_per_tick = (tb, float(tb) * 1000)                # costs more than the rest of this
+        key = round(pts * self._ms_per_tick[1])
         with self._lock:
             self._at.setdefault(key, time.monotonic())
             while len(self._at) > ARRIVALS_KEPT:

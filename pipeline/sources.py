@@ -327,6 +327,7 @@ class Source:
             raise SourceError(self.camera_id, f"no video stream in {self.safe_url}")
         stream = container.streams.video[0]
         ctx = stream.codec_context
+        ctx.thread_count = 1  # cameras are the parallelism: decoder threads per camera only add wake-ups
         self.stream_info = StreamInfo(codec_name=ctx.name, width=ctx.width, height=ctx.height,
                                       time_base=stream.time_base or Fraction(1, 90_000),
                                       average_rate=stream.average_rate, extradata=ctx.extradata,
