@@ -52,6 +52,13 @@ log = logging.getLogger("patrol.worker")
 ANALYSIS_QUEUE = 2
 """Batches waiting for the analysis thread before inference waits for it."""
 
+STALE_AFTER_S = 0.8
+"""A frame that waited longer than this in its slot is skipped, not analysed late (counted as a
+drop and in ``frames_stale``): it would be decided past the 1 s frame-to-decision budget anyway,
+and analysing it keeps an overloaded machine backlogged (measured in benchmarks/: at the edge of
+capacity a worker that analyses every late frame stays seconds behind for good, one that skips
+them catches up). The camera's next frame, due one analysis interval later, comes fresh."""
+
 
 class Analyzer(Protocol):
     def process(self, frame: Frame, detections: Detections) -> list[IncidentEvent]: ...
@@ -137,14 +144,20 @@ class PatrolWorker:
     def __init__(self, config: SiteConfig, *, detector_loader: DetectorLoader = default_detector_loader,
                  analyzer_factory: AnalyzerFactory = default_analyzer, sink: EventSink | None = None,
                  realtime: bool = True, keyframe_only: bool | None = None,
-                 packet_listeners: PacketListenerFactory | None = None, max_batch: int = 8) -> None:
+                 packet_listeners: PacketListenerFactory | None = None, max_batch: int = 8,
+                 stale_after_s: float | None = STALE_AFTER_S) -> None:
         """``max_batch`` caps the frames analysed per cycle: the shipped models run one image per
         call, so a bigger batch only makes its first frame wait (near capacity, unbounded batches
-        spiral into long cycles and growing lag — see benchmarks/)."""
+        spiral into long cycles and growing lag — see benchmarks/). ``stale_after_s`` (live, i.e.
+        ``realtime``, runs only; ``None``: never) skips a frame that waited longer than that for
+        its turn."""
         if max_batch < 1:
             raise ValueError(f"PatrolWorker: max_batch must be >= 1, got {max_batch}")
+        if stale_after_s is not None and not stale_after_s > 0:
+            raise ValueError(f"PatrolWorker: stale_after_s must be > 0 or None, got {stale_after_s}")
         self.config = config
         self.max_batch = max_batch
+        self.stale_after_s = stale_after_s if realtime else None
         self._next_camera = 0
         self.sink: EventSink = sink or JsonLinesSink()
         self._detector_loader = detector_loader
@@ -226,10 +239,16 @@ class PatrolWorker:
         """
         runtimes = list(self.cameras.values())
         batch: list[Frame] = []
+        now = time.time()
         for i in range(len(runtimes)):
             index = (self._next_camera + i) % len(runtimes)
-            frame = runtimes[index].slot.take()
+            rt = runtimes[index]
+            frame = rt.slot.take()
             if frame is None:
+                continue
+            if self.stale_after_s is not None and now - frame.wall_time > self.stale_after_s:
+                rt.slot.dropped += 1  # overloaded: skip it, the camera's next frame comes fresher
+                rt.metrics.extra["frames_stale"] = rt.metrics.extra.get("frames_stale", 0) + 1
                 continue
             batch.append(frame)
             if len(batch) >= self.max_batch:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,7 @@ def make_worker(cameras: dict[str, str], fail: set[str] = frozenset(), **kw: Any
     def factory(camera: Any, _site: Any) -> EventAnalyzer:
         return analyzers.setdefault(camera.id, EventAnalyzer(camera.id, camera.id in fail))
 
+    kw.setdefault("stale_after_s", None)  # the scripted frames carry wall times of long ago
     worker = PatrolWorker(site(cameras, **kw.pop("camera", {})), detector_loader=lambda _m, _s: det,
                           analyzer_factory=factory, sink=sink, **kw)
     return worker, det, sink, analyzers
@@ -267,3 +269,21 @@ def test_run_analyses_on_its_own_thread_in_order_and_loses_nothing_at_the_end(as
         assert rt.metrics.frames_analysed + rt.slot.dropped == rt.metrics.frames_in
     assert sum(det.batches) == sum(rt.metrics.frames_analysed for rt in worker.cameras.values())
     assert sorted(e.camera_id for e in sink.events) == ["a", "b"] and sink.flushed == 1
+
+
+def test_a_frame_that_waited_too_long_is_skipped_and_counted_not_analysed_late() -> None:
+    worker, det, _sink, analyzers = make_worker({"a": "a.mp4", "b": "b.mp4"}, stale_after_s=0.8)
+    worker.load_detectors()
+    now = time.time()
+    worker.cameras["a"].slot.put(Frame(camera_id="a", pts=0.0, wall_time=now - 2.0, image=IMAGE))
+    worker.cameras["b"].slot.put(Frame(camera_id="b", pts=0.0, wall_time=now - 0.1, image=IMAGE))
+    assert worker.step() == 1 and det.batches == [1]
+    assert "a" not in analyzers or not analyzers["a"].frames
+    assert [f.camera_id for f in analyzers["b"].frames] == ["b"]
+    row = {r["camera_id"]: r for r in worker.summary()}["a"]
+    assert row["frames_dropped"] == 1 and row["frames_stale"] == 1 and row["frames_analysed"] == 0
+    # replaying files faster than real time: frames are never stale
+    replay, *_ = make_worker({"a": "a.mp4"}, stale_after_s=0.8, realtime=False)
+    assert replay.stale_after_s is None
+    with pytest.raises(ValueError, match="stale_after_s"):
+        make_worker({"a": "a.mp4"}, stale_after_s=0.0)
