@@ -120,8 +120,8 @@ def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int 
                      ort_threads=threads, providers=providers)
     trials_cap = trials
     plans = [  # key, runner, stream, analysis fps, first guess, most cameras, trials
-        ("ours_1080p_0.5fps", "ours", "cam1080", 0.5, 32, 96, 4),
-        ("baseline_1080p_0.5fps", "baseline", "cam1080", 0.5, 4, 48, 3),
+        ("ours_1080p_0.5fps", "ours", "cam1080", 0.5, 32, 96, 5),
+        ("baseline_1080p_0.5fps", "baseline", "cam1080", 0.5, 4, 48, 4),
         ("ours_576p_0.5fps", "ours", "cam576", 0.5, 24, 96, 3),
         ("ours_1080p_2fps", "ours", "cam1080", 2.0, 4, 64, 2),
     ]

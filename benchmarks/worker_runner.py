@@ -61,11 +61,13 @@ class ArrivalLog:
 
 
 class TimedDetector:
-    """The detector, timing each batch (the worker runs one inference loop, so one 'last' suffices)."""
+    """The detector, timing each batch. Analysis runs on its own thread, batches behind inference,
+    so each image's batch timing is kept by the image's identity until its analysis reads it."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
-        self.last: tuple[float, float, int] = (0.0, 0.0, 0)
+        self._timing: OrderedDict[int, tuple[float, float, int]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def warmup(self) -> None:
         self.inner.warmup()
@@ -74,8 +76,18 @@ class TimedDetector:
         start = time.monotonic()
         t0 = time.perf_counter()
         out: list[Detections] = self.inner.detect(images)
-        self.last = (start, time.perf_counter() - t0, len(images))
+        timing = (start, time.perf_counter() - t0, len(images))
+        with self._lock:
+            for image in images:
+                self._timing[id(image)] = timing
+            while len(self._timing) > ARRIVALS_KEPT:
+                self._timing.popitem(last=False)
         return out
+
+    def timing_of(self, image: Any) -> tuple[float, float, int]:
+        """(batch start, batch inference seconds, batch size) of the batch ``image`` was in."""
+        with self._lock:
+            return self._timing.pop(id(image), (0.0, 0.0, 0))
 
 
 class TimedAnalyzer:
@@ -100,7 +112,7 @@ class TimedAnalyzer:
         decided = time.monotonic()
         ready = frame.wall_time - (time.time() - decided)  # the frame's hand-over, on the monotonic clock
         arrival = self.arrivals.arrival(frame.pts)
-        start, infer_s, batch = self.detector.last
+        start, infer_s, batch = self.detector.timing_of(frame.image)
         self.state.add(FrameRecord(
             camera=self.camera, pts=frame.pts, arrival=arrival if arrival is not None else ready,
             decided=decided, wait_s=max(0.0, start - ready), infer_s=infer_s, batch=batch,

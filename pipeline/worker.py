@@ -49,15 +49,17 @@ from pipeline.types import Detections, Frame
 
 log = logging.getLogger("patrol.worker")
 
-ANALYSIS_QUEUE = 2
+ANALYSIS_QUEUE = 1
 """Batches waiting for the analysis thread before inference waits for it."""
 
 STALE_AFTER_S = 0.8
-"""A frame that waited longer than this in its slot is skipped, not analysed late (counted as a
-drop and in ``frames_stale``): it would be decided past the 1 s frame-to-decision budget anyway,
-and analysing it keeps an overloaded machine backlogged (measured in benchmarks/: at the edge of
-capacity a worker that analyses every late frame stays seconds behind for good, one that skips
-them catches up). The camera's next frame, due one analysis interval later, comes fresh."""
+"""A frame older than this when its turn comes — for inference, or for analysis after it — is
+skipped, not analysed late (counted as a drop and in ``frames_stale``): it would be decided past
+the 1 s frame-to-decision budget anyway, and analysing it keeps an overloaded machine backlogged
+(measured in benchmarks/: at the edge of capacity a worker that analyses every late frame can
+stay seconds behind for good, because inference and analysis then contend for the GIL and each
+frame costs them several times more; one that sheds late frames gets back to keeping up). The
+camera's next frame, due one analysis interval later, comes fresh."""
 
 
 class Analyzer(Protocol):
@@ -246,9 +248,7 @@ class PatrolWorker:
             frame = rt.slot.take()
             if frame is None:
                 continue
-            if self.stale_after_s is not None and now - frame.wall_time > self.stale_after_s:
-                rt.slot.dropped += 1  # overloaded: skip it, the camera's next frame comes fresher
-                rt.metrics.extra["frames_stale"] = rt.metrics.extra.get("frames_stale", 0) + 1
+            if self._stale(rt, frame, now):
                 continue
             batch.append(frame)
             if len(batch) >= self.max_batch:
@@ -362,7 +362,18 @@ class PatrolWorker:
 
     def _analyse_group(self, group: list[Frame], detections: list[Detections]) -> None:
         for frame, dets in zip(group, detections, strict=True):
-            self._analyse_one(self.cameras[frame.camera_id], frame, dets)
+            rt = self.cameras[frame.camera_id]
+            if self._stale(rt, frame, time.time()):
+                continue
+            self._analyse_one(rt, frame, dets)
+
+    def _stale(self, rt: CameraRuntime, frame: Frame, now: float) -> bool:
+        """Count and skip a frame older than ``stale_after_s`` (see :data:`STALE_AFTER_S`)."""
+        if self.stale_after_s is None or now - frame.wall_time <= self.stale_after_s:
+            return False
+        rt.slot.dropped += 1  # overloaded: skip it, the camera's next frame comes fresher
+        rt.metrics.extra["frames_stale"] = rt.metrics.extra.get("frames_stale", 0) + 1
+        return True
 
     def _analyse_one(self, rt: CameraRuntime, frame: Frame, dets: Detections) -> None:
         kept = dets[dets.score >= rt.thresholds[np.clip(dets.class_id, 0, len(COCO80) - 1)]] if len(dets) else dets

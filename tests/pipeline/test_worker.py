@@ -282,6 +282,13 @@ def test_a_frame_that_waited_too_long_is_skipped_and_counted_not_analysed_late()
     assert [f.camera_id for f in analyzers["b"].frames] == ["b"]
     row = {r["camera_id"]: r for r in worker.summary()}["a"]
     assert row["frames_dropped"] == 1 and row["frames_stale"] == 1 and row["frames_analysed"] == 0
+    # fresh when taken, stale by the time inference is done: inference is spent, analysis skipped
+    slow = det.detect
+    det.detect = lambda images: (time.sleep(0.3), slow(images))[1]  # type: ignore[method-assign]
+    worker.cameras["b"].slot.put(Frame(camera_id="b", pts=1.0, wall_time=time.time() - 0.6, image=IMAGE))
+    assert worker.step() == 1 and det.batches == [1, 1]
+    assert [f.pts for f in analyzers["b"].frames] == [0.0]
+    assert {r["camera_id"]: r for r in worker.summary()}["b"]["frames_stale"] == 1
     # replaying files faster than real time: frames are never stale
     replay, *_ = make_worker({"a": "a.mp4"}, stale_after_s=0.8, realtime=False)
     assert replay.stale_after_s is None
