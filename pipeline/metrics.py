@@ -53,7 +53,8 @@ class CameraMetrics:
     frames_in: int = 0
     """Frames the time sampler passed on towards analysis."""
     frames_dropped: int = 0
-    """Frames replaced in the latest-frame slot before the inference loop took them."""
+    """Frames replaced in the latest-frame slot before the inference loop took them, or skipped as
+    too old for their turn (``extra["frames_stale"]`` counts those; see pipeline.worker.STALE_AFTER_S)."""
     frames_analysed: int = 0
     reconnects: int = 0
     keyframe_only: bool = False
