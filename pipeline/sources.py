@@ -19,8 +19,8 @@ otherwise every frame is decoded and frames are dropped by time
 (or one analysis interval has passed) each new connection holds its packets back undecoded, so a
 keyframe-only camera never decodes its first GOP in full. Only sampled frames are converted to
 BGR arrays. At the end of a file the decoder is flushed, so no held-back frame is lost. A
-connection that must leave keyframe-only decoding (the keyframe interval grew past the analysis
-interval) reconnects, so its new decoder deblocks every frame again.
+live connection that must leave keyframe-only decoding (the keyframe interval grew past the analysis
+interval) reconnects, so its new decoder deblocks every frame again; a file goes on without it.
 
 Reader threads run ``READER_NICE`` steps nicer than the process: when every core is busy, the
 inference and analysis threads come first (a frame waiting for them ages; a reader a few
@@ -461,11 +461,13 @@ class _StreamReader:
         if on == self.keyframe_only and self.ctx.skip_frame == ("NONKEY" if on else "DEFAULT"):
             return
         if not on and self.loop_filter_skipped:
-            # P-frames decoded against keyframes that were not deblocked would drift until the next
-            # keyframe: start a connection (and a decoder) afresh instead
-            raise SourceError(self.src.camera_id, f"keyframe interval grew to "
-                                                  f"{self.keyframes.interval_s or 0:.2f} s on {self.src.safe_url}; "
-                                                  f"reconnecting to decode every frame")
+            grew = f"keyframe interval grew to {self.keyframes.interval_s or 0:.2f} s on {self.src.safe_url}"
+            if self.src.live:
+                # frames predicted from keyframes that were not deblocked would drift: start a
+                # connection (and a decoder) afresh instead
+                raise SourceError(self.src.camera_id, f"{grew}; reconnecting to decode every frame")
+            log.warning("camera %s: %s; decoding every frame, without the loop filter, to the end of the file",
+                        self.src.camera_id, grew, extra={"camera": self.src.camera_id})
         self.ctx.skip_frame = "NONKEY" if on else "DEFAULT"
         if on and not self.ctx.is_open:
             # keyframe-only pictures are nobody's reference: skip the deblocking filter (about an

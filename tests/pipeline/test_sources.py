@@ -180,11 +180,15 @@ def test_keyframe_only_decoding_skips_the_loop_filter_and_every_frame_decoding_k
     assert diff.mean() < 3.0  # ... a grey level or so on average (1.3 on this low-bitrate clip)
 
 
-def test_leaving_keyframe_only_decoding_after_the_decoder_opened_reconnects(asset_path: Any) -> None:
+@pytest.mark.parametrize("live", [True, False])
+def test_leaving_keyframe_only_decoding_after_the_decoder_opened(asset_path: Any, live: bool,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    """A live camera reconnects (a fresh decoder deblocks every frame); a file goes on to its end."""
     from patrol.errors import SourceError
     from pipeline.sources import _StreamReader
 
     src = Source("cam1", str(asset_path(STREET)), lambda f: None, realtime=False, analysis_fps=0.5)
+    src.live = live  # the decision under test; the bytes come from the file either way
     with av.open(str(asset_path(STREET))) as container:
         stream = container.streams.video[0]
         reader = _StreamReader(src, stream)
@@ -193,8 +197,12 @@ def test_leaving_keyframe_only_decoding_after_the_decoder_opened_reconnects(asse
             if reader.decoded:
                 break
         assert reader.keyframe_only and reader.loop_filter_skipped and stream.codec_context.is_open
-        with pytest.raises(SourceError, match=r"'cam1'.*keyframe interval grew.*reconnecting"):
+        if live:
+            with pytest.raises(SourceError, match=r"'cam1'.*keyframe interval grew.*reconnecting"):
+                reader._set_keyframe_only(False)
+        else:
             reader._set_keyframe_only(False)
+            assert not reader.keyframe_only and "without the loop filter" in caplog.text
 
 
 @pytest.mark.skipif(not hasattr(os, "setpriority"), reason="per-thread priorities are a Unix feature")
