@@ -163,7 +163,7 @@ class PatrolWorkerRunner:
             err = rt.metrics.last_error
             if err and rt.metrics.frames_analysed == 0:
                 self.state.fail(i, err)
-        self.state.dropped = sum(rt.slot.dropped for rt in self.worker.cameras.values())
+        self.state.dropped = sum(int(row["frames_dropped"]) for row in self.worker.summary())  # stale ones too
 
     def extra(self) -> dict[str, Any]:
         """Per-camera means the worker's own metrics keep (decode time, keyframe-only mode)."""

@@ -138,6 +138,10 @@ class CameraRuntime:
     thresholds: np.ndarray
     track_ids: set[int] = field(default_factory=set)
     analyzer_errors: int = 0
+    stale_waiting: int = 0
+    """Frames shed as stale before inference (counted by the inference loop only)."""
+    stale_analysis: int = 0
+    """Frames shed as stale before analysis (counted by the analysis thread only)."""
 
 
 class PatrolWorker:
@@ -248,7 +252,8 @@ class PatrolWorker:
             frame = rt.slot.take()
             if frame is None:
                 continue
-            if self._stale(rt, frame, now):
+            if self._stale(frame, now):
+                rt.stale_waiting += 1
                 continue
             batch.append(frame)
             if len(batch) >= self.max_batch:
@@ -363,17 +368,15 @@ class PatrolWorker:
     def _analyse_group(self, group: list[Frame], detections: list[Detections]) -> None:
         for frame, dets in zip(group, detections, strict=True):
             rt = self.cameras[frame.camera_id]
-            if self._stale(rt, frame, time.time()):
+            if self._stale(frame, time.time()):
+                rt.stale_analysis += 1
                 continue
             self._analyse_one(rt, frame, dets)
 
-    def _stale(self, rt: CameraRuntime, frame: Frame, now: float) -> bool:
-        """Count and skip a frame older than ``stale_after_s`` (see :data:`STALE_AFTER_S`)."""
-        if self.stale_after_s is None or now - frame.wall_time <= self.stale_after_s:
-            return False
-        rt.slot.dropped += 1  # overloaded: skip it, the camera's next frame comes fresher
-        rt.metrics.extra["frames_stale"] = rt.metrics.extra.get("frames_stale", 0) + 1
-        return True
+    def _stale(self, frame: Frame, now: float) -> bool:
+        """True for a frame older than ``stale_after_s``: overloaded, skip it, the camera's next
+        frame comes fresher (see :data:`STALE_AFTER_S`)."""
+        return self.stale_after_s is not None and now - frame.wall_time > self.stale_after_s
 
     def _analyse_one(self, rt: CameraRuntime, frame: Frame, dets: Detections) -> None:
         kept = dets[dets.score >= rt.thresholds[np.clip(dets.class_id, 0, len(COCO80) - 1)]] if len(dets) else dets
@@ -410,7 +413,9 @@ class PatrolWorker:
 
     def _metrics_snapshot(self) -> list[CameraMetrics]:
         for rt in self.cameras.values():
-            rt.metrics.frames_dropped = rt.slot.dropped
+            stale = rt.stale_waiting + rt.stale_analysis
+            rt.metrics.frames_dropped = rt.slot.dropped + stale
+            rt.metrics.extra["frames_stale"] = stale
         return [rt.metrics for rt in self.cameras.values()]
 
     def summary(self) -> list[dict[str, Any]]:
