@@ -4,7 +4,8 @@ A :class:`ScriptedObject` says where an object is at any stream time (start, end
 windows where the detector misses it, deterministic jitter, a score schedule). A
 :class:`Scene` turns a list of them into :class:`~pipeline.types.Detections` for a time;
 :class:`ScriptedDetector` serves those in call order, as a real detector would; :class:`FakeClock`
-makes frames whose ``pts`` and ``wall_time`` advance at a fixed rate from a fixed base.
+makes frames whose ``pts`` and ``wall_time`` advance at a fixed rate from a fixed base;
+:class:`ListSink` is an event sink that keeps what it is given.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from datetime import datetime
 
 import numpy as np
 
+from alerts.events import IncidentEvent
 from models.coco import CLASS_ID
 from pipeline.types import Detections, Frame
 
@@ -146,3 +148,17 @@ class ScriptedDetector:
             out.append(self.script(self.calls))
             self.calls += 1
         return out
+
+
+class ListSink:
+    """An ``EventSink`` (pipeline.worker) that keeps every published event and counts flushes."""
+
+    def __init__(self) -> None:
+        self.events: list[IncidentEvent] = []
+        self.flushed = 0
+
+    def publish(self, events: Sequence[IncidentEvent]) -> None:
+        self.events.extend(events)
+
+    def flush(self) -> None:
+        self.flushed += 1

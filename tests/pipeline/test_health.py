@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from alerts.events import IncidentEvent
-from alerts.fakes import ScriptedDetector
+from alerts.fakes import ListSink, ScriptedDetector
 from camera_config.loader import parse_config
 from patrol.errors import ConfigError
 from pipeline.health import CameraHealth, HealthMonitor, outage_id, publish_health
@@ -155,17 +155,6 @@ def test_outage_id_fits_the_event_for_the_longest_camera_id() -> None:
 
 
 # ---- wiring: the worker and the outbox ---------------------------------------------------------
-
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[IncidentEvent] = []
-
-    def publish(self, events: Sequence[IncidentEvent]) -> None:
-        self.events.extend(events)
-
-    def flush(self) -> None:
-        pass
-
 
 def test_worker_reports_a_file_that_failed(tmp_path: Any) -> None:
     """A corrupt file goes FAILED: the worker's sink gets camera_offline opened, at once."""

@@ -21,7 +21,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.events import IncidentEvent
-from alerts.fakes import ScriptedDetector
+from alerts.fakes import ListSink, ScriptedDetector
 from alerts.outbox import Outbox
 from camera_config.loader import parse_config
 from pipeline.sources import SourceState
@@ -41,17 +41,6 @@ class FrameCounter:
     def process(self, frame: Frame, detections: Detections) -> list[IncidentEvent]:
         self.walls.append(frame.wall_time)
         return []
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[IncidentEvent] = []
-
-    def publish(self, events: Sequence[IncidentEvent]) -> None:
-        self.events.extend(events)
-
-    def flush(self) -> None:
-        pass
 
 
 class FanOut:

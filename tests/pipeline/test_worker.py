@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from alerts.events import IncidentEvent
+from alerts.fakes import ListSink
 from camera_config.loader import parse_config
 from camera_config.schema import DetectorChoice
 from models.coco import CLASS_ID
@@ -58,18 +59,6 @@ class EventAnalyzer:
         return [IncidentEvent(incident_id=f"inc-{self.camera_id}-0001", seq=1, event="opened",
                               type="illegal_parking", camera_id=self.camera_id, grid_cell="G1",
                               started_at=frame.wall_time, event_at=frame.wall_time, stream_pts=frame.pts)]
-
-
-class ListSink:
-    def __init__(self) -> None:
-        self.events: list[IncidentEvent] = []
-        self.flushed = 0
-
-    def publish(self, events: Sequence[IncidentEvent]) -> None:
-        self.events.extend(events)
-
-    def flush(self) -> None:
-        self.flushed += 1
 
 
 def site(cameras: dict[str, str], **extra: Any) -> Any:
