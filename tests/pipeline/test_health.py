@@ -11,6 +11,7 @@ import pytest
 from alerts.events import IncidentEvent
 from alerts.fakes import ListSink, ScriptedDetector
 from camera_config.loader import parse_config
+from patrol.commands.run import FanOutSink
 from patrol.errors import ConfigError
 from pipeline.health import CameraHealth, HealthMonitor, outage_id, publish_health
 from pipeline.sources import SourceState
@@ -170,23 +171,12 @@ def test_worker_reports_a_file_that_failed(tmp_path: Any) -> None:
     assert ev.evidence.signals["source_failed"] == 1.0
 
 
-class FanOut:
-    """Like patrol run's fan-out: the outbox is found behind ``.sinks``."""
-
-    def __init__(self, *sinks: Any) -> None:
-        self.sinks = sinks
-
-    def publish(self, events: Sequence[IncidentEvent]) -> None:
-        for sink in self.sinks:
-            sink.publish(events)
-
-
 def test_outbox_gets_the_incident_and_a_retained_health_message(db: Database) -> None:
     from alerts.outbox import OutboxSink
 
     outbox = OutboxSink(db, "city/v1")
     listed = ListSink()
-    fan_out = FanOut(outbox, listed)
+    fan_out = FanOutSink(outbox, listed)
     health = CameraHealth("cam-1", "G1", offline_after_s=5)
     monitor = HealthMonitor([])
     monitor.cameras["cam-1"] = health

@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from alerts.events import IncidentEvent
 from alerts.fakes import ListSink, ScriptedDetector
 from alerts.outbox import Outbox
 from camera_config.loader import parse_config
+from patrol.commands.run import FanOutSink
 from pipeline.sources import SourceState
 from pipeline.types import Detections, Frame
 from pipeline.worker import PatrolWorker
@@ -41,21 +42,6 @@ class FrameCounter:
     def process(self, frame: Frame, detections: Detections) -> list[IncidentEvent]:
         self.walls.append(frame.wall_time)
         return []
-
-
-class FanOut:
-    """Outbox first, then a list: what ``patrol run`` does with the outbox and stdout."""
-
-    def __init__(self, *sinks: Any) -> None:
-        self.sinks = sinks
-
-    def publish(self, events: Sequence[IncidentEvent]) -> None:
-        for sink in self.sinks:
-            sink.publish(events)
-
-    def flush(self) -> None:
-        for sink in self.sinks:
-            sink.flush()
 
 
 class Subscriber:
@@ -110,7 +96,7 @@ def test_dead_camera_opens_camera_offline_and_restore_closes_it(
     listed, frames = ListSink(), FrameCounter()
     with Outbox.from_site(site, "pipe-h") as outbox:
         worker = PatrolWorker(site, detector_loader=lambda _m, _s: ScriptedDetector.nothing(),
-                              analyzer_factory=lambda _c, _s: frames, sink=FanOut(outbox.sink, listed))
+                              analyzer_factory=lambda _c, _s: frames, sink=FanOutSink(outbox.sink, listed))
         src = worker.cameras["gate"].source
         # connecting takes longer than this test's short offline_after_s: health checks run in
         # worker.run(), so let the camera come up first (a slow start-up counts as an outage too)
