@@ -198,6 +198,10 @@ def publish_health(sink: Any, events: Sequence[IncidentEvent], reports: Sequence
         sink.publish(events)
     if not reports:
         return
+    forward = getattr(sink, "publish_health_reports", None)
+    if callable(forward):  # a worker shard's sink: the parent process holds the outbox
+        forward(reports)
+        return
     from alerts.mqtt import Topics
     from storage import repository as repo
 

@@ -9,6 +9,11 @@ the outbox to the broker (events wait in the database while the broker is away),
 incident gets its evidence (clip remuxed from the packet ring, snapshots, manifest), and a verifier
 answers the ticket service's re-check requests. ``--no-publish`` and ``--no-evidence`` turn these
 off. On stop the order is: readers, analysis, evidence clips, outbox flush.
+
+A large site runs over several worker processes (``--processes``, default: one per 16 cameras;
+pipeline/shards.py): each runs the cameras of its shard, evidence included, and
+this process keeps the one outbox, broker link, verifier and stdout, publishing what they send.
+With ``--metrics-port P`` shard ``k`` serves its metrics on port ``P + k``.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import socket
 import sys
 import threading
@@ -27,6 +33,9 @@ from camera_config.schema import SiteConfig
 from patrol.errors import ConfigError
 from patrol.redact import redact_text
 from patrol.signals import stop_on_signals
+from pipeline.shards import CAMERAS_PER_PROCESS, auto_processes
+
+log = logging.getLogger("patrol.run")
 
 
 def register(sub: Any) -> None:
@@ -45,7 +54,22 @@ def register(sub: Any) -> None:
     p.add_argument("--no-evidence", action="store_true", help="write no clips, snapshots or manifests")
     p.add_argument("--pipeline-id", default=socket.gethostname(), metavar="ID",
                    help="this pipeline's name on the broker (availability topic, client id)")
+    p.add_argument("--processes", type=processes_arg, default="auto", metavar="N|auto",
+                   help="worker processes the cameras are split over (default auto: one per "
+                        f"{CAMERAS_PER_PROCESS} cameras); see pipeline/shards.py")
     p.set_defaults(func=run)
+
+
+def processes_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'auto', got {text!r}")
+    return n
 
 
 class FanOutSink:
@@ -79,27 +103,42 @@ def start_verifier(config: SiteConfig, pipeline_id: str, stack: contextlib.ExitS
     stack.callback(close)
 
 
-def wire_outputs(config: SiteConfig, args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]:
-    """Sink, analyzer factory and packet listeners for the worker, per the flags; closed by ``stack``."""
-    from pipeline.worker import JsonLinesSink, default_analyzer
+def open_sink(config: SiteConfig, args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Any, Any]:
+    """The run's event sink (JSON lines, behind the outbox unless ``--no-publish``) and its database
+    (None without one); the verifier starts with the outbox. Closed by ``stack``."""
+    from pipeline.worker import JsonLinesSink
 
-    kwargs: dict[str, Any] = {"sink": JsonLinesSink()}
+    sink: Any = JsonLinesSink()
     db = None
     if not args.no_publish:
         from alerts.outbox import Outbox
 
         outbox = stack.enter_context(Outbox.from_site(config, args.pipeline_id))
         db = outbox.db
-        kwargs["sink"] = FanOutSink(outbox.sink, kwargs["sink"])
+        sink = FanOutSink(outbox.sink, sink)
         start_verifier(config, args.pipeline_id, stack)
+    return sink, db
+
+
+def attach_evidence(config: SiteConfig, on_written: Any, stack: contextlib.ExitStack) -> dict[str, Any]:
+    """Worker arguments that record evidence for every opened incident; drained by ``stack``."""
+    from evidence.attach import build_recorder, drain, packet_listeners, with_evidence
+    from pipeline.worker import default_analyzer
+
+    recorder, writer = build_recorder(config, on_written=on_written)
+    stack.callback(drain, recorder, writer, [c.id for c in config.cameras])
+    return {"analyzer_factory": with_evidence(default_analyzer, recorder),
+            "packet_listeners": packet_listeners(recorder)}
+
+
+def wire_outputs(config: SiteConfig, args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]:
+    """Sink, analyzer factory and packet listeners for the worker, per the flags; closed by ``stack``."""
+    kwargs: dict[str, Any] = {}
+    kwargs["sink"], db = open_sink(config, args, stack)
     if not args.no_evidence:
-        from evidence.attach import build_recorder, drain, packet_listeners, with_evidence
         from evidence.keep import reference_writer
 
-        recorder, writer = build_recorder(config, on_written=reference_writer(db) if db is not None else None)
-        kwargs["analyzer_factory"] = with_evidence(default_analyzer, recorder)
-        kwargs["packet_listeners"] = packet_listeners(recorder)
-        stack.callback(drain, recorder, writer, [c.id for c in config.cameras])
+        kwargs.update(attach_evidence(config, reference_writer(db) if db is not None else None, stack))
     return kwargs
 
 
@@ -145,9 +184,13 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.worker import PatrolWorker
 
     config = select_cameras(load_config(args.config), args.camera, args.config)
+    processes = auto_processes(len(config.cameras)) if args.processes == "auto" else args.processes
     with contextlib.ExitStack() as stack:
-        worker = PatrolWorker(config, realtime=not args.fast, **wire_outputs(config, args, stack))
-        run_worker(worker, args)
+        if processes > 1:
+            worker: Any = run_shards(config, args, processes, stack)
+        else:
+            worker = PatrolWorker(config, realtime=not args.fast, **wire_outputs(config, args, stack))
+            run_worker(worker, args)
     return report(worker, config, args)
 
 
@@ -159,6 +202,74 @@ def run_worker(worker: Any, args: argparse.Namespace) -> None:
 
     with stop_on_signals(worker.request_stop):
         worker.run(args.duration)
+
+
+def run_shards(config: SiteConfig, args: argparse.Namespace, processes: int, stack: contextlib.ExitStack) -> Any:
+    """The cameras split over ``processes`` worker processes (pipeline/shards.py); this process keeps
+    the one sink (outbox, broker link, verifier, stdout) and publishes what the shards send."""
+    from pipeline.health import publish_health
+    from pipeline.shards import ShardedRun
+
+    sink, db = open_sink(config, args, stack)
+    on_written = None
+    if db is not None and not args.no_evidence:
+        from evidence.keep import reference_writer
+
+        on_written = reference_writer(db)
+
+    def on_message(_shard: int, kind: str, payload: Any) -> None:
+        if kind == "events":
+            sink.publish(payload)
+        elif kind == "health":
+            publish_health(sink, [], payload)
+        elif kind == "evidence" and on_written is not None:
+            on_written(*payload)
+
+    options = {"realtime": not args.fast, "evidence": not args.no_evidence, "metrics_port": args.metrics_port,
+               "log_level": getattr(args, "log_level", "info"), "log_json": getattr(args, "log_json", False)}
+    shards = ShardedRun(config, processes, "patrol.commands.run:shard_entry", on_message, options)
+    log.info("site %s: %d camera(s) over %d worker processes", config.site.name, len(config.cameras), processes)
+    try:
+        with stop_on_signals(shards.request_stop):
+            shards.run(args.duration)
+    finally:
+        try:
+            sink.flush()
+        except Exception:
+            log.exception("event sink failed to flush")
+    return shards
+
+
+def shard_entry(config: SiteConfig, outlet: Any, stop: Any, options: dict[str, Any]) -> None:
+    """One worker process of ``run_shards``: a PatrolWorker on the shard's cameras whose events,
+    health reports and evidence references go to the parent through ``outlet``."""
+    from patrol.logs import setup_logging
+    from pipeline.shards import OutletSink
+    from pipeline.worker import PatrolWorker
+
+    setup_logging(options.get("log_level", "info"), options.get("log_json", False))
+    with contextlib.ExitStack() as stack:
+        kwargs: dict[str, Any] = {"sink": OutletSink(outlet)}
+        if options.get("evidence"):
+            def on_written(incident_id: str, manifest: dict[str, Any]) -> None:
+                outlet.send("evidence", (incident_id, manifest))
+
+            kwargs.update(attach_evidence(config, on_written, stack))
+        worker = PatrolWorker(config, realtime=options.get("realtime", True), **kwargs)
+        worker.load_detectors()
+        if options.get("metrics_port"):
+            from prometheus_client import start_http_server
+
+            start_http_server(options["metrics_port"] + outlet.shard, registry=worker.registry)
+
+        def stop_when_asked() -> None:
+            stop.wait()
+            worker.request_stop()
+
+        threading.Thread(target=stop_when_asked, name="shard-stop", daemon=True).start()
+        outlet.send("ready")
+        worker.run()
+    outlet.send("summary", worker.summary())  # after the evidence is drained: the last word
 
 
 def report(worker: Any, config: SiteConfig, args: argparse.Namespace) -> int:
