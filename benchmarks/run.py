@@ -2,8 +2,9 @@
 
 Full run (``make bench``): per-stage latency for every registered model, reader CPU per camera,
 then capacity searches over live RTSP streams from the local GStreamer server (one process per
-trial): our pipeline (:class:`pipeline.worker.PatrolWorker`, as shipped) on 1080p at 0.5 analysed
-fps, the same with keyframe-only decoding forced when the worker did not choose it, the OpenCV
+trial): our pipeline (:class:`pipeline.worker.PatrolWorker`, as shipped: over as many worker
+processes as ``patrol run`` would use, pipeline/shards.py) on 1080p at 0.5 analysed fps, the same
+in one process, the same with keyframe-only decoding forced when the worker did not choose it, the OpenCV
 baseline on the same 1080p streams, 704x576 at 0.5 fps, 1080p at 2 fps, and the benchmark's fast
 path (what the profile recommends). About 12 minutes on 2 cores, plus the tuning benchmark
 (``benchmarks/bench_tune.py``) when present (``--skip-tune`` leaves it out). Smoke run (CI, about
@@ -115,21 +116,26 @@ def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int 
             r = trial(replace(base, runner=runner, urls=(urls["smoke"],) * 2))
             progress(trial_line(r))
             out[f"{runner}_smoke"] = r
+        r = trial(replace(base, urls=(urls["smoke"],) * 2, processes=2))  # what a large site runs
+        progress(trial_line(r))
+        out["ours_2processes_smoke"] = r
         return out
     base = TrialSpec(runner="ours", urls=(), model=model, warmup_s=4.0, window_s=window_s, stagger_s=2.0,
                      ort_threads=threads, providers=providers)
     trials_cap = trials
-    plans = [  # key, runner, stream, analysis fps, first guess, most cameras, trials
-        ("ours_1080p_0.5fps", "ours", "cam1080", 0.5, 32, 96, 5),
-        ("baseline_1080p_0.5fps", "baseline", "cam1080", 0.5, 4, 48, 4),
-        ("ours_576p_0.5fps", "ours", "cam576", 0.5, 24, 96, 3),
-        ("ours_1080p_2fps", "ours", "cam1080", 2.0, 4, 64, 2),
+    plans = [  # key, runner, stream, analysis fps, worker processes (None: as shipped), first guess,
+        #          most cameras, trials
+        ("ours_1080p_0.5fps", "ours", "cam1080", 0.5, None, 32, 96, 5),
+        ("baseline_1080p_0.5fps", "baseline", "cam1080", 0.5, None, 4, 48, 4),
+        ("ours_1process_1080p_0.5fps", "ours", "cam1080", 0.5, 1, 32, 96, 3),
+        ("ours_576p_0.5fps", "ours", "cam576", 0.5, None, 32, 96, 4),
+        ("ours_1080p_2fps", "ours", "cam1080", 2.0, None, 4, 64, 2),
     ]
-    for key, runner, stream, fps, first, most, budget in plans:
+    for key, runner, stream, fps, processes, first, most, budget in plans:
         trials = min(budget, trials_cap) if trials_cap else budget
         progress(f"capacity {key}: searching from {first} cameras")
-        out[key] = search(replace(base, runner=runner, analysis_fps=fps), urls[stream], first, most, trials,
-                          trial=trial, on_trial=lambda r: progress(trial_line(r)))
+        out[key] = search(replace(base, runner=runner, analysis_fps=fps, processes=processes), urls[stream],
+                          first, most, trials, trial=trial, on_trial=lambda r: progress(trial_line(r)))
         progress(f"capacity {key}: {out[key]['capacity']}")
         if key == "ours_1080p_0.5fps" and not any(t.get("keyframe_only_cameras") for t in out[key]["trials"]):
             # the pipeline chose to decode every frame although 0.5 fps needs only keyframes:
@@ -149,7 +155,7 @@ def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int 
     out[fast] = search(replace(base, runner="fastpath", ort_threads=1, max_batch=8), urls["cam1080"], 24, 96,
                        min(3, trials_cap or 3), trial=trial, on_trial=lambda r: progress(trial_line(r)))
     progress(f"capacity {fast}: {out[fast]['capacity']}")
-    for key in ("ours_keyframe_only_forced_threads1_1080p_0.5fps", fast):
+    for key in ("ours_keyframe_only_forced_threads1_1080p_0.5fps", "ours_1process_1080p_0.5fps", fast):
         if key in out and baseline:
             out[f"ratio_{key.removesuffix('_1080p_0.5fps')}_vs_baseline"] = round(out[key]["capacity"] / baseline, 2)
     return out
@@ -199,7 +205,7 @@ def table(results: dict[str, Any], verdicts: list[Verdict]) -> str:
                 lines.append(f"    {k:<50} {v['cpu_ms_per_camera_s']:>7.1f} cpu-ms/s -> {v['cameras']:>6.1f} cameras")
     cap = results.get("capacity", {})
     if cap:
-        lines += ["", f"  {'capacity (ms; MB per camera; cores used)':<42} {'cameras':>8} {'p50 e2e':>8} "
+        lines += ["", f"  {'capacity (ms; MB per camera; cores used)':<42} {'cameras':>8} {'procs':>6} {'p50 e2e':>8} "
                       f"{'p95 e2e':>8} {'p99 e2e':>8} {'MB/cam':>7} {'cores':>6} {'cpu-projected':>14}"]
         for key, r in cap.items():
             if not isinstance(r, dict):
@@ -209,7 +215,7 @@ def table(results: dict[str, Any], verdicts: list[Verdict]) -> str:
             e = at.get("e2e", {})
             flag = "" if "capacity" in r or at.get("sustained") else "  (not sustained)"
             projected = at.get("cpu_projected_cameras") if at.get("sustained") else None
-            lines.append(f"  {key:<42} {n!s:>8} {e.get('p50_ms', float('nan')):>8.0f} "
+            lines.append(f"  {key:<42} {n!s:>8} {at.get('processes', 1)!s:>6} {e.get('p50_ms', float('nan')):>8.0f} "
                          f"{e.get('p95_ms', float('nan')):>8.0f} {e.get('p99_ms', float('nan')):>8.0f} "
                          f"{at.get('mem_per_camera_mb', float('nan')):>7.1f} "
                          f"{at.get('cpu_cores_used', float('nan')):>6.2f} "

@@ -41,8 +41,11 @@ class TrialSpec:
     providers: tuple[str, ...] = ()
     max_batch: int = 64
     keyframe_only: bool | None = None
-    stream_timeout_s: float = 30.0
     """None: the pipeline decides from the stream (as shipped); True/False: forced."""
+    stream_timeout_s: float = 30.0
+    processes: int | None = None
+    """Worker processes of the ``ours`` runner. None: as ``patrol run`` picks them
+    (:func:`pipeline.shards.auto_processes`); a number: forced."""
 
     @property
     def n(self) -> int:
@@ -113,6 +116,40 @@ def process_cpu_s() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def child_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used so far; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def child_rss_mb(pid: int) -> float:
+    """Resident memory of a live process, MiB; 0 if it is gone."""
+    try:
+        with open(f"/proc/{pid}/statm") as fh:
+            pages = int(fh.read().split()[1])
+    except OSError:
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def runner_pids(runner: Runner) -> list[int]:
+    """Worker processes a runner started (their CPU and memory count as the runner's)."""
+    pids = getattr(runner, "pids", None)
+    return list(pids()) if callable(pids) else []
+
+
+def total_cpu_s(runner: Runner) -> float:
+    return process_cpu_s() + sum(child_cpu_s(pid) for pid in runner_pids(runner))
+
+
+def total_rss_mb(runner: Runner) -> float:
+    return rss_mb() + sum(child_rss_mb(pid) for pid in runner_pids(runner))
+
+
 def summarise(spec: TrialSpec, state: RunnerState, window: tuple[float, float],
               extra: dict[str, Any]) -> dict[str, Any]:
     """Turn raw records into the trial's verdict and percentiles (pure apart from its inputs)."""
@@ -179,7 +216,14 @@ def warm_analysis() -> None:
 
 def make_runner(spec: TrialSpec, state: RunnerState) -> Runner:
     from models.factory import load_detector
+    from pipeline.shards import auto_processes
 
+    if spec.runner == "ours":
+        processes = spec.processes or auto_processes(spec.n)
+        if processes > 1:  # the worker processes load their own detectors
+            from benchmarks.worker_runner import ShardedWorkerRunner
+
+            return ShardedWorkerRunner(spec, state, processes)
     warm_analysis()
 
     detector = load_detector(spec.model, threads=spec.ort_threads, providers=list(spec.providers) or None)
@@ -218,17 +262,20 @@ def run_trial(spec: TrialSpec) -> dict[str, Any]:
     runner = make_runner(spec, state)
     rss_base = rss_mb()
     runner.start()
+    base_of_children = getattr(runner, "rss_base_mb", None)
+    if callable(base_of_children):  # worker processes: each one's memory before its cameras started
+        rss_base += base_of_children()
     start = time.monotonic()
     streaming_s = wait_all_streaming(spec, state)
     time.sleep(spec.warmup_s)
     t0 = time.monotonic()
-    cpu0, (busy0, total0) = process_cpu_s(), machine_busy()
-    rss_peak = rss_mb()
+    cpu0, (busy0, total0) = total_cpu_s(runner), machine_busy()
+    rss_peak = total_rss_mb(runner)
     while time.monotonic() < t0 + spec.window_s:
         time.sleep(0.5)
-        rss_peak = max(rss_peak, rss_mb())
+        rss_peak = max(rss_peak, total_rss_mb(runner))
     t1 = time.monotonic()
-    cpu1, (busy1, total1) = process_cpu_s(), machine_busy()
+    cpu1, (busy1, total1) = total_cpu_s(runner), machine_busy()
     state.stop.set()
     runner.close()
     ncpu = os.cpu_count() or 1

@@ -171,3 +171,107 @@ class PatrolWorkerRunner:
         return {"worker_metrics_sample": rows[0] if rows else {},
                 "keyframe_only_cameras": sum(1 for rt in self.worker.cameras.values()
                                              if rt.metrics.keyframe_only)}
+
+
+class ForwardingState(RunnerState):
+    """A worker process's side of :class:`ShardedWorkerRunner`: records and failures go to the
+    trial process, camera numbers turned back into the trial's."""
+
+    def __init__(self, outlet: Any, cameras: list[int]) -> None:
+        super().__init__()
+        self.outlet = outlet
+        self.cameras = cameras
+
+    def add(self, rec: FrameRecord) -> None:
+        rec.camera = self.cameras[rec.camera]
+        self.outlet.send("record", rec)
+
+    def fail(self, camera: int, message: str) -> None:
+        self.outlet.send("camera_failed", (self.cameras[camera], message))
+
+
+def bench_shard(config: SiteConfig, outlet: Any, stop: Any, options: dict[str, Any]) -> None:
+    """One worker process of :class:`ShardedWorkerRunner` (a :mod:`pipeline.shards` entry): the
+    instrumented :class:`PatrolWorkerRunner` on this shard's cameras."""
+    from benchmarks.trial import make_runner, rss_mb
+
+    raw = dict(options["spec"])
+    spec = TrialSpec(**{**raw, "urls": tuple(cam.url.get_secret_value() for cam in config.cameras),
+                        "providers": tuple(raw.get("providers", ())), "processes": 1})
+    state = ForwardingState(outlet, [int(cam.id.removeprefix("cam")) for cam in config.cameras])
+    runner = make_runner(spec, state)
+    outlet.send("base_rss", rss_mb())
+    outlet.send("ready")
+    runner.start()
+    stop.wait()
+    runner.close()
+    extra = runner.extra() if isinstance(runner, PatrolWorkerRunner) else {}
+    outlet.send("closed", {"dropped": state.dropped, "extra": extra})
+
+
+class ShardedWorkerRunner:
+    """``ours`` as ``patrol run`` runs a large site: the cameras split over worker processes
+    (:class:`pipeline.shards.ShardedRun`), each an instrumented :class:`PatrolWorkerRunner` sending
+    its frame records here."""
+
+    def __init__(self, spec: TrialSpec, state: RunnerState, processes: int, ready_timeout_s: float = 120.0) -> None:
+        from dataclasses import asdict
+
+        from pipeline.shards import ShardedRun
+
+        self.spec = spec
+        self.state = state
+        self.ready_timeout_s = ready_timeout_s
+        self._base: dict[int, float] = {}
+        self._closed: dict[int, dict[str, Any]] = {}
+        self._ready: set[int] = set()
+        self._all_ready = threading.Event()
+        self.run = ShardedRun(bench_site(spec), processes, "benchmarks.worker_runner:bench_shard",
+                              self._on_message, options={"spec": asdict(spec)})
+        self._thread = threading.Thread(target=self._run, name="shards", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.run.run()
+        except Exception as exc:
+            for i in range(self.spec.n):
+                self.state.fail(i, str(exc))
+        finally:
+            self._all_ready.set()
+
+    def _on_message(self, shard: int, kind: str, payload: Any) -> None:
+        if kind == "record":
+            self.state.add(payload)
+        elif kind == "camera_failed":
+            self.state.fail(*payload)
+        elif kind == "base_rss":
+            self._base[shard] = payload
+        elif kind == "ready":
+            self._ready.add(shard)
+            if len(self._ready) == len(self.run.shards):
+                self._all_ready.set()
+        elif kind == "closed":
+            self._closed[shard] = payload
+
+    def start(self) -> None:
+        self._thread.start()
+        if not self._all_ready.wait(self.ready_timeout_s):
+            raise RuntimeError(f"worker processes not ready within {self.ready_timeout_s:.0f} s")
+
+    def close(self) -> None:
+        self.state.stop.set()
+        self.run.request_stop()
+        self._thread.join(timeout=90)
+        self.state.dropped = sum(int(c.get("dropped", 0)) for c in self._closed.values())
+
+    def pids(self) -> list[int]:
+        return [s.process.pid for s in self.run.shards if s.process is not None and s.process.is_alive()]
+
+    def rss_base_mb(self) -> float:
+        return sum(self._base.values())
+
+    def extra(self) -> dict[str, Any]:
+        extras = [c.get("extra", {}) for _, c in sorted(self._closed.items())]
+        return {"processes": len(self.run.shards),
+                "worker_metrics_sample": extras[0].get("worker_metrics_sample", {}) if extras else {},
+                "keyframe_only_cameras": sum(int(e.get("keyframe_only_cameras", 0)) for e in extras)}

@@ -43,13 +43,16 @@ def test_smoke_benchmark_runs_and_reports(tmp_path: Path) -> None:
             node = node[key]
         assert node.get("n", 0) > 0 and node["p95_ms"] >= node["p50_ms"] > 0, (path, node)
 
-    for runner in ("ours", "fastpath", "baseline"):
+    for runner in ("ours", "fastpath", "baseline", "ours_2processes"):
         trial = results["capacity"][f"{runner}_smoke"]
         assert trial["cameras"] == 2
         assert not any("failed" in r for r in trial["reasons"]), trial["reasons"]
         assert trial["min_frames_per_camera"] >= 1, trial  # every camera was analysed
         assert trial["e2e"]["n"] > 0 and trial["e2e"]["p50_ms"] > 0
         assert trial["mem_per_camera_mb"] == trial["mem_per_camera_mb"]  # a number, not NaN
+    two = results["capacity"]["ours_2processes_smoke"]
+    assert two["processes"] == 2 and two["keyframe_only_cameras"] == 2  # both workers reported back
+    assert two["cpu_cores_used"] > 0.02  # the worker processes' CPU is counted, not only the trial's
 
     assert {v["status"] for v in results["budget"]} <= {"ok", "FAIL", "skipped"}
     assert any(v["status"] == "skipped" and v["path"].startswith("capacity.") for v in results["budget"])
