@@ -168,7 +168,7 @@ class PatrolWorkerRunner:
     def extra(self) -> dict[str, Any]:
         """Per-camera means the worker's own metrics keep (decode time, keyframe-only mode)."""
         rows = [rt.metrics.snapshot() for rt in self.worker.cameras.values()]
-        return {"worker_metrics_sample": rows[0] if rows else {},
+        return {"processes": 1, "worker_metrics_sample": rows[0] if rows else {},
                 "keyframe_only_cameras": sum(1 for rt in self.worker.cameras.values()
                                              if rt.metrics.keyframe_only)}
 

@@ -62,6 +62,13 @@ frame costs them several times more; one that sheds late frames gets back to kee
 camera's next frame, due one analysis interval later, comes fresh."""
 
 
+STARVED_AFTER_INTERVALS = 4
+"""A camera with no analysed frame for this many of its analysis intervals gets its next frame
+analysed even when it is late (a late decision beats none): past capacity every camera slows down
+instead of all going blind (measured in benchmarks/: at 64 1080p cameras on 2 cores every frame
+was late, and shedding them all left cameras with no analysed frame for the whole trial)."""
+
+
 class Analyzer(Protocol):
     def process(self, frame: Frame, detections: Detections) -> list[IncidentEvent]: ...
 
@@ -142,6 +149,8 @@ class CameraRuntime:
     """Frames shed as stale before inference (counted by the inference loop only)."""
     stale_analysis: int = 0
     """Frames shed as stale before analysis (counted by the analysis thread only)."""
+    last_analysed: float = field(default_factory=time.monotonic)
+    """Monotonic time the camera's last frame was analysed (or the worker was made)."""
 
 
 class PatrolWorker:
@@ -252,7 +261,7 @@ class PatrolWorker:
             frame = rt.slot.take()
             if frame is None:
                 continue
-            if self._stale(frame, now):
+            if self._stale(frame, now) and not self._starved(rt):
                 rt.stale_waiting += 1
                 continue
             batch.append(frame)
@@ -368,15 +377,21 @@ class PatrolWorker:
     def _analyse_group(self, group: list[Frame], detections: list[Detections]) -> None:
         for frame, dets in zip(group, detections, strict=True):
             rt = self.cameras[frame.camera_id]
-            if self._stale(frame, time.time()):
+            if self._stale(frame, time.time()) and not self._starved(rt):
                 rt.stale_analysis += 1
                 continue
             self._analyse_one(rt, frame, dets)
 
     def _stale(self, frame: Frame, now: float) -> bool:
         """True for a frame older than ``stale_after_s``: overloaded, skip it, the camera's next
-        frame comes fresher (see :data:`STALE_AFTER_S`)."""
+        frame comes fresher (see :data:`STALE_AFTER_S`) — unless the camera is starved."""
         return self.stale_after_s is not None and now - frame.wall_time > self.stale_after_s
+
+    @staticmethod
+    def _starved(rt: CameraRuntime) -> bool:
+        """True when the camera has gone ``STARVED_AFTER_INTERVALS`` analysis intervals without an
+        analysed frame: its next frame is analysed however late (see :data:`STARVED_AFTER_INTERVALS`)."""
+        return time.monotonic() - rt.last_analysed > STARVED_AFTER_INTERVALS / rt.camera.analysis_fps
 
     def _analyse_one(self, rt: CameraRuntime, frame: Frame, dets: Detections) -> None:
         kept = dets[dets.score >= rt.thresholds[np.clip(dets.class_id, 0, len(COCO80) - 1)]] if len(dets) else dets
@@ -391,6 +406,7 @@ class PatrolWorker:
         finally:
             rt.metrics.stage["analyze"].add(time.perf_counter() - t0)
             rt.metrics.frames_analysed += 1
+            rt.last_analysed = time.monotonic()
         self._note_tracks(rt)
         if events:
             rt.metrics.events += len(events)

@@ -283,3 +283,24 @@ def test_a_frame_that_waited_too_long_is_skipped_and_counted_not_analysed_late()
     assert replay.stale_after_s is None
     with pytest.raises(ValueError, match="stale_after_s"):
         make_worker({"a": "a.mp4"}, stale_after_s=0.0)
+
+
+def test_past_capacity_a_starved_camera_gets_a_late_frame_analysed_not_none() -> None:
+    """Every frame late (overload): a camera that has gone STARVED_AFTER_INTERVALS analysis intervals
+    (here 4 x 0.1 s) without an analysed frame gets the next one analysed; then shedding resumes."""
+    worker, _det, _sink, analyzers = make_worker({"a": "a.mp4"}, stale_after_s=0.8, camera={"analysis_fps": 10})
+    worker.load_detectors()
+
+    def late(pts: float) -> Frame:
+        return Frame(camera_id="a", pts=pts, wall_time=time.time() - 2.0, image=IMAGE)
+
+    worker.cameras["a"].slot.put(late(0.0))
+    assert worker.step() == 0  # the camera was analysed (made) moments ago: shed
+    time.sleep(0.5)
+    worker.cameras["a"].slot.put(late(1.0))
+    assert worker.step() == 1  # 0.5 s > 4 intervals without a frame: analysed although late
+    worker.cameras["a"].slot.put(late(2.0))
+    assert worker.step() == 0  # just analysed: shed again
+    assert [f.pts for f in analyzers["a"].frames] == [1.0]
+    row = worker.summary()[0]
+    assert row["frames_analysed"] == 1 and row["frames_stale"] == 2
