@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -208,8 +209,9 @@ def test_sigterm_stops_every_worker_process_with_a_summary(asset_path: Any, tmp_
     clip = str(asset_path("vehicle_counting_input_video"))
     cfg = write_site(tmp_path / "site.yaml", [
         {"id": f"street-{i}", "url": clip, "grid_cell": "G1", "analysis_fps": 1} for i in range(2)])
+    port = closed_port()
     proc = subprocess.Popen([sys.executable, "-m", "patrol", "run", "--config", str(cfg), "--processes", "2",
-                             "--summary", "--no-evidence"],
+                             "--summary", "--no-evidence", "--metrics-port", str(port)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
@@ -219,6 +221,10 @@ def test_sigterm_stops_every_worker_process_with_a_summary(asset_path: Any, tmp_
             if streaming == 2:
                 break
         time.sleep(1.0)
+        for shard in range(2):  # shard k serves its cameras' metrics on port + k
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port + shard}/metrics", timeout=10).read().decode()
+            assert f'patrol_source_packets_total{{camera="street-{shard}"}}' in text
+            assert f'camera="street-{1 - shard}"' not in text
         children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
