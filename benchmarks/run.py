@@ -6,7 +6,7 @@ trial): our pipeline (:class:`pipeline.worker.PatrolWorker`, as shipped: over as
 processes as ``patrol run`` would use, pipeline/shards.py) on 1080p at 0.5 analysed fps, the same
 in one process, the same with keyframe-only decoding forced when the worker did not choose it, the OpenCV
 baseline on the same 1080p streams, 704x576 at 0.5 fps, 1080p at 2 fps, and the benchmark's fast
-path (what the profile recommends). About 12 minutes on 2 cores, plus the tuning benchmark
+path (what the profile recommends). About 11 minutes on 2 cores, plus the tuning benchmark
 (``benchmarks/bench_tune.py``) when present (``--skip-tune`` leaves it out). Smoke run (CI, about
 a minute): the same code on a short 704x576 clip, few iterations, one 2-camera trial per runner.
 
