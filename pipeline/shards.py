@@ -24,9 +24,10 @@ until ``stop`` is set or its sources end.
 
 Failures: a shard that fails before ``ready`` (a model that will not load, say) stops the whole run
 with :class:`ShardError`, as a single-process worker's start would. A shard that dies later is
-logged (which shard, which cameras, exit code) and started again after a capped backoff; the other
-shards never stop for it. Each shard ignores SIGINT (a terminal's Ctrl-C reaches the whole process
-group; the parent decides when to stop) and stops by itself if the parent disappears.
+logged (which shard, which cameras, exit code) and started again after a backoff that doubles while
+it keeps dying soon after starting (capped at ``RESTART_BACKOFF_S``); the other shards never stop
+for it. Each shard ignores SIGINT (a terminal's Ctrl-C reaches the whole process group; the parent
+decides when to stop) and stops by itself if the parent disappears.
 """
 
 from __future__ import annotations
@@ -176,8 +177,11 @@ def shard_main(entry: str, config: SiteConfig, shard: int, options: dict[str, An
         outlet.send("failed", redact_text(f"{exc} ({type(exc).__name__})"))
         code = 1
     finally:
-        outlet.send("done")
-        outlet.close()
+        try:
+            outlet.send("done")
+            outlet.close()
+        except OSError:  # the parent is gone: there is no one left to tell
+            code = code or 1
     os._exit(code)  # skip interpreter teardown of ORT/FFmpeg threads: everything was sent
 
 
@@ -191,6 +195,7 @@ class Shard:
     ready: bool = False
     done: bool = False
     starts: int = 0
+    started_mono: float = 0.0
     restart_at: float | None = None
     backoff_s: float = RESTART_BACKOFF_S[0]
     failure: str | None = None
@@ -213,7 +218,8 @@ class ShardedRun:
         self._ctx = mp.get_context("spawn")
         self._stop = StopFlag(self._ctx)
         self._local_stop = threading.Event()
-        self.shards = [Shard(i, ids) for i, ids in enumerate(partition([c.id for c in config.cameras], processes))]
+        self.shards = [Shard(i, ids, backoff_s=restart_backoff_s[0])
+                       for i, ids in enumerate(partition([c.id for c in config.cameras], processes))]
         self.started_at: float | None = None
         self.stopped_at: float | None = None
 
@@ -231,6 +237,7 @@ class ShardedRun:
         writer.close()  # the child holds the only write end: its death reads as end of file here
         shard.conn = reader
         shard.starts += 1
+        shard.started_mono = time.monotonic()
         shard.done = False
         shard.restart_at = None
         log.info("worker shard %d started (pid %d): cameras %s", shard.index, shard.process.pid,
@@ -282,7 +289,6 @@ class ShardedRun:
         shard = self.shards[index]
         if kind == "ready":
             shard.ready = True
-            shard.backoff_s = self.restart_backoff_s[0]
         elif kind == "failed":
             shard.failure = payload
             log.error("worker shard %d (cameras %s) failed: %s", index, ", ".join(shard.camera_ids), payload)
@@ -320,9 +326,12 @@ class ShardedRun:
                               ", ".join(shard.camera_ids), proc.exitcode)
             ended_early = not self._stop.is_set() and shard.ready and shard.failure is not None
             if ended_early:
-                log.warning("worker shard %d: starting again in %.0f s", shard.index, shard.backoff_s)
+                first, longest = self.restart_backoff_s
+                if now - shard.started_mono > longest:  # it had been running a good while: a fresh fault
+                    shard.backoff_s = first
+                log.warning("worker shard %d: starting again in %.1f s", shard.index, shard.backoff_s)
                 shard.restart_at = now + shard.backoff_s
-                shard.backoff_s = min(shard.backoff_s * 2, self.restart_backoff_s[1])
+                shard.backoff_s = min(shard.backoff_s * 2, longest)
                 shard.ready = False
                 shard.failure = None
 

@@ -71,6 +71,11 @@ def dies_once_entry(config: SiteConfig, outlet: Any, stop: Any, options: dict[st
     stop.wait()
 
 
+def always_dies_entry(config: SiteConfig, outlet: Any, stop: Any, options: dict[str, Any]) -> None:
+    outlet.send("ready")
+    os._exit(3)
+
+
 # -- tests ----------------------------------------------------------------------------------------
 
 def test_cameras_are_dealt_round_robin_into_non_empty_shards() -> None:
@@ -136,6 +141,18 @@ def test_a_shard_that_dies_is_started_again_and_the_others_keep_running(tmp_path
     assert (a.starts, b.starts) == (1, 2)
     assert [k for s, k in kinds if s == 1].count("ready") == 2  # the second start came up
     assert [r["camera_id"] for r in run.summary()] == ["a", "b"]
+
+
+def test_a_shard_that_keeps_dying_is_restarted_ever_more_slowly(caplog: pytest.LogCaptureFixture) -> None:
+    run = ShardedRun(site("a"), 1, ENTRY.format("always_dies_entry"), lambda *_: None,
+                     restart_backoff_s=(0.2, 5.0))
+    timer = threading.Timer(6.0, run.request_stop)
+    timer.start()
+    with caplog.at_level("WARNING", logger="patrol.shards"):
+        run.run()
+    waits = [r.getMessage().rsplit(" in ", 1)[1] for r in caplog.records if "starting again" in r.getMessage()]
+    assert waits[:3] == ["0.2 s", "0.4 s", "0.8 s"], waits
+    assert run.shards[0].starts == len(waits) or run.shards[0].starts == len(waits) + 1
 
 
 def closed_port() -> int:
