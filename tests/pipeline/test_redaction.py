@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 from prometheus_client import generate_latest
+from run_helpers import closed_port
 
 from alerts.fakes import ScriptedDetector
 from camera_config.loader import parse_config
@@ -24,14 +25,6 @@ from pipeline.worker import PatrolWorker
 
 SECRET = "S3cretPass"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def exception_texts(exc: BaseException | None) -> list[str]:

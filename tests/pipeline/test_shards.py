@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from run_helpers import closed_port, sigterm_once_streaming
 
 from camera_config.schema import SiteConfig
 from patrol.cli import main
@@ -155,14 +155,6 @@ def test_a_shard_that_keeps_dying_is_restarted_ever_more_slowly(caplog: pytest.L
     assert run.shards[0].starts == len(waits) or run.shards[0].starts == len(waits) + 1
 
 
-def closed_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def write_site(path: Path, cameras: list[dict[str, Any]]) -> Path:
     path.write_text(yaml.safe_dump({
         "site": {"name": "shards", "timezone": "UTC"},
@@ -227,31 +219,24 @@ def test_sigterm_stops_every_worker_process_with_a_summary(asset_path: Any, tmp_
     cfg = write_site(tmp_path / "site.yaml", [
         {"id": f"street-{i}", "url": clip, "grid_cell": "G1", "analysis_fps": 1} for i in range(2)])
     port = closed_port()
-    proc = subprocess.Popen([sys.executable, "-m", "patrol", "run", "--config", str(cfg), "--processes", "2",
-                             "--summary", "--no-evidence", "--metrics-port", str(port)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        streaming = 0
-        for line in proc.stderr:  # realtime playback of a 38 s clip: wait until both stream
-            streaming += "connecting -> streaming" in line
-            if streaming == 2:
-                break
-        time.sleep(1.0)
+
+    def check_metrics_and_list_workers(proc: subprocess.Popen[str]) -> list[str]:
         for shard in range(2):  # shard k serves its cameras' metrics on port + k
             text = urllib.request.urlopen(f"http://127.0.0.1:{port + shard}/metrics", timeout=10).read().decode()
             assert f'patrol_source_packets_total{{camera="street-{shard}"}}' in text
             assert f'camera="street-{1 - shard}"' not in text
-        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        return Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+
+    proc, out, err, children = sigterm_once_streaming(
+        [sys.executable, "-m", "patrol", "run", "--config", str(cfg), "--processes", "2", "--summary",
+         "--no-evidence", "--metrics-port", str(port)], cameras=2, while_running=check_metrics_and_list_workers)
     assert proc.returncode == 0, err[-2000:]
     assert err.count("worker stopped") == 2
     assert "camera street-0: stopped" in out and "camera street-1: stopped" in out
     assert len(children) >= 2
+    deadline = time.monotonic() + 10  # the resource tracker notices its parent's end a moment later
+    while any(running(int(pid)) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert [pid for pid in children if running(int(pid))] == []
 
 

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from run_helpers import closed_port, sigterm_once_streaming
 
 from patrol.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def write_site(path: Path, cameras: dict[str, Path | str], **camera: Any) -> Path:
@@ -80,19 +72,9 @@ def test_patrol_run_only_the_cameras_asked_for(asset_path: Any, tmp_path: Path,
 def test_sigterm_stops_cleanly_with_summary(asset_path: Any, tmp_path: Path) -> None:
     cfg = write_site(tmp_path / "site.yaml", {"street": asset_path("vehicle_counting_input_video")},
                      analysis_fps=1)
-    proc = subprocess.Popen([sys.executable, "-m", "patrol", "run", "--config", str(cfg), "--summary"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        for line in proc.stderr:  # realtime playback of a 38 s clip: wait until it streams
-            if "connecting -> streaming" in line:
-                break
-        time.sleep(1.0)
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    # realtime playback of a 38 s clip: stopped while it streams
+    proc, out, err, _ = sigterm_once_streaming([sys.executable, "-m", "patrol", "run", "--config", str(cfg),
+                                                "--summary"])
     assert proc.returncode == 0, err[-2000:]
     assert "worker stopped" in err
     assert "camera street: stopped" in out and "frames in " in out
