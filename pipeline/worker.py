@@ -261,7 +261,7 @@ class PatrolWorker:
             frame = rt.slot.take()
             if frame is None:
                 continue
-            if self._stale(frame, now) and not self._starved(rt):
+            if self._stale(rt, frame, now):
                 rt.stale_waiting += 1
                 continue
             batch.append(frame)
@@ -377,21 +377,19 @@ class PatrolWorker:
     def _analyse_group(self, group: list[Frame], detections: list[Detections]) -> None:
         for frame, dets in zip(group, detections, strict=True):
             rt = self.cameras[frame.camera_id]
-            if self._stale(frame, time.time()) and not self._starved(rt):
+            if self._stale(rt, frame, time.time()):
                 rt.stale_analysis += 1
                 continue
             self._analyse_one(rt, frame, dets)
 
-    def _stale(self, frame: Frame, now: float) -> bool:
+    def _stale(self, rt: CameraRuntime, frame: Frame, now: float) -> bool:
         """True for a frame older than ``stale_after_s``: overloaded, skip it, the camera's next
-        frame comes fresher (see :data:`STALE_AFTER_S`) — unless the camera is starved."""
-        return self.stale_after_s is not None and now - frame.wall_time > self.stale_after_s
-
-    @staticmethod
-    def _starved(rt: CameraRuntime) -> bool:
-        """True when the camera has gone ``STARVED_AFTER_INTERVALS`` analysis intervals without an
-        analysed frame: its next frame is analysed however late (see :data:`STARVED_AFTER_INTERVALS`)."""
-        return time.monotonic() - rt.last_analysed > STARVED_AFTER_INTERVALS / rt.camera.analysis_fps
+        frame comes fresher (see :data:`STALE_AFTER_S`) — unless the camera has gone
+        ``STARVED_AFTER_INTERVALS`` analysis intervals without an analysed frame, when this one is
+        analysed however late (see :data:`STARVED_AFTER_INTERVALS`)."""
+        if self.stale_after_s is None or now - frame.wall_time <= self.stale_after_s:
+            return False
+        return time.monotonic() - rt.last_analysed <= STARVED_AFTER_INTERVALS / rt.camera.analysis_fps
 
     def _analyse_one(self, rt: CameraRuntime, frame: Frame, dets: Detections) -> None:
         kept = dets[dets.score >= rt.thresholds[np.clip(dets.class_id, 0, len(COCO80) - 1)]] if len(dets) else dets
