@@ -224,7 +224,6 @@ class ShardedWorkerRunner:
         self.ready_timeout_s = ready_timeout_s
         self._base: dict[int, float] = {}
         self._closed: dict[int, dict[str, Any]] = {}
-        self._ready: set[int] = set()
         self._all_ready = threading.Event()
         self.run = ShardedRun(bench_site(spec), processes, "benchmarks.worker_runner:bench_shard",
                               self._on_message, options={"spec": asdict(spec)})
@@ -247,8 +246,7 @@ class ShardedWorkerRunner:
         elif kind == "base_rss":
             self._base[shard] = payload
         elif kind == "ready":
-            self._ready.add(shard)
-            if len(self._ready) == len(self.run.shards):
+            if all(s.ready for s in self.run.shards):  # ShardedRun marks each shard ready before this
                 self._all_ready.set()
         elif kind == "closed":
             self._closed[shard] = payload
