@@ -1,1 +1,1 @@
-"""Rules, the incident lifecycle, and the way incidents leave the pipeline (outbox, MQTT)."""
+"""What carries incidents out of the pipeline: the outbox, the transport (MQTT), the verifier."""

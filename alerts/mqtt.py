@@ -2,7 +2,7 @@
 
 Topics (``prefix`` is ``patrol/v1`` by default)::
 
-    {prefix}/incidents/{type}/{camera}     incident events, QoS 1, JSON (alerts/schema)
+    {prefix}/incidents/{type}/{camera}     incident events, QoS 1, JSON (core/schema)
     {prefix}/availability/{pipeline}       "online" / "offline", retained, last will
     {prefix}/health/{camera}               {"camera_id","state":"online"|"offline","at"}, retained
     {prefix}/verify/request/{camera}       ticket service -> verifier
@@ -29,7 +29,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from camera_config.schema import MqttConfig
-from patrol.errors import PatrolError
+from core.errors import PatrolError
 
 log = logging.getLogger(__name__)
 

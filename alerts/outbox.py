@@ -24,9 +24,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from alerts.events import IncidentEvent
 from alerts.mqtt import MqttLink, Topics
 from camera_config.schema import SiteConfig
+from core.events import IncidentEvent
 from storage import repository as repo
 from storage.db import Database
 from storage.errors import StorageError

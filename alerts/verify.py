@@ -33,8 +33,8 @@ import numpy.typing as npt
 
 from alerts.mqtt import MqttLink, Topics
 from camera_config.schema import Camera, KeepClearZone, NoParkingZone, NoVendingZone, SiteConfig
-from models.coco import COCO80
-from pipeline.types import Detections, Frame
+from core.coco import COCO80
+from core.types import Detections, Frame
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """What happens to an analysed frame after detection, identical for every runner: the project's
-:class:`alerts.analyzer.CameraAnalyzer` (score thresholds, tracker, one rule per zone, incident
+:class:`rules.analyzer.CameraAnalyzer` (score thresholds, tracker, one rule per zone, incident
 lifecycle) on a camera with one zone of each type, timed per stage (tracking vs rules)."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from alerts.analyzer import CameraAnalyzer
-from alerts.events import IncidentEvent
 from camera_config.schema import Camera
-from pipeline.types import Detections, Frame
+from core.events import IncidentEvent
+from core.types import Detections, Frame
+from rules.analyzer import CameraAnalyzer
 
 BENCH_ZONES: tuple[dict[str, Any], ...] = (
     # the benchmark street: parked cars along the kerb, the pavement, the carriageway

@@ -12,7 +12,7 @@ from typing import Any
 from benchmarks.analysis import CameraAnalysis
 from benchmarks.fastpath import TimeSampler
 from benchmarks.trial import FrameRecord, RunnerState, TrialSpec
-from pipeline.types import Frame
+from core.types import Frame
 
 # what a careful user sets so RTSP runs over TCP, as in our runner
 os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")

@@ -28,10 +28,10 @@ SMOKE_LABELS = ("car_detection_lot.yaml",)
 
 
 def run(smoke: bool = False) -> dict[str, Any]:
+    from core.assets import default_cache_dir
     from evaluation.labels import load_labels
     from evaluation.replay import Replayer, default_detector_factory
     from evaluation.tune import choose, load_grid, parse_grid, sweep
-    from patrol.assets import default_cache_dir
 
     label_paths = ([REPO / "labels" / n for n in SMOKE_LABELS] if smoke
                    else sorted((REPO / "labels").glob("*.yaml")))

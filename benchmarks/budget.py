@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from patrol.errors import ConfigError
+from core.errors import ConfigError
 
 BUDGET_YAML = Path(__file__).with_name("budget.yaml")
 

@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from benchmarks.analysis import CameraAnalysis
 from benchmarks.trial import FrameRecord, RunnerState, TrialSpec
-from pipeline.types import Frame
+from core.types import Frame
 
 OPEN_OPTIONS = {"rtsp_transport": "tcp", "analyzeduration": "0", "probesize": "65536", "fflags": "nobuffer"}
 OPEN_TIMEOUT_S = 10.0

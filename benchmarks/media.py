@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from patrol.errors import PatrolError
+from core.errors import PatrolError
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCE_ASSET = "vehicle_counting_input_video"
@@ -47,7 +47,7 @@ class ClipSpec:
 
 def source_footage(asset: str = SOURCE_ASSET) -> Path:
     """The real footage the benchmark clips are made from, fetched through the asset cache."""
-    from patrol.assets import fetch
+    from core.assets import fetch
 
     return fetch(asset)
 

@@ -35,7 +35,7 @@ from benchmarks.capacity import run_trial_process, search
 from benchmarks.media import REPO, ClipSpec, RtspServer, encode_clip
 from benchmarks.stages import run_stages
 from benchmarks.trial import TrialSpec
-from patrol.errors import PatrolError
+from core.errors import PatrolError
 
 log = logging.getLogger("patrol.bench")
 

@@ -2,7 +2,7 @@
 
 Stages: decode (every frame / keyframes only), colour conversion + resize (the three ways to get a
 model-sized BGR picture out of a decoded frame), inference per model, tracking, rules (the real
-:class:`alerts.analyzer.CameraAnalyzer` per zone type, at native and at model size), and publish
+:class:`rules.analyzer.CameraAnalyzer` per zone type, at native and at model size), and publish
 (outbox commit to SQLite; MQTT QoS 1 publish to a local mosquitto until PUBACK). Frame-to-decision
 per model is the sum, frame by frame, of keyframe decode, conversion, inference, analysis and the
 outbox commit, on the real clip.
@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from benchmarks.stats import percentiles
-from pipeline.types import Detections, Frame
+from core.types import Detections, Frame
 
 log = logging.getLogger("patrol.bench")
 REPO = Path(__file__).resolve().parent.parent
@@ -213,8 +213,8 @@ def sample_camera(zone_types: tuple[str, ...]) -> Any:
 
 def bench_analysis(frames: list[tuple[float, Image]], detections: list[Detections]) -> dict[str, Any]:
     """Tracking alone, then each zone type's rules (analyzer time minus tracking time)."""
-    from alerts.analyzer import CameraAnalyzer
     from pipeline.tracking import ObjectTracker
+    from rules.analyzer import CameraAnalyzer
 
     out: dict[str, Any] = {}
     tracker = ObjectTracker()
@@ -238,7 +238,7 @@ def bench_analysis(frames: list[tuple[float, Image]], detections: list[Detection
 
 
 def sample_event() -> Any:
-    from alerts.events import Evidence, EvidenceBox, IncidentEvent
+    from core.events import Evidence, EvidenceBox, IncidentEvent
 
     return IncidentEvent(
         incident_id="inc-ille-0123456789abcdef0123", seq=1, event="opened", type="illegal_parking",
@@ -299,8 +299,8 @@ def bench_publish(iterations: int) -> dict[str, Any]:
 def bench_e2e_per_model(path: Path, models: list[str], frames: int, threads: int | None,
                         providers: list[str] | None) -> dict[str, Any]:
     """Unloaded frame-to-decision per model: keyframe decode + reformat + detect + analyse + commit."""
-    from alerts.analyzer import CameraAnalyzer
     from models.factory import load_detector
+    from rules.analyzer import CameraAnalyzer
 
     clip = [(pts, frame, dec) for pts, frame, dec in keyframes(path, frames)]
     out: dict[str, Any] = {}

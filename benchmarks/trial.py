@@ -205,7 +205,7 @@ def warm_analysis() -> None:
     import numpy as np
 
     from benchmarks.analysis import CameraAnalysis
-    from pipeline.types import Detections, Frame
+    from core.types import Detections, Frame
 
     analysis = CameraAnalysis("warmup")
     car = Detections(np.array([[10, 100, 60, 130]], np.float32), np.array([0.9], np.float32),

@@ -4,7 +4,7 @@ config, instrumented from the outside only (no change to the worker):
 * a packet listener (the worker's ``packet_listeners`` hook, where the evidence ring sits in
   production) notes when each packet arrived, so latency starts at the packet, not at decode;
 * the detector loader hands the worker the preloaded detector wrapped to time each batch;
-* the analyzer factory wraps the real :class:`alerts.analyzer.CameraAnalyzer` (tracker, every
+* the analyzer factory wraps the real :class:`rules.analyzer.CameraAnalyzer` (tracker, every
   zone's rule, lifecycle) to note when the decision for each frame was made.
 
 Sources are started one by one over ``stagger_s`` so keyframes of different cameras do not
@@ -19,11 +19,11 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
-from alerts.events import IncidentEvent
 from benchmarks.analysis import TimedTracking, bench_camera
 from benchmarks.trial import FrameRecord, RunnerState, TrialSpec
 from camera_config.schema import Camera, SiteConfig
-from pipeline.types import Detections, Frame
+from core.events import IncidentEvent
+from core.types import Detections, Frame
 
 ARRIVALS_KEPT = 256
 

@@ -9,7 +9,7 @@ import yaml
 from pydantic import ValidationError
 
 from camera_config.schema import DuplicateIdError, SiteConfig
-from patrol.errors import ConfigError
+from core.errors import ConfigError
 
 
 def _loc_text(loc: tuple[int | str, ...]) -> str:

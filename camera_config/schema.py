@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from alerts.events import IncidentType
-from models.coco import COCO80
+from core.coco import COCO80
+from core.events import IncidentType
 
 Point = tuple[Annotated[float, Field(ge=0.0, le=1.0)], Annotated[float, Field(ge=0.0, le=1.0)]]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -38,7 +38,7 @@ class DuplicateIdError(ValueError):
 def _check_classes(names: tuple[str, ...]) -> tuple[str, ...]:
     unknown = [n for n in names if n not in COCO80]
     if unknown:
-        raise ValueError(f"unknown COCO class name(s) {unknown}; see models/coco.py for the 80 names")
+        raise ValueError(f"unknown COCO class name(s) {unknown}; see core/coco.py for the 80 names")
     return names
 
 

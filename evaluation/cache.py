@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from patrol.errors import PatrolError
-from pipeline.types import Detections
+from core.errors import PatrolError
+from core.types import Detections
 
 FORMAT_VERSION = 1
 

@@ -29,9 +29,9 @@ import av
 from sqlalchemy import select
 
 from camera_config.loader import load_config
+from core.errors import ConfigError, PatrolError
+from core.redact import redact_text
 from evaluation.labels import LabelDoc, LabelError, dump_labels, parse_labels, sha256_file
-from patrol.errors import ConfigError, PatrolError
-from patrol.redact import redact_text
 
 DEFAULT_SLACK_S = 30.0
 

@@ -39,11 +39,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from alerts.events import IncidentType
 from camera_config.loader import load_config, parse_config
 from camera_config.schema import Camera, SiteConfig
-from patrol.assets import AssetCache, data_assets
-from patrol.errors import AssetError, ConfigError, PatrolError
+from core.assets import AssetCache, data_assets
+from core.errors import AssetError, ConfigError, PatrolError
+from core.events import IncidentType
 
 Seconds = Annotated[float, Field(ge=0, le=86_400)]
 

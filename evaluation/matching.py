@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from alerts.events import IncidentEvent
+from core.events import IncidentEvent
 from evaluation.labels import Expected, Quiet
 
 FpReason = Literal["early", "late", "wrong_zone", "wrong_type", "duplicate", "quiet", "unexpected",

@@ -35,13 +35,13 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from alerts.events import IncidentEvent
 from camera_config.schema import Camera, KeepClearZone, NoVendingZone
+from core.errors import PatrolError, SourceError
+from core.events import IncidentEvent
+from core.types import Detections, Frame
 from evaluation.cache import CachedClip, CacheKey, CacheMismatch, CacheMissing, load_cache, save_cache
 from evaluation.labels import ClipLabels, sha256_file
-from patrol.errors import PatrolError, SourceError
 from pipeline.sampler import TimeSampler
-from pipeline.types import Detections, Frame
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +225,8 @@ def replay_cached(clip: CachedClip, camera: Camera, timezone: str, analyzer_fact
 
 
 def default_analyzer_factory(camera: Camera, timezone: str) -> FrameAnalyzer:
-    """The production analyzer (:class:`alerts.analyzer.CameraAnalyzer`)."""
-    from alerts.analyzer import CameraAnalyzer
+    """The production analyzer (:class:`rules.analyzer.CameraAnalyzer`)."""
+    from rules.analyzer import CameraAnalyzer
 
     return CameraAnalyzer(camera, timezone)
 
@@ -282,7 +282,7 @@ class _BgStep:
 
 
 class MemoBackground:
-    """A :class:`~alerts.background.DualBackground` stand-in that records or plays back.
+    """A :class:`~rules.background.DualBackground` stand-in that records or plays back.
 
     With an empty recording it runs the real model and records every step. With a recording it
     returns the recorded regions while each call has the recorded frame time and ignore boxes; at
@@ -380,7 +380,7 @@ class Replayer:
 
     def events(self, labels: ClipLabels, camera: Camera) -> list[IncidentEvent]:
         """Every incident event of a replay of ``labels``' clip under ``camera``'s config."""
-        from alerts.analyzer import CameraAnalyzer
+        from rules.analyzer import CameraAnalyzer
 
         data = self.load(labels)
         memo = self.memo

@@ -28,9 +28,9 @@ import yaml
 from pydantic import ValidationError
 
 from camera_config.schema import Camera
+from core.errors import PatrolError
 from evaluation.labels import ClipLabels, LabelError, read_yaml
 from evaluation.matching import OVERALL, ClipResult, Observed, Score, match_clip, score
-from patrol.errors import PatrolError
 
 ZONE_TYPES = ("no_parking", "no_vending", "keep_clear")
 MAX_COMBINATIONS = 100_000

@@ -18,14 +18,14 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from alerts.events import IncidentEvent
 from camera_config.schema import Camera, SiteConfig
+from core.events import IncidentEvent
+from core.types import Detections, Frame
 from evidence.clip import ClipWriter
 from evidence.errors import EvidenceError
 from evidence.manifest import ModelInfo, config_version
 from evidence.recorder import EvidenceRecorder
 from evidence.store import EvidenceStore
-from pipeline.types import Detections, Frame
 
 log = logging.getLogger(__name__)
 

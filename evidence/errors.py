@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from patrol.errors import PatrolError
+from core.errors import PatrolError
 
 
 class EvidenceError(PatrolError):

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alerts.events import IncidentEvent
 from camera_config.schema import SiteConfig
+from core.events import IncidentEvent
 from evidence.clip import sha256_file
 from evidence.errors import EvidenceError
 

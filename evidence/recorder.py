@@ -14,14 +14,14 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from alerts.events import IncidentEvent
+from core.events import IncidentEvent
+from core.types import Frame
 from evidence.clip import ClipResult, ClipWriter
 from evidence.errors import EvidenceError
 from evidence.manifest import ModelInfo, build_manifest, file_entries, write_manifest
 from evidence.ring import PacketRing
 from evidence.snapshot import draw_snapshot, write_jpeg
 from evidence.store import CLIP, FRAME, MANIFEST, SNAPSHOT, EvidenceStore
-from pipeline.types import Frame
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from alerts.events import EvidenceBox
+from core.events import EvidenceBox
 from evidence.errors import EvidenceError
 
 ZONE_COLOUR = (0, 200, 255)  # BGR amber

@@ -1,7 +1,7 @@
 """The ``Detector`` protocol and what every ONNX adapter shares.
 
 A detector takes a batch of BGR uint8 images of any sizes and returns one
-:class:`pipeline.types.Detections` per image, boxes in that image's own pixel coordinates.
+:class:`core.types.Detections` per image, boxes in that image's own pixel coordinates.
 Adapters only say how to turn raw network outputs into candidate boxes in network-input pixels
 (:meth:`OnnxDetector.decode`); resizing, normalisation, un-mapping, clipping, score threshold and
 NMS live here once.
@@ -21,9 +21,9 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from core.errors import ModelError
+from core.types import Detections
 from models.registry import InputSpec
-from patrol.errors import ModelError
-from pipeline.types import Detections
 
 log = logging.getLogger(__name__)
 

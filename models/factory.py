@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core.assets import AssetCache
+from core.errors import ModelError
 from models.base import Detector, OnnxDetector, create_session
 from models.fastestdet import FastestDetDetector
 from models.gfl import GflDetector
 from models.registry import InputSpec, ModelSpec, registry
 from models.ultralytics import UltralyticsDetector, ultralytics_input
 from models.yolox import YoloxDetector
-from patrol.assets import AssetCache
-from patrol.errors import ModelError
 
 log = logging.getLogger(__name__)
 

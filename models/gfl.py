@@ -16,9 +16,9 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from core.errors import ModelError
 from models.base import Candidates, OnnxDetector, best_class
 from models.registry import InputSpec
-from patrol.errors import ModelError
 
 
 def centers(width: int, height: int, stride: int) -> npt.NDArray[np.float32]:

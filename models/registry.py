@@ -1,7 +1,7 @@
 """The registry of known detector files (``models/registry.yaml``): what each file is and how to feed it.
 
 Each entry is both an asset (file, sha256, size, licence, public source — fetched through
-:mod:`patrol.assets`) and an input/decoder spec the adapters read. Weights are never committed.
+:mod:`core.assets`) and an input/decoder spec the adapters read. Weights are never committed.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from patrol.assets import Asset, AssetCache
-from patrol.errors import AssetError
+from core.assets import Asset, AssetCache
+from core.errors import AssetError
 
 REGISTRY_YAML = Path(__file__).with_name("registry.yaml")
 Family = Literal["yolox", "gfl", "ultralytics", "fastestdet"]

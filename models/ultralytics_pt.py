@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from patrol.errors import ModelError
-from pipeline.types import Detections
+from core.errors import ModelError
+from core.types import Detections
 
 
 class UltralyticsPtDetector:

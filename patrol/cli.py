@@ -1,7 +1,7 @@
 """The ``patrol`` command: one entry point, one module per group of subcommands.
 
 Each module in :data:`COMMAND_MODULES` exposes ``register(subparsers)`` and sets ``func`` on
-its parsers; ``func(args) -> int`` is the exit code. Errors from the :mod:`patrol.errors` tree
+its parsers; ``func(args) -> int`` is the exit code. Errors from the :mod:`core.errors` tree
 are printed as one clear message (exit 2), never as a traceback.
 """
 
@@ -13,9 +13,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from patrol.errors import ConfigError, PatrolError
+from core.errors import ConfigError, PatrolError
+from core.redact import redact_text
 from patrol.logs import setup_logging
-from patrol.redact import redact_text
 
 COMMAND_MODULES: tuple[str, ...] = (
     "patrol.commands.config",

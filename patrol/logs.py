@@ -1,6 +1,6 @@
 """Structured logging: human lines by default, one JSON object per line with ``--log-json``.
 
-Every record passes through :func:`patrol.redact.redact_text`, so a stream password that slips
+Every record passes through :func:`core.redact.redact_text`, so a stream password that slips
 into a message or an exception text never reaches the output.
 """
 
@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any
 
-from patrol.redact import redact_text
+from core.redact import redact_text
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 

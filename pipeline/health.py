@@ -30,9 +30,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from alerts.events import Evidence, IncidentEvent
 from camera_config.schema import Camera
-from patrol.redact import redact_text
+from core.events import Evidence, IncidentEvent
+from core.redact import redact_text
 from pipeline.sources import SourceState
 
 log = logging.getLogger("patrol.health")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 
-from pipeline.types import Frame
+from core.types import Frame
 
 
 class TimeSampler:

@@ -47,8 +47,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from camera_config.schema import SiteConfig
-from patrol.errors import PatrolError
-from patrol.redact import redact_text
+from core.errors import PatrolError
+from core.redact import redact_text
 
 log = logging.getLogger("patrol.shards")
 

@@ -32,7 +32,7 @@ video packet before decoding, for evidence ring buffers; :attr:`Source.stream_in
 codec parameters and time base of the current connection.
 
 The stream URL's password never appears in logs, exceptions or metrics: everything user-facing
-uses :attr:`Source.safe_url` and error texts pass through :func:`patrol.redact.redact_text`.
+uses :attr:`Source.safe_url` and error texts pass through :func:`core.redact.redact_text`.
 """
 
 from __future__ import annotations
@@ -54,11 +54,11 @@ import av
 import av.error
 
 from camera_config.schema import Camera, Watchdog
-from patrol.errors import SourceEnded, SourceError
-from patrol.redact import redact_text, redact_url
+from core.errors import SourceEnded, SourceError
+from core.redact import redact_text, redact_url
+from core.types import Frame
 from pipeline.metrics import CameraMetrics
 from pipeline.sampler import TimeSampler
-from pipeline.types import Frame
 
 log = logging.getLogger("patrol.source")
 

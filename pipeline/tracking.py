@@ -4,7 +4,7 @@ and a memory of stationary objects by place that does not depend on track ids.
 ``ObjectTracker.update(pts, detections) -> list[Track]`` feeds ByteTrack the frame's own
 timestamp, so skipped frames and 1-2 fps analysis rates are handled in seconds. One ByteTrack
 instance runs per class family (vehicles, people, each other class), so a person standing by a
-table never takes the table's id. Each :class:`~pipeline.types.Track` carries the recent box
+table never takes the table's id. Each :class:`~core.types.Track` carries the recent box
 history the rules read.
 
 :class:`PlaceMemory` is what the rules use for dwell clocks: an object standing still is
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.coco import CLASS_ID
-from pipeline.types import Detections, Track
+from core.coco import CLASS_ID
+from core.types import Detections, Track
 
 VEHICLE_FAMILY = frozenset(CLASS_ID[n] for n in ("car", "truck", "bus"))
 

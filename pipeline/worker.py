@@ -37,15 +37,15 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from alerts.events import IncidentEvent
 from camera_config.schema import Camera, DetectorChoice, SiteConfig
-from models.coco import COCO80
-from patrol.errors import ModelError, PatrolError
+from core.coco import COCO80
+from core.errors import ModelError, PatrolError
+from core.events import IncidentEvent
+from core.types import Detections, Frame
 from pipeline.health import HealthMonitor, publish_health
 from pipeline.metrics import CameraMetrics, make_registry
 from pipeline.sampler import LatestFrameSlot
 from pipeline.sources import PacketListener, Source
-from pipeline.types import Detections, Frame
 
 log = logging.getLogger("patrol.worker")
 
@@ -110,8 +110,8 @@ class JsonLinesSink:
 
 
 def default_analyzer(camera: Camera, site: SiteConfig) -> Analyzer:
-    """The camera's rules: tracker, zones, rules and incident lifecycle (alerts.analyzer)."""
-    from alerts.analyzer import CameraAnalyzer  # imported here: alerts builds on pipeline
+    """The camera's rules: tracker, zones, rules and incident lifecycle (rules.analyzer)."""
+    from rules.analyzer import CameraAnalyzer  # imported here: alerts builds on pipeline
 
     analyzer: Analyzer = CameraAnalyzer(camera, site.site.timezone)
     return analyzer

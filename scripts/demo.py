@@ -33,7 +33,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_DIR = REPO / "var" / "demo"
-CLIPS = {  # mount -> registered asset name (patrol/assets.yaml)
+CLIPS = {  # mount -> registered asset name (core/assets.yaml)
     "street": "vehicle_counting_input_video",
     "parking-lot": "car_detection",
 }
@@ -65,7 +65,7 @@ def services_module() -> ModuleType:
 def fetch_clips() -> dict[str, Path]:
     """Cached, checksum-verified paths of the demo clips (fetched from the mirror if needed)."""
     sys.path.insert(0, str(REPO))
-    from patrol.assets import fetch
+    from core.assets import fetch
 
     return {mount: fetch(name) for mount, name in CLIPS.items()}
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from patrol.redact import redact_text
+from core.redact import redact_text
 from storage.errors import StorageError
 
 if TYPE_CHECKING:

@@ -1,8 +1,8 @@
-"""Errors of the persistence layer, in the :mod:`patrol.errors` tree."""
+"""Errors of the persistence layer, in the :mod:`core.errors` tree."""
 
 from __future__ import annotations
 
-from patrol.errors import PatrolError
+from core.errors import PatrolError
 
 
 class StorageError(PatrolError):

@@ -17,7 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from alerts.events import IncidentEvent
+from core.events import IncidentEvent
 from storage.errors import NotFound
 from storage.models import (
     Base,

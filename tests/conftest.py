@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from patrol.assets import AssetCache, data_assets, default_mirror_dir
+from core.assets import AssetCache, data_assets, default_mirror_dir
 
 AssetPath = Callable[[str], Path]
 
@@ -124,7 +124,7 @@ def db(db_url: str):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def make_incident_event():  # type: ignore[no-untyped-def]
     """``make_incident_event(incident_id, seq, event="opened", **fields)`` -> a valid IncidentEvent."""
-    from alerts.events import Evidence, IncidentEvent
+    from core.events import Evidence, IncidentEvent
 
     def make(incident_id: str = "inc-0001", seq: int = 1, event: str = "opened", **fields: object) -> IncidentEvent:
         values: dict[str, object] = {

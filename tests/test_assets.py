@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import load_registry, registry
-from patrol.assets import (
+from core.assets import (
     ASSETS_YAML,
     REPO_ROOT,
     Asset,
@@ -26,7 +25,8 @@ from patrol.assets import (
     load_asset_file,
     sha256_of,
 )
-from patrol.errors import AssetError
+from core.errors import AssetError
+from models.registry import load_registry, registry
 
 PAYLOAD = b"not really a video, but bytes with a known digest\n" * 100
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()

@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
+from core.redact import redact_text, redact_url
 from patrol.logs import JsonFormatter, RedactingFilter, TextFormatter
-from patrol.redact import redact_text, redact_url
 
 SECRET = "S3cret:Pass"
 

@@ -19,11 +19,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 
-from alerts.events import IncidentEvent
 from alerts.mqtt import MqttLink, Topics
 from alerts.outbox import OutboxPublisher
-from alerts.schema import schema_errors
 from camera_config.schema import MqttConfig, TicketsConfig
+from core.events import IncidentEvent
+from core.schema import schema_errors
 from storage import repository as repo
 from storage.db import Database
 from storage.errors import NotFound, StorageError

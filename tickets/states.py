@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final, Literal, get_args
 
-from patrol.errors import PatrolError
+from core.errors import PatrolError
 
 State = Literal["accepted", "dispatched", "disposed", "verified", "archived", "rejected", "reopened"]
 STATES: Final[tuple[State, ...]] = get_args(State)

@@ -9,7 +9,7 @@ from typing import Any
 
 from camera_config.loader import load_config
 from camera_config.schema import SiteConfig
-from patrol.errors import ConfigError
+from core.errors import ConfigError
 
 
 def register(sub: Any) -> None:

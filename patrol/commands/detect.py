@@ -10,9 +10,9 @@ from typing import Any
 import cv2
 import numpy as np
 
-from models.coco import COCO80
+from core.coco import COCO80
+from core.errors import PatrolError
 from models.factory import load_detector
-from patrol.errors import PatrolError
 
 
 def register(sub: Any) -> None:

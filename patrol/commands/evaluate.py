@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from core.assets import default_cache_dir
 from evaluation import report
 from evaluation.labels import load_labels
 from evaluation.matching import ClipResult, match_clip, score
 from evaluation.replay import Replayer, default_detector_factory
 from evaluation.tune import OBJECTIVES, choose, config_patch, load_grid, meets, patch_yaml, sweep
-from patrol.assets import default_cache_dir
 
 log = logging.getLogger("patrol.eval")
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
+from core.assets import Asset, AssetCache, data_assets, folder_manifest, get_asset
+from core.errors import AssetError
 from models.registry import registry
-from patrol.assets import Asset, AssetCache, data_assets, folder_manifest, get_asset
-from patrol.errors import AssetError
 
 
 def register(sub: Any) -> None:

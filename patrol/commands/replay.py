@@ -2,8 +2,8 @@
 
 Runs as fast as it can, with the video's own timestamps as the clock: wall time is a fixed base
 (``--start-time``, default Monday 2026-01-05 09:00 in the site's time zone) plus pts, so zone
-schedules apply and two runs print the same JSON lines (one :class:`~alerts.events.IncidentEvent`
-per line). The core is :func:`alerts.analyzer.replay` (frames -> detections -> analyzer), which
+schedules apply and two runs print the same JSON lines (one :class:`~core.events.IncidentEvent`
+per line). The core is :func:`rules.analyzer.replay` (frames -> detections -> analyzer), which
 evaluation and tuning call with a detector or with cached detections.
 """
 
@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from alerts.analyzer import detector_fn, replay
 from camera_config.loader import load_config
 from camera_config.schema import Camera
-from patrol.errors import ConfigError, PatrolError, SourceError
-from pipeline.types import Frame
+from core.errors import ConfigError, PatrolError, SourceError
+from core.types import Frame
+from rules.analyzer import detector_fn, replay
 
 DEFAULT_START = "2026-01-05T09:00:00"
 _END = object()

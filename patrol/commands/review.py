@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from camera_config.loader import load_config
-from patrol.errors import PatrolError
+from core.errors import PatrolError
 
 
 def register(sub: Any) -> None:

@@ -30,8 +30,8 @@ from typing import Any
 
 from camera_config.loader import load_config
 from camera_config.schema import SiteConfig
-from patrol.errors import ConfigError
-from patrol.redact import redact_text
+from core.errors import ConfigError
+from core.redact import redact_text
 from patrol.signals import stop_on_signals
 from pipeline.shards import CAMERAS_PER_PROCESS, auto_processes
 

@@ -8,12 +8,12 @@ import json
 import pytest
 
 from alerts.mqtt import Topics
-from alerts.schema import SCHEMA_FILE, incident_event_schema, render, schema_errors
+from core.schema import SCHEMA_FILE, incident_event_schema, render, schema_errors
 
 
 def test_committed_schema_equals_generated() -> None:
     assert SCHEMA_FILE.read_text(encoding="utf-8") == render(), \
-        "alerts/schema is stale: run `python -m alerts.schema` and commit"
+        "core/schema is stale: run `python -m core.schema` and commit"
     assert json.loads(SCHEMA_FILE.read_text())["$id"] == incident_event_schema()["$id"]
 
 

@@ -16,8 +16,8 @@ from paho.mqtt.properties import Properties
 
 from alerts.mqtt import MqttLink, Topics
 from alerts.outbox import OutboxPublisher, OutboxSink
-from alerts.schema import schema_errors
 from camera_config.schema import MqttConfig
+from core.schema import schema_errors
 from storage import repository as repo
 from storage.db import Database
 

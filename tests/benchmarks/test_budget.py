@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.budget import BUDGET_YAML, BudgetLine, check, load_budget, lookup
-from patrol.errors import ConfigError
+from core.errors import ConfigError
 
 
 def test_committed_budget_loads_and_covers_every_stage_and_capacity() -> None:

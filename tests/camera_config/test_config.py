@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from camera_config import load_config, parse_config
-from patrol.errors import ConfigError
+from core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "camera_config" / "sites" / "example.yaml"

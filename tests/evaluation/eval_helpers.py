@@ -9,7 +9,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.types import Detections
+from core.types import Detections
 
 CAR = 2
 

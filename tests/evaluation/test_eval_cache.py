@@ -12,10 +12,10 @@ import yaml
 from eval_helpers import CountingDetector
 
 from camera_config.schema import Camera
+from core.types import Detections
 from evaluation.cache import CachedClip, CacheError, CacheKey, CacheMismatch, CacheMissing, load_cache, save_cache
 from evaluation.labels import ClipLabels, load_labels, sha256_file
 from evaluation.replay import Replayer, cache_key, model_identity
-from pipeline.types import Detections
 
 
 def write_labels(tmp_path: Path, clip: Path, model: str = "yolox_nano_416") -> Path:

@@ -11,12 +11,12 @@ import yaml
 from eval_helpers import CountingDetector
 
 from camera_config.schema import Camera
+from core.errors import PatrolError
 from evaluation.export import labels_from_verdicts, parse_time
 from evaluation.labels import load_labels, sha256_file
 from evaluation.matching import match_clip
 from evaluation.replay import Replayer
 from patrol.cli import main
-from patrol.errors import PatrolError
 
 CLIP_START = 1_750_000_000.0
 SITE: dict[str, Any] = {

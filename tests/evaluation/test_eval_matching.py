@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alerts.events import EventType, IncidentEvent
+from core.events import EventType, IncidentEvent
 from evaluation.labels import Expected, Quiet
 from evaluation.matching import OVERALL, Observed, Score, incidents_from_events, match_clip, score
 

@@ -12,11 +12,11 @@ import pytest
 import yaml
 from eval_helpers import CountingDetector
 
-from alerts.background import DualBackground
 from camera_config.schema import Camera
 from evaluation.labels import ClipLabels, load_labels
 from evaluation.replay import MemoBackground, Replayer, sample_frames
 from evaluation.tune import apply_setting, parse_grid
+from rules.background import DualBackground
 
 
 def labels_for(tmp_path: Path, clip: Path) -> ClipLabels:

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.assets import default_cache_dir
 from evaluation.labels import ClipLabels, load_labels
 from evaluation.matching import OVERALL, match_clip, score
 from evaluation.replay import Replayer, default_detector_factory
 from evaluation.tune import apply_setting, choose, load_grid, sweep
-from patrol.assets import default_cache_dir
 from patrol.cli import main
 
 REPO = Path(__file__).resolve().parents[2]

@@ -5,7 +5,7 @@ from pathlib import Path
 import av
 import pytest
 
-from patrol.assets import fetch
+from core.assets import fetch
 
 
 @pytest.fixture(scope="session")

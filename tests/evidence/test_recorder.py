@@ -11,14 +11,14 @@ import cv2
 import numpy as np
 import pytest
 
-from alerts.events import Evidence, EvidenceBox, IncidentEvent
 from camera_config.loader import parse_config
+from core.events import Evidence, EvidenceBox, IncidentEvent
+from core.types import Frame
 from evidence.clip import ClipWriter
 from evidence.manifest import MANIFEST_SCHEMA, ModelInfo, config_version, verify_manifest
 from evidence.recorder import EvidenceRecorder
 from evidence.snapshot import draw_snapshot
 from evidence.store import EvidenceStore
-from pipeline.types import Frame
 
 POLYGON = ((0.0, 0.55), (0.45, 0.55), (0.45, 1.0), (0.0, 1.0))
 SITE = {"site": {"name": "test"}, "cameras": [{"id": "cam-street", "url": "rtsp://u:secret@host/x",

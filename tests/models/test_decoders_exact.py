@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 from onnx_fixtures import constant_model
 
+from core.errors import ModelError
+from core.types import Detections
 from models.base import create_session, nms, pick_providers
 from models.factory import load_detector
 from models.fastestdet import FastestDetDetector
 from models.gfl import GflDetector
 from models.registry import get_spec
 from models.yolox import YoloxDetector
-from patrol.errors import ModelError
-from pipeline.types import Detections
 
 WIDE = np.zeros((416, 832, 3), np.uint8)  # letterbox top-left: scale 0.5, no pad; stretch: sx 0.5, sy 1
 
@@ -225,8 +225,8 @@ def test_without_the_onnx_package_models_run_as_exported(monkeypatch: pytest.Mon
 def test_weights_listed_as_inputs_are_dropped_and_free_size_makes_height_and_width_symbolic() -> None:
     import onnx
 
+    from core.assets import AssetCache
     from models.base import prepared_model
-    from patrol.assets import AssetCache
 
     path = AssetCache().fetch(get_spec("picodet_s_416_coco").asset())
     assert len(onnx.load(str(path)).graph.input) > 1  # the exporter listed its weights as inputs

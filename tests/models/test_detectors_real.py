@@ -16,13 +16,13 @@ import cv2
 import numpy as np
 import pytest
 
+from core.assets import REPO_ROOT, AssetCache
+from core.coco import CLASS_ID
+from core.types import Detections
 from models.base import Detector, create_session
-from models.coco import CLASS_ID
 from models.factory import load_detector
 from models.registry import get_spec
 from models.yolox import YoloxDetector
-from patrol.assets import REPO_ROOT, AssetCache
-from pipeline.types import Detections
 
 BUS, PERSON = CLASS_ID["bus"], CLASS_ID["person"]
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from onnx_fixtures import constant_model, dynamic_batch_model
 
+from core.errors import ModelError
 from models.base import place, to_tensor
 from models.factory import load_detector
 from models.ultralytics import ultralytics_input
-from patrol.errors import ModelError
 
 IMAGE = np.zeros((640, 1280, 3), np.uint8)  # H=640, W=1280
 

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from alerts.events import IncidentEvent
-from alerts.fakes import ListSink, ScriptedDetector
 from camera_config.loader import parse_config
+from core.errors import ConfigError
+from core.events import IncidentEvent
+from core.fakes import ListSink, ScriptedDetector
 from patrol.commands.run import FanOutSink
-from patrol.errors import ConfigError
 from pipeline.health import CameraHealth, HealthMonitor, outage_id, publish_health
 from pipeline.sources import SourceState
 from pipeline.worker import PatrolWorker

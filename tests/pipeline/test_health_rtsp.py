@@ -20,13 +20,13 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerts.events import IncidentEvent
-from alerts.fakes import ListSink, ScriptedDetector
 from alerts.outbox import Outbox
 from camera_config.loader import parse_config
+from core.events import IncidentEvent
+from core.fakes import ListSink, ScriptedDetector
+from core.types import Detections, Frame
 from patrol.commands.run import FanOutSink
 from pipeline.sources import SourceState
-from pipeline.types import Detections, Frame
 from pipeline.worker import PatrolWorker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

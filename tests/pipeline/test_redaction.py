@@ -16,8 +16,8 @@ import yaml
 from prometheus_client import generate_latest
 from run_helpers import closed_port
 
-from alerts.fakes import ScriptedDetector
 from camera_config.loader import parse_config
+from core.fakes import ScriptedDetector
 from patrol.commands.run import format_summary
 from patrol.logs import JsonFormatter, RedactingFilter, TextFormatter
 from pipeline.sources import Source, SourceState

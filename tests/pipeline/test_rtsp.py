@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from alerts.fakes import ScriptedDetector
 from camera_config.loader import parse_config
+from core.fakes import ScriptedDetector
+from core.types import Detections, Frame
 from pipeline.sources import SourceState
-from pipeline.types import Detections, Frame
 from pipeline.worker import PatrolWorker
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

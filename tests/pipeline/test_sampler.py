@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.types import Frame
 from pipeline.sampler import LatestFrameSlot, TimeSampler
-from pipeline.types import Frame
 
 IMAGE = np.zeros((4, 4, 3), np.uint8)
 

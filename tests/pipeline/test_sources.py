@@ -11,9 +11,9 @@ import av
 import numpy as np
 import pytest
 
-from patrol.errors import SourceEnded
+from core.errors import SourceEnded
+from core.types import Frame
 from pipeline.sources import KeyframeClock, Source, SourceState, is_live_url
-from pipeline.types import Frame
 
 STREET = "vehicle_counting_input_video"  # 640x352, 24 fps, 905 frames, keyframe every 2 s
 
@@ -184,7 +184,7 @@ def test_keyframe_only_decoding_skips_the_loop_filter_and_every_frame_decoding_k
 def test_leaving_keyframe_only_decoding_after_the_decoder_opened(asset_path: Any, live: bool,
                                                                  caplog: pytest.LogCaptureFixture) -> None:
     """A live camera reconnects (a fresh decoder deblocks every frame); a file goes on to its end."""
-    from patrol.errors import SourceError
+    from core.errors import SourceError
     from pipeline.sources import _StreamReader
 
     src = Source("cam1", str(asset_path(STREET)), lambda f: None, realtime=False, analysis_fps=0.5)

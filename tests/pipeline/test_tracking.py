@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.coco import CLASS_ID
+from core.coco import CLASS_ID
+from core.types import Detections
 from pipeline.tracking import ObjectTracker, PlaceMemory, Sighting, covered_frac, is_moving
-from pipeline.types import Detections
 
 
 def dets(*items: tuple[str, tuple[float, float, float, float], float]) -> Detections:

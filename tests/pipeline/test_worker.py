@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 from prometheus_client import generate_latest
 
-from alerts.events import IncidentEvent
-from alerts.fakes import ListSink
 from camera_config.loader import parse_config
 from camera_config.schema import DetectorChoice
-from models.coco import CLASS_ID
+from core.coco import CLASS_ID
+from core.events import IncidentEvent
+from core.fakes import ListSink
+from core.types import Detections, Frame
 from pipeline.sources import SourceState
-from pipeline.types import Detections, Frame
 from pipeline.worker import JsonLinesSink, PatrolWorker, default_analyzer, lowest_score
 
 IMAGE = np.zeros((36, 64, 3), np.uint8)

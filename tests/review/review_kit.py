@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
-from alerts.events import Evidence, EvidenceBox, IncidentEvent
+from core.events import Evidence, EvidenceBox, IncidentEvent
 
 PASSWORD = "correct horse battery"
 

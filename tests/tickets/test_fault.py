@@ -22,11 +22,11 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerts.events import IncidentEvent
 from alerts.mqtt import MqttLink, Topics
 from alerts.outbox import OutboxPublisher, OutboxSink
-from alerts.schema import schema_errors
 from camera_config.schema import MqttConfig
+from core.events import IncidentEvent
+from core.schema import schema_errors
 from storage import repository as repo
 from storage.db import open_database
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from camera_config.loader import parse_config
-from patrol.errors import ConfigError
+from core.errors import ConfigError
 
 BASE = {"site": {"name": "x"}, "cameras": [{"id": "c1", "url": "rtsp://u:p@h/s", "grid_cell": "G-01"}]}
 

@@ -1,7 +1,7 @@
 """The published JSON Schema of the incident payload, generated from :class:`IncidentEvent`.
 
 The committed file ``incident_event.v1.json`` is what consumers outside Python read; a test checks
-it equals :func:`incident_event_schema`. Regenerate with ``python -m alerts.schema``.
+it equals :func:`incident_event_schema`. Regenerate with ``python -m core.schema``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from alerts.events import SCHEMA_VERSION, IncidentEvent
+from core.events import SCHEMA_VERSION, IncidentEvent
 
 SCHEMA_FILE = Path(__file__).with_name(f"incident_event.v{SCHEMA_VERSION}.json")
 SCHEMA_ID = f"https://bright-patrol.example/schema/incident_event.v{SCHEMA_VERSION}.json"

@@ -1,7 +1,7 @@
 """Fallen branches and obstructions: a large new object that appears in a keep-clear zone and stays.
 
 No COCO detector knows a broken branch or a pile of debris by name, so this rule does not look for
-a class: it asks the camera's :class:`~alerts.background.DualBackground` for *static regions*
+a class: it asks the camera's :class:`~rules.background.DualBackground` for *static regions*
 (new since the long-term background, still for longer than the short-term one) and reports each
 one whose ground point (bottom centre of its box) lies in the zone and that has been seen there,
 clear of people and vehicles, for at least ``zone.limit_s`` (``StaticRegion.seen_s``) while the
@@ -38,13 +38,13 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from alerts.background import DualBackground, StaticRegion
-from alerts.events import Evidence, EvidenceBox, IncidentType
-from alerts.findings import Finding
 from camera_config.schema import KeepClearZone
-from models.coco import CLASS_ID
-from pipeline.types import Detections, Frame, Track
+from core.coco import CLASS_ID
+from core.events import Evidence, EvidenceBox, IncidentType
+from core.types import Detections, Frame, Track
 from pipeline.zones import build_zone_mask, schedule_active
+from rules.background import DualBackground, StaticRegion
+from rules.findings import Finding
 
 Box = tuple[float, float, float, float]
 
@@ -120,7 +120,7 @@ class _Known:
 
 
 class ObstructionRule:
-    """One keep_clear zone of one camera (the :class:`alerts.findings.Rule` protocol).
+    """One keep_clear zone of one camera (the :class:`rules.findings.Rule` protocol).
 
     ``background`` may be shared with other rules of the camera (it is updated once per frame
     pts); by default the rule builds its own from the zone's ``long_term_s``, ``short_term_s``,

@@ -1,4 +1,4 @@
-"""The incident lifecycle: findings in, :class:`~alerts.events.IncidentEvent` out.
+"""The incident lifecycle: findings in, :class:`~core.events.IncidentEvent` out.
 
 One incident per problem and place (camera + zone + type + location): a finding joins the open
 incident of its type and zone nearest its place (within ``place_radius``, one finding per
@@ -16,10 +16,10 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from alerts.events import EventType, Evidence, IncidentEvent
-from alerts.findings import Finding
 from camera_config.schema import ZoneBase
-from pipeline.types import Frame
+from core.events import EventType, Evidence, IncidentEvent
+from core.types import Frame
+from rules.findings import Finding
 
 
 @dataclass(frozen=True, slots=True)

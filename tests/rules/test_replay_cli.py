@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alerts.events import IncidentEvent
+from core.events import IncidentEvent
 from patrol.cli import main
 
 CLIPS = ["vehicle_counting_input_video", "car_detection", "pedestrian_survaillance", "evadb_traffic_10fps",

@@ -17,13 +17,13 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from alerts.events import Evidence, EvidenceBox
-from alerts.findings import Finding
 from camera_config.schema import NoParkingZone
-from models.coco import CLASS_ID, COCO80
+from core.coco import CLASS_ID, COCO80
+from core.events import Evidence, EvidenceBox
+from core.types import Detections, Frame, Track
 from pipeline.tracking import PlaceMemory, Sighting, Station, covered_frac, is_moving, match_tracks
-from pipeline.types import Detections, Frame, Track
 from pipeline.zones import build_zone_mask, schedule_active
+from rules.findings import Finding
 
 DUPLICATE_COVER = 0.6
 """Two parked stations whose boxes (first or latest) cover each other this much are one vehicle

@@ -19,19 +19,19 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from alerts.background import DualBackground
-from alerts.events import IncidentEvent
-from alerts.findings import Finding, Rule
-from alerts.lifecycle import IncidentLifecycle, ZonePolicy
-from alerts.obstruction import ObstructionRule
-from alerts.parking import ParkingRule
-from alerts.stall import StallRule
 from camera_config.schema import Camera, KeepClearZone, NoParkingZone, NoVendingZone
-from models.coco import CLASS_ID, COCO80
+from core.coco import CLASS_ID, COCO80
+from core.events import IncidentEvent
+from core.types import Detections, Frame, Track
 from pipeline.sampler import TimeSampler
 from pipeline.tracking import ObjectTracker
-from pipeline.types import Detections, Frame, Track
 from pipeline.zones import schedule_active
+from rules.background import DualBackground
+from rules.findings import Finding, Rule
+from rules.lifecycle import IncidentLifecycle, ZonePolicy
+from rules.obstruction import ObstructionRule
+from rules.parking import ParkingRule
+from rules.stall import StallRule
 
 log = logging.getLogger("patrol.analyzer")
 

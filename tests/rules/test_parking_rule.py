@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from alerts.fakes import ScriptedObject as Obj
+from core.fakes import ScriptedObject as Obj
 
 ZONE = {"id": "kerb", "type": "no_parking", "polygon": [[0.5, 0.55], [1, 0.55], [1, 1], [0.5, 1]],
         "limit_s": 10, "occlusion_grace_s": 8, "close_grace_s": 5, "cooldown_s": 20, "update_interval_s": 5}
@@ -131,10 +131,10 @@ def test_source_reconnect_restarting_pts_keeps_the_dwell_clock() -> None:
     by wall time, so the parked car still fires once at 10 s of standing, not 10 s after the reconnect."""
     import numpy as np
 
-    from alerts.analyzer import CameraAnalyzer
-    from alerts.fakes import Scene
     from camera_config.schema import Camera
-    from pipeline.types import Frame
+    from core.fakes import Scene
+    from core.types import Frame
+    from rules.analyzer import CameraAnalyzer
 
     camera = Camera.model_validate({"id": "cam-1", "url": "rtsp://cam/1", "grid_cell": "JD-0101",
                                     "analysis_fps": 2, "zones": [ZONE]})
@@ -154,10 +154,10 @@ def test_source_reconnect_restarting_pts_keeps_the_dwell_clock() -> None:
 def test_frame_size_change_rebuilds_the_zones() -> None:
     import numpy as np
 
-    from alerts.analyzer import CameraAnalyzer
-    from alerts.fakes import Scene
     from camera_config.schema import Camera
-    from pipeline.types import Frame
+    from core.fakes import Scene
+    from core.types import Frame
+    from rules.analyzer import CameraAnalyzer
 
     camera = Camera.model_validate({"id": "cam-1", "url": "rtsp://cam/1", "grid_cell": "JD-0101",
                                     "analysis_fps": 2, "zones": [ZONE]})

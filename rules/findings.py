@@ -2,7 +2,7 @@
 
 A rule is stateful with one verb: ``update(frame, tracks, detections) -> list[Finding]``, returning
 the problems whose condition holds *now* (limit already reached). The lifecycle
-(:mod:`alerts.lifecycle`) opens, updates (throttled) and closes incidents from these findings,
+(:mod:`rules.lifecycle`) opens, updates (throttled) and closes incidents from these findings,
 one incident per problem and place, with grace and cooldown.
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from alerts.events import Evidence, IncidentType, Severity
-from pipeline.types import Detections, Frame, Track
+from core.events import Evidence, IncidentType, Severity
+from core.types import Detections, Frame, Track
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,10 +23,10 @@ from pathlib import Path
 import cv2
 import pytest
 
-from alerts.analyzer import CameraAnalyzer, sample
 from camera_config.schema import Camera
+from core.types import Detections, Frame
 from patrol.commands.replay import clip_frames
-from pipeline.types import Detections, Frame
+from rules.analyzer import CameraAnalyzer, sample
 
 pytestmark = pytest.mark.slow
 

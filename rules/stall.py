@@ -8,7 +8,7 @@ Three kinds of evidence, each a named signal with a weight from the zone config:
   a stall.
 - ``lingering_person``: a person who has stayed near that evidence for ``linger_s``.
 - ``static_occupancy``: a static region of the background model (something new standing on
-  the ground, :class:`alerts.background.DualBackground`) near that evidence.
+  the ground, :class:`rules.background.DualBackground`) near that evidence.
 
 Evidence near each other forms one place (one stall). A place whose weighted score reaches
 ``evidence_threshold`` starts its clock; the clock survives gaps of up to ``occlusion_grace_s``
@@ -26,20 +26,20 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from alerts.events import Evidence, EvidenceBox
-from alerts.findings import Finding
 from camera_config.schema import NoVendingZone
-from models.coco import CLASS_ID, COCO80
+from core.coco import CLASS_ID, COCO80
+from core.events import Evidence, EvidenceBox
+from core.types import Detections, Frame, Track
 from pipeline.tracking import PlaceMemory, Sighting, Station, box_size, ground_point, is_moving, match_tracks
-from pipeline.types import Detections, Frame, Track
 from pipeline.zones import build_zone_mask, schedule_active
+from rules.findings import Finding
 
 PERSON = CLASS_ID["person"]
 Box = tuple[float, float, float, float]
 
 
 class StaticRegionLike(Protocol):
-    """What the stall rule reads of :class:`alerts.background.StaticRegion`."""
+    """What the stall rule reads of :class:`rules.background.StaticRegion`."""
 
     @property
     def xyxy(self) -> Box: ...

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from alerts.background import DualBackground, StaticRegion, learning_rate
+from rules.background import DualBackground, StaticRegion, learning_rate
 
 
 def scene(w: int = 320, h: int = 240, seed: int = 5) -> np.ndarray:
@@ -198,7 +198,7 @@ def test_pieces_close_together_are_one_object(gap: int, pieces: int) -> None:
 def test_models_of_one_camera_prepare_each_frame_once_and_still_see_the_same() -> None:
     """Two models fed the same arrays share the grey working image (converted once per frame, kept
     read-only) and find exactly what each finds on its own; a copy of a frame is converted anew."""
-    from alerts import background
+    from rules import background
 
     calls = []
     convert = background.cv2.cvtColor

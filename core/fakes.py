@@ -2,7 +2,7 @@
 
 A :class:`ScriptedObject` says where an object is at any stream time (start, end, velocity,
 windows where the detector misses it, deterministic jitter, a score schedule). A
-:class:`Scene` turns a list of them into :class:`~pipeline.types.Detections` for a time;
+:class:`Scene` turns a list of them into :class:`~core.types.Detections` for a time;
 :class:`ScriptedDetector` serves those in call order, as a real detector would; :class:`FakeClock`
 makes frames whose ``pts`` and ``wall_time`` advance at a fixed rate from a fixed base;
 :class:`ListSink` is an event sink that keeps what it is given.
@@ -17,9 +17,9 @@ from datetime import datetime
 
 import numpy as np
 
-from alerts.events import IncidentEvent
-from models.coco import CLASS_ID
-from pipeline.types import Detections, Frame
+from core.coco import CLASS_ID
+from core.events import IncidentEvent
+from core.types import Detections, Frame
 
 Box = tuple[float, float, float, float]
 

@@ -32,12 +32,12 @@ import cv2
 import numpy as np
 import pytest
 
-from alerts.events import IncidentEvent
-from alerts.findings import Finding
-from alerts.lifecycle import IncidentLifecycle, ZonePolicy
-from alerts.obstruction import ObstructionRule
 from camera_config.schema import KeepClearZone
-from pipeline.types import Detections, Frame
+from core.events import IncidentEvent
+from core.types import Detections, Frame
+from rules.findings import Finding
+from rules.lifecycle import IncidentLifecycle, ZonePolicy
+from rules.obstruction import ObstructionRule
 
 pytestmark = pytest.mark.slow
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from alerts.analyzer import CameraAnalyzer
-from alerts.events import IncidentEvent
-from alerts.fakes import FakeClock, Scene, ScriptedDetector, ScriptedObject
 from camera_config.schema import Camera
+from core.events import IncidentEvent
+from core.fakes import FakeClock, Scene, ScriptedDetector, ScriptedObject
+from rules.analyzer import CameraAnalyzer
 
 # Monday 09:00 in Shanghai: inside every schedule the tables use unless they say otherwise
 MONDAY_9AM = "2026-03-02T09:00:00+08:00"

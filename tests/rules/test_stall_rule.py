@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from alerts.fakes import ScriptedObject as Obj
+from core.fakes import ScriptedObject as Obj
 
 ZONE = {"id": "pavement", "type": "no_vending", "polygon": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]],
         "limit_s": 20, "linger_s": 10, "occlusion_grace_s": 8, "close_grace_s": 5, "cooldown_s": 20,
@@ -160,9 +160,9 @@ class Region:
 
 def test_static_occupancy_counts_with_a_vendor_not_alone(run_scene) -> None:
     """Goods laid on the ground (no COCO class) show up only as a static background region."""
-    from alerts.fakes import FakeClock, Scene
-    from alerts.stall import StallRule
     from camera_config.schema import NoVendingZone
+    from core.fakes import FakeClock, Scene
+    from rules.stall import StallRule
 
     goods = (150.0, 260.0, 260.0, 310.0)
     vendor_near = Obj("person", (265.0, 200.0, 300.0, 312.0))

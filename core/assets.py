@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 
 import yaml
 
-from patrol.errors import AssetError
+from core.errors import AssetError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ASSETS_YAML = Path(__file__).with_name("assets.yaml")
@@ -138,7 +138,7 @@ def load_asset_file(path: Path) -> dict[str, Asset]:
 
 @functools.cache
 def data_assets() -> dict[str, Asset]:
-    """The data files registered in ``patrol/assets.yaml`` (models live in ``models/registry.yaml``)."""
+    """The data files registered in ``core/assets.yaml`` (models live in ``models/registry.yaml``)."""
     return load_asset_file(ASSETS_YAML)
 
 

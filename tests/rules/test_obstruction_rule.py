@@ -17,12 +17,12 @@ import cv2
 import numpy as np
 import pytest
 
-from alerts.background import DualBackground
-from alerts.findings import Finding
-from alerts.obstruction import ObstructionRule
 from camera_config.schema import KeepClearZone
-from models.coco import CLASS_ID
-from pipeline.types import Detections, Frame
+from core.coco import CLASS_ID
+from core.types import Detections, Frame
+from rules.background import DualBackground
+from rules.findings import Finding
+from rules.obstruction import ObstructionRule
 
 W, H = 320, 240
 MONDAY_9AM = datetime.fromisoformat("2026-03-02T09:00:00+08:00").timestamp()
@@ -365,8 +365,8 @@ def test_person_sitting_in_the_zone_and_missed_for_moments_gives_nothing() -> No
 
 
 def test_one_incident_through_the_camera_analyzer() -> None:
-    from alerts.analyzer import CameraAnalyzer
     from camera_config.schema import Camera
+    from rules.analyzer import CameraAnalyzer
 
     camera = Camera.model_validate({"id": "cam-1", "url": "clip.mp4", "grid_cell": "JD-0101", "analysis_fps": 2,
                                     "zones": [keep_clear().model_dump(mode="json")]})
@@ -385,8 +385,8 @@ def test_one_incident_through_the_camera_analyzer() -> None:
 @pytest.mark.parametrize(("site_tz", "fires"), [("UTC", True), ("Asia/Shanghai", False)])
 def test_camera_analyzer_reads_keep_clear_schedules_in_the_site_time_zone(site_tz: str, fires: bool) -> None:
     """09:00 in Shanghai is 01:00 UTC: a 01:00-02:00 window is active only for a site that runs on UTC."""
-    from alerts.analyzer import CameraAnalyzer
     from camera_config.schema import Camera
+    from rules.analyzer import CameraAnalyzer
 
     zone = keep_clear(schedule={"windows": [{"start": "01:00", "end": "02:00"}]})
     camera = Camera.model_validate({"id": "cam-1", "url": "clip.mp4", "grid_cell": "JD-0101", "analysis_fps": 2,

@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alerts.events import Evidence
-from alerts.findings import Finding
-from alerts.lifecycle import IncidentLifecycle, ZonePolicy, material_change
-from pipeline.types import Frame
+from core.events import Evidence
+from core.types import Frame
+from rules.findings import Finding
+from rules.lifecycle import IncidentLifecycle, ZonePolicy, material_change
 
 IMG = np.zeros((4, 4, 3), np.uint8)
 BASE = 1_767_574_800.0
@@ -133,7 +133,7 @@ def test_lifecycle_invariants_for_one_place(support, jitter) -> None:
 
 
 def test_scripted_detector_is_a_detector() -> None:
-    from alerts.fakes import Scene, ScriptedDetector, ScriptedObject
+    from core.fakes import Scene, ScriptedDetector, ScriptedObject
     from models.base import Detector
 
     det = ScriptedDetector.from_scene(Scene([ScriptedObject("car", (0, 0, 10, 10), start=1.0)]), fps=2.0)

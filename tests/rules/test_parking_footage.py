@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import pytest
 
-from alerts.analyzer import detector_fn, replay
 from camera_config.schema import Camera
 from patrol.commands.replay import clip_frames
+from rules.analyzer import detector_fn, replay
 
 pytestmark = pytest.mark.slow
 

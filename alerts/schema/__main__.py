@@ -1,6 +1,0 @@
-"""``python -m alerts.schema`` rewrites the committed schema file from the model."""
-
-from alerts.schema import SCHEMA_FILE, render
-
-SCHEMA_FILE.write_text(render(), encoding="utf-8")
-print(f"wrote {SCHEMA_FILE}")
