@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from alerts.verify import Verifier, VerifierService, ZoneCheck, check_zone, grab_frames
+from alerts.verify import Verifier, VerifierService, grab_frames
 from camera_config.schema import MqttConfig, SiteConfig, TicketsConfig
+from rules.checks import ZoneCheck, check_zone
 from storage import repository as repo
 from storage.db import Database
 from tickets.desk import apply_event, transition
