@@ -17,6 +17,7 @@ A label file is YAML, one clip and one camera::
         zone: kerb_left
         start: [0, 40]        # stream seconds: [problem visible, latest acceptable opening]
         end: [30, null]       # optional: window for the close; null upper bound = may stay open
+        where: {box: [280, 120, 330, 170], units: px}   # optional: where the problem is (see below)
         note: silver hatchback at the left kerb, parked all clip
     quiet:                    # spans where nothing (of these types / zones) may open
       - {from: 0, to: 37.7, types: [street_stall]}
@@ -26,16 +27,33 @@ its ``opened`` event; its start delay is that time minus the label's ``start[0]`
 ``exhaustive: false`` (labels exported from operator verdicts) only incidents that open inside a
 quiet span, and second incidents for one expected problem, count as false positives; others are
 reported as unlabelled. Matching rules: :mod:`evaluation.matching`.
+
+**Place.** ``where`` is a box ``[x1, y1, x2, y2]`` around the problem (the parked car, the
+dropped bag) with its units said explicitly: ``px`` are pixels of the clip's decoded frames
+(``x`` right, ``y`` down, origin top left), ``norm`` are fractions of the frame's width and height,
+the units of an incident's ``location``. There is no guessing from the numbers: ``units`` is
+required. A pixel box is turned into a normalised one with the clip's frame size, read from the
+clip's first decoded frame when the file is validated (the replay decodes the same frames), and
+must lie inside the frame; a normalised box inside ``[0, 1]``. Draw the box around the whole
+object, down to where it touches the ground and a little below: an incident's place is the
+object's ground point (the bottom centre of its box), which must fall inside. Labels without
+``where`` match on type, zone and time alone, as before.
+
+**Validation.** :func:`validate_label_files` checks every file (YAML, schema, clip present and
+pinned checksum, config valid, camera and zones known, ``where`` inside the frame) and reports
+every problem of every file, each with file and field, before anything is replayed.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import av
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -49,7 +67,14 @@ Seconds = Annotated[float, Field(ge=0, le=86_400)]
 
 
 class LabelError(PatrolError):
-    """A label file is unreadable or inconsistent; the message names the file and the field."""
+    """A label file is unreadable or inconsistent; the message names the file and the field.
+
+    ``problems`` holds one line per problem (several when a file, or several files, had more).
+    """
+
+    def __init__(self, message: str, problems: Sequence[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems = list(problems) if problems is not None else message.splitlines()
 
 
 class _Strict(BaseModel):
@@ -84,14 +109,64 @@ class Window(_Strict):
         return [self.lo, self.hi]
 
 
+Box = tuple[float, float, float, float]
+
+
+class Where(_Strict):
+    """Where a labelled problem is: a box ``[x1, y1, x2, y2]`` in pixels (``px``) or in fractions
+    of the frame (``norm``)."""
+
+    box: Box = Field(description="[x1, y1, x2, y2], x right and y down from the top left corner.")
+    units: Literal["px", "norm"] = Field(description="px: pixels of the clip's frames; norm: fractions "
+                                                      "of its width and height (incident locations).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Where:
+        x1, y1, x2, y2 = self.box
+        if min(self.box) < 0:
+            raise ValueError(f"box {list(self.box)} has a negative coordinate")
+        if not (x1 < x2 and y1 < y2):
+            raise ValueError(f"box {list(self.box)} is not [x1, y1, x2, y2] with x1 < x2 and y1 < y2")
+        if self.units == "norm" and max(self.box) > 1:
+            raise ValueError(f"box {list(self.box)} is in units 'norm' but goes past 1 (pixels? say units: px)")
+        return self
+
+    def outside(self, frame_size: tuple[int, int]) -> str | None:
+        """Why the box is not inside a frame of ``(width, height)`` pixels, or None if it is."""
+        if self.units == "norm":
+            return None
+        w, h = frame_size
+        if self.box[2] > w or self.box[3] > h:
+            return f"box {list(self.box)} (px) goes past the clip's {w}x{h} frame"
+        return None
+
+    def normalised(self, frame_size: tuple[int, int] | None) -> Where:
+        """The same box in ``norm`` units; a pixel box needs the clip's ``(width, height)``."""
+        if self.units == "norm":
+            return self
+        if frame_size is None:
+            raise LabelError(f"where box {list(self.box)} is in pixels and the clip's frame size is unknown")
+        w, h = frame_size
+        x1, y1, x2, y2 = self.box
+        return Where(box=(x1 / w, y1 / h, x2 / w, y2 / h), units="norm")
+
+
 class Expected(_Strict):
-    """One incident that must open in ``start`` (and, if given, close in ``end``)."""
+    """One incident that must open in ``start`` (and, if given, close in ``end``), at ``where``."""
 
     type: IncidentType
     zone: str = Field(min_length=1, max_length=64)
     start: Window = Field(description="[problem visible, latest acceptable opening], stream seconds.")
     end: Window | None = Field(default=None, description="Window for the close; null upper bound = may stay open.")
+    where: Where | None = Field(default=None, description="Box around the problem; an incident's place "
+                                                           "must fall inside. Absent: any place.")
     note: str | None = Field(default=None, max_length=500)
+
+    def normalised(self, frame_size: tuple[int, int] | None) -> Expected:
+        """This expectation with ``where`` in ``norm`` units (unchanged when already so or absent)."""
+        if self.where is None or self.where.units == "norm":
+            return self
+        return self.model_copy(update={"where": self.where.normalised(frame_size)})
 
 
 class Quiet(_Strict):
@@ -144,6 +219,8 @@ class ClipLabels:
     site: SiteConfig
     camera: Camera
     doc: LabelDoc
+    frame_size: tuple[int, int] | None = None
+    """(width, height) of the clip's decoded frames; None when the clip was not opened."""
 
     @property
     def name(self) -> str:
@@ -155,7 +232,10 @@ class ClipLabels:
 
     @property
     def expected(self) -> tuple[Expected, ...]:
-        return self.doc.expected
+        """The expectations with every ``where`` in normalised units (what matching compares)."""
+        if self.frame_size is None:
+            return self.doc.expected
+        return tuple(e.normalised(self.frame_size) for e in self.doc.expected)
 
     @property
     def quiet(self) -> tuple[Quiet, ...]:
@@ -216,36 +296,85 @@ def _validation_text(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
+def clip_frame_size(path: Path) -> tuple[int, int]:
+    """(width, height) of the clip's first decoded video frame: the frames the replay analyses."""
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                return frame.width, frame.height
+    except (av.FFmpegError, OSError, IndexError) as exc:
+        raise LabelError(f"clip {path}: cannot decode a video frame: {exc}") from exc
+    raise LabelError(f"clip {path}: has no video frames")
+
+
+def _problem(exc: PatrolError) -> list[str]:
+    return getattr(exc, "problems", None) or str(exc).splitlines()
+
+
 def parse_labels(raw: Any, path: Path, *, check_clip: bool = True) -> ClipLabels:
-    """Validate a label document and resolve its clip and camera config."""
+    """Validate a label document and resolve its clip and camera config.
+
+    Raises :class:`LabelError` listing every problem found (``.problems``: one line each, naming
+    the file and the field). Checks that depend on an earlier part (zones on the config, a pixel
+    ``where`` on the clip's frame size) run once that part is valid.
+    """
     if not isinstance(raw, dict):
         raise LabelError(f"{path}: expected a mapping at the top level, got {type(raw).__name__}")
     try:
         doc = LabelDoc.model_validate(raw)
     except ValidationError as exc:
         raise LabelError(_validation_text(path, exc)) from exc
-    site = _resolve_config(doc, path)
+    problems: list[str] = []
+    camera: Camera | None = None
+    site: SiteConfig | None = None
     try:
-        camera = site.camera(doc.camera)
-    except KeyError as exc:
-        known = ", ".join(c.id for c in site.cameras)
-        raise LabelError(f"{path}: camera: no camera {doc.camera!r} in the config (has: {known})") from exc
+        site = _resolve_config(doc, path)
+    except LabelError as exc:
+        problems.extend(_problem(exc))
+    if site is not None:
+        try:
+            camera = site.camera(doc.camera)
+        except KeyError:
+            known = ", ".join(c.id for c in site.cameras)
+            problems.append(f"{path}: camera: no camera {doc.camera!r} in the config (has: {known})")
+    if camera is not None:
+        problems.extend(_zone_problems(doc, camera, path))
+    clip = Path(doc.clip)
+    frame_size: tuple[int, int] | None = None
+    if check_clip:
+        try:
+            clip = resolve_clip(doc.clip, path.parent)
+            if doc.clip_sha256 is not None:
+                actual = sha256_file(clip)
+                if actual != doc.clip_sha256:
+                    raise LabelError(f"{path}: clip_sha256: {clip} has sha256 {actual}, the labels were made "
+                                     f"for {doc.clip_sha256}")
+            frame_size = clip_frame_size(clip)
+        except LabelError as exc:
+            problems.extend(p if p.startswith(f"{path}:") else f"{path}: clip: {p}" for p in _problem(exc))
+    if frame_size is not None:
+        for i, exp in enumerate(doc.expected):
+            why = exp.where.outside(frame_size) if exp.where is not None else None
+            if why:
+                problems.append(f"{path}: expected[{i}].where: {why}")
+    if problems:
+        raise LabelError("\n".join(problems), problems)
+    assert site is not None and camera is not None
+    return ClipLabels(path=path, clip=clip, site=site, camera=camera, doc=doc, frame_size=frame_size)
+
+
+def _zone_problems(doc: LabelDoc, camera: Camera, path: Path) -> list[str]:
     zone_ids = {z.id for z in camera.zones}
+    has = ", ".join(sorted(zone_ids)) or "none"
+    out = []
     for i, exp in enumerate(doc.expected):
         if exp.zone not in zone_ids:
-            raise LabelError(f"{path}: expected[{i}].zone: camera {camera.id!r} has no zone {exp.zone!r} "
-                             f"(has: {', '.join(sorted(zone_ids)) or 'none'})")
+            out.append(f"{path}: expected[{i}].zone: camera {camera.id!r} has no zone {exp.zone!r} (has: {has})")
     for i, q in enumerate(doc.quiet):
         for zone in q.zones or ():
             if zone not in zone_ids:
-                raise LabelError(f"{path}: quiet[{i}].zones: camera {camera.id!r} has no zone {zone!r}")
-    clip = resolve_clip(doc.clip, path.parent) if check_clip else Path(doc.clip)
-    if check_clip and doc.clip_sha256 is not None:
-        actual = sha256_file(clip)
-        if actual != doc.clip_sha256:
-            raise LabelError(f"{path}: clip_sha256: {clip} has sha256 {actual}, the labels were made for "
-                             f"{doc.clip_sha256}")
-    return ClipLabels(path=path, clip=clip, site=site, camera=camera, doc=doc)
+                out.append(f"{path}: quiet[{i}].zones: camera {camera.id!r} has no zone {zone!r} (has: {has})")
+    return out
 
 
 def _resolve_config(doc: LabelDoc, path: Path) -> SiteConfig:
@@ -259,13 +388,34 @@ def _resolve_config(doc: LabelDoc, path: Path) -> SiteConfig:
     try:
         return parse_config(doc.config, name)
     except ConfigError as exc:
-        raise LabelError("\n".join(exc.problems)) from exc
+        raise LabelError("\n".join(exc.problems), list(exc.problems)) from exc
 
 
 def load_labels(path: str | Path, *, check_clip: bool = True) -> ClipLabels:
     """Load one label file. Raises :class:`LabelError` naming the file and field."""
     p = Path(path)
     return parse_labels(read_yaml(p), p, check_clip=check_clip)
+
+
+def validate_label_files(paths: Sequence[str | Path], *, check_clip: bool = True) -> list[ClipLabels]:
+    """Load every label file, or raise one :class:`LabelError` with every problem of every file.
+
+    ``patrol eval`` and ``patrol tune`` call this before replaying anything, so a typo in the last
+    file is reported at once instead of after the replays of the others.
+    """
+    loaded: list[ClipLabels] = []
+    problems: list[str] = []
+    bad = 0
+    for path in paths:
+        try:
+            loaded.append(load_labels(path, check_clip=check_clip))
+        except LabelError as exc:
+            bad += 1
+            problems.extend(_problem(exc))
+    if problems:
+        head = f"{len(problems)} problem(s) in {bad} of {len(paths)} label file(s); nothing was replayed"
+        raise LabelError("\n".join([head, *problems]), problems)
+    return loaded
 
 
 def dump_labels(doc: LabelDoc) -> str:
@@ -279,6 +429,6 @@ def dump_labels(doc: LabelDoc) -> str:
 
 
 __all__ = [
-    "ClipLabels", "Expected", "LabelDoc", "LabelError", "Quiet", "Window", "dump_labels",
-    "load_labels", "parse_labels", "resolve_clip", "sha256_file",
+    "ClipLabels", "Expected", "LabelDoc", "LabelError", "Quiet", "Where", "Window", "clip_frame_size",
+    "dump_labels", "load_labels", "parse_labels", "resolve_clip", "sha256_file", "validate_label_files",
 ]

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from evaluation.matching import OVERALL, ClipResult, Score
+from core.events import IncidentType
+from evaluation.matching import OVERALL, ClipResult, Observed, Score
 from evaluation.tune import Trial
+
+RULE_OF_TYPE: dict[str, str] = {
+    "illegal_parking": "parking (`rules/parking.py`)",
+    "street_stall": "street stall (`rules/stall.py`)",
+    "obstruction": "obstruction (`rules/obstruction.py`)",
+    "fallen_branch": "fallen branch (`rules/obstruction.py`)",
+    "camera_offline": "camera offline (`pipeline/health.py`)",
+}
+"""The rule behind each incident type, for the per-rule table (README, Evaluation and tuning)."""
 
 
 def pyplot() -> Any:
@@ -21,21 +31,47 @@ def pyplot() -> Any:
 
 
 def _fmt_delay(s: Score) -> str:
-    if not s.delays:
-        return "-"
-    d = sorted(s.delays)
-    return f"{d[len(d) // 2]:.1f}"
+    d = s.median_delay_s
+    return "-" if d is None else f"{d:.1f}"
+
+
+def _fmt_place(s: Score) -> str:
+    e = s.median_place_error
+    return "-" if e is None else f"{e:.3f}"
+
+
+def _at(o: Observed) -> str:
+    return "place=none" if o.place is None else f"place=({o.place[0]:.3f}, {o.place[1]:.3f})"
 
 
 def score_table(scores: Mapping[str, Score]) -> str:
     """Fixed-width table: one row per incident type and the overall row."""
-    head = f"{'type':<16} {'TP':>4} {'FP':>4} {'FN':>4} {'prec':>6} {'recall':>6} {'F1':>6} {'delay_s':>8}"
+    head = (f"{'type':<16} {'TP':>4} {'FP':>4} {'FN':>4} {'prec':>6} {'recall':>6} {'F1':>6} {'delay_s':>8} "
+            f"{'place':>6}")
     lines = [head, "-" * len(head)]
     for name, s in scores.items():
         lines.append(f"{name:<16} {s.tp:>4} {s.fp:>4} {s.fn:>4} {s.precision:>6.3f} {s.recall:>6.3f} "
-                     f"{s.f1:>6.3f} {_fmt_delay(s):>8}")
-    lines.append("(delay_s: median start delay of matched incidents, from label start[0] to opening)")
+                     f"{s.f1:>6.3f} {_fmt_delay(s):>8} {_fmt_place(s):>6}")
+    lines.append("(delay_s: median start delay of matched incidents, from label start[0] to opening; place: median "
+                 "place error, normalised distance from the incident's place to the label box's ground point)")
     return "\n".join(lines)
+
+
+def rule_table(scores: Mapping[str, Score]) -> str:
+    """The README's per-rule table (Markdown): every incident type in the contract, in its order,
+    then the overall row. A type no label expects and no replay reported shows dashes."""
+    rows = ["| rule | incident type | TP | FP | FN | precision | recall | median start delay (s) "
+            "| median place error |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in (*get_args(IncidentType), OVERALL):
+        s = scores.get(name)
+        rule = RULE_OF_TYPE.get(name, "all rules")
+        if s is None or s.tp + s.fp + s.fn == 0:
+            rows.append(f"| {rule} | {name} | - | - | - | - | - | - | - |")
+            continue
+        rows.append(f"| {rule} | {name} | {s.tp} | {s.fp} | {s.fn} | {s.precision:.2f} | {s.recall:.2f} "
+                    f"| {_fmt_delay(s)} | {_fmt_place(s)} |")
+    return "\n".join(rows)
 
 
 def clip_lines(results: Sequence[ClipResult]) -> list[str]:
@@ -45,15 +81,27 @@ def clip_lines(results: Sequence[ClipResult]) -> list[str]:
         out.append(f"{r.clip}: {len(r.matches)} matched, {len(r.false_positives)} false, {len(r.missed)} missed"
                    + (f", {len(r.unlabelled)} unlabelled" if r.unlabelled else ""))
         for m in r.matches:
+            err = m.place_error
             out.append(f"  TP {m.label.type} zone={m.label.zone} opened={m.incident.opened:.1f}s "
-                       f"delay={m.delay_s:.1f}s")
+                       f"delay={m.delay_s:.1f}s {_at(m.incident)}"
+                       + ("" if err is None else f" place_error={err:.3f}"))
         for fp in r.false_positives:
+            off = "" if fp.off_by is None else f", {fp.off_by:.3f} outside the label's box"
             out.append(f"  FP {fp.incident.type} zone={fp.incident.zone} opened={fp.incident.opened:.1f}s "
-                       f"({fp.reason})")
+                       f"{_at(fp.incident)} ({fp.reason}{off})")
         for miss in r.missed:
             hi = "end" if miss.start.hi is None else f"{miss.start.hi:g}"
-            out.append(f"  FN {miss.type} zone={miss.zone} window=[{miss.start.lo:g}, {hi}]s")
+            where = "" if miss.where is None else " where=[" + ", ".join(f"{v:.3f}" for v in miss.where.box) + "]"
+            out.append(f"  FN {miss.type} zone={miss.zone} window=[{miss.start.lo:g}, {hi}]s{where}")
     return out
+
+
+def _place(o: Observed) -> list[float] | None:
+    return None if o.place is None else [round(o.place[0], 4), round(o.place[1], 4)]
+
+
+def _where(where: Any) -> dict[str, Any] | None:
+    return None if where is None else {"box": [round(v, 4) for v in where.box], "units": where.units}
 
 
 def eval_json(scores: Mapping[str, Score], results: Sequence[ClipResult]) -> dict[str, Any]:
@@ -63,13 +111,19 @@ def eval_json(scores: Mapping[str, Score], results: Sequence[ClipResult]) -> dic
             "clip": r.clip,
             "matches": [{"type": m.label.type, "zone": m.label.zone, "incident_id": m.incident.incident_id,
                          "opened_s": m.incident.opened, "closed_s": m.incident.closed,
-                         "delay_s": round(m.delay_s, 3)} for m in r.matches],
+                         "delay_s": round(m.delay_s, 3), "place": _place(m.incident),
+                         "where": _where(m.label.where),
+                         "place_error": None if (e := m.place_error) is None else round(e, 4)}
+                        for m in r.matches],
             "false_positives": [{"type": f.incident.type, "zone": f.incident.zone, "reason": f.reason,
-                                 "incident_id": f.incident.incident_id, "opened_s": f.incident.opened}
+                                 "incident_id": f.incident.incident_id, "opened_s": f.incident.opened,
+                                 "place": _place(f.incident),
+                                 "off_by": None if f.off_by is None else round(f.off_by, 4)}
                                 for f in r.false_positives],
-            "missed": [{"type": m.type, "zone": m.zone, "start": m.start.as_list(), "note": m.note}
-                       for m in r.missed],
-            "unlabelled": [{"type": u.type, "zone": u.zone, "opened_s": u.opened} for u in r.unlabelled],
+            "missed": [{"type": m.type, "zone": m.zone, "start": m.start.as_list(), "where": _where(m.where),
+                        "note": m.note} for m in r.missed],
+            "unlabelled": [{"type": u.type, "zone": u.zone, "opened_s": u.opened, "place": _place(u)}
+                           for u in r.unlabelled],
         } for r in results],
     }
 
@@ -100,13 +154,15 @@ def plot_eval(scores: Mapping[str, Score], png: Path) -> Path:
 
 def eval_markdown(scores: Mapping[str, Score], results: Sequence[ClipResult], png_name: str,
                   label_files: Sequence[str]) -> str:
-    rows = ["| type | TP | FP | FN | precision | recall | F1 | median delay (s) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, s in scores.items():
-        rows.append(f"| {name} | {s.tp} | {s.fp} | {s.fn} | {s.precision:.3f} | {s.recall:.3f} | {s.f1:.3f} "
-                    f"| {_fmt_delay(s)} |")
-    parts = ["# Evaluation report", "", "Label files: " + ", ".join(f"`{f}`" for f in label_files), "",
-             *rows, "", f"![scores]({png_name})", "", "## Per clip", "", "```", *clip_lines(results), "```", ""]
+    """report.md: the per-rule table in the README's form (paste it into "Evaluation and tuning"),
+    the plot, and every match, false positive and miss per clip."""
+    names = ", ".join(f"`{Path(f).name}`" for f in label_files)
+    parts = ["# Evaluation report", "", f"Label files ({len(label_files)}): {names}", "",
+             rule_table(scores), "",
+             "Start delay: from the label's start[0] to the incident opening, median over matches. Place "
+             "error: normalised distance from the incident's place to the ground point (bottom centre) of "
+             "the label's `where` box, median over matches whose label has one.", "",
+             f"![scores]({png_name})", "", "## Per clip", "", "```", *clip_lines(results), "```", ""]
     return "\n".join(parts)
 
 

@@ -7,14 +7,15 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from camera_config.schema import Camera
 from core.assets import default_cache_dir
 from evaluation import report
-from evaluation.labels import load_labels
-from evaluation.matching import ClipResult, match_clip, score
+from evaluation.labels import ClipLabels, validate_label_files
+from evaluation.matching import ClipResult, Observed, match_clip, score
 from evaluation.replay import Replayer, default_detector_factory
 from evaluation.tune import OBJECTIVES, choose, config_patch, load_grid, meets, patch_yaml, sweep
 
@@ -24,8 +25,10 @@ log = logging.getLogger("patrol.eval")
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "eval", help="replay labelled clips and score incidents against the labels",
-        description="Replay each labelled clip (detections cached), match incidents to labels by type, zone "
-                    "and time window, and report TP/FP/FN, precision, recall, F1 and start delays. "
+        description="Validate every label file first (every problem, with file and field), then replay each "
+                    "labelled clip (detections cached), match incidents to labels by type, zone, time window "
+                    "and place (`where`), and report TP/FP/FN, precision, recall, F1, start delays and "
+                    "place errors. "
                     "`patrol eval export-labels --db URL --camera ID --clip FILE [--config FILE] [--clip-start T]` "
                     "turns operator verdicts into a label file instead.")
     p.add_argument("labels", nargs="+", metavar="LABELS", help="label YAML files (or: export-labels)")
@@ -79,13 +82,15 @@ def _write(path: str, text: str) -> None:
     Path(path).write_text(text, encoding="utf-8")
 
 
-def evaluate(label_files: Sequence[str], replayer: Replayer) -> list[ClipResult]:
-    results = []
-    for path in label_files:
-        lab = load_labels(path)
-        incidents = replayer(lab, lab.camera)
-        results.append(match_clip(lab.name, incidents, lab.expected, lab.quiet, lab.exhaustive))
-    return results
+ReplayFn = Callable[[ClipLabels, Camera], list[Observed]]
+
+
+def evaluate(label_files: Sequence[str], replayer: ReplayFn) -> list[ClipResult]:
+    """Validate every label file (all problems of all files in one :class:`LabelError`), then
+    replay and match each clip. Nothing is replayed when any file is wrong."""
+    labels = validate_label_files(label_files)
+    return [match_clip(lab.name, replayer(lab, lab.camera), lab.expected, lab.quiet, lab.exhaustive)
+            for lab in labels]
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -94,7 +99,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
         return run_export(args)
     replayer = Replayer(_cache_dir(args), default_detector_factory, refresh=args.refresh)
-    results = evaluate(args.labels, replayer)
+    results = evaluate(args.labels, replayer)  # validates every file before the first replay
     scores = score(results)
     text_out = sys.stderr if args.json == "-" else sys.stdout  # stdout stays pure JSON when it carries JSON
     print(report.score_table(scores), file=text_out)
@@ -113,7 +118,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_tune(args: argparse.Namespace) -> int:
-    labels = [load_labels(p) for p in args.labels]
+    labels = validate_label_files(args.labels)
     params = load_grid(args.grid)
     replayer = Replayer(_cache_dir(args), default_detector_factory, refresh=args.refresh)
     for lab in labels:
