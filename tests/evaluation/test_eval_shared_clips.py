@@ -42,11 +42,14 @@ def clips() -> list[ClipLabels]:
 def test_label_files_cover_the_shared_clips(clips: list[ClipLabels]) -> None:
     names = {c.clip.name for c in clips}
     assert {"vehicle_counting_input_video.mp4", "car-detection.mp4", "Candela_m1.10.mp4",
-            "HallAndMonitor.mp4", "pedestrian_survaillance.mp4", "evadb_traffic_10fps.mp4"} <= names
+            "HallAndMonitor.mp4", "pedestrian_survaillance.mp4", "evadb_traffic_10fps.mp4",
+            "courtyard_kam1.mp4"} <= names
     for c in clips:
         text = c.path.read_text(encoding="utf-8")
         assert text.lstrip().startswith("#"), f"{c.path}: explain the labels in a comment"
         assert all(e.note for e in c.expected), f"{c.path}: every expectation needs a note"
+        assert all(e.where for e in c.expected), f"{c.path}: every expectation names its place (where)"
+        assert c.frame_size is not None
 
 
 def test_patrol_eval_on_shared_clips(tmp_path: Path, cache_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -72,6 +75,14 @@ def test_patrol_eval_on_shared_clips(tmp_path: Path, cache_dir: Path, capsys: py
     assert scores["obstruction"]["tp"] >= 1, "at least one abandoned object must be reported"
     for m in clips["vehicle_counting_kerb"]["matches"]:
         assert 0 <= m["delay_s"] <= 20
+    # every match is at its labelled place: the place error is measured, and no wider than a car
+    for clip in clips.values():
+        for m in clip["matches"]:
+            assert m["place_error"] is not None and m["place_error"] <= 0.15, (clip["clip"], m)
+    courtyard = clips["courtyard_kam1"]
+    assert not [f for f in courtyard["false_positives"] if f["zone"] == "courtyard"], \
+        "cars driving through the courtyard must not fire"
+    assert len(courtyard["matches"]) >= 3, "the cars standing in the back row must be reported, each at its car"
     report = (tmp_path / "report" / "report.md").read_text()
     assert "| overall |" in report and (tmp_path / "report" / "scores.png").stat().st_size > 1000
 
