@@ -1,21 +1,14 @@
-"""The MQTT side: versioned topics, a client built from config, and a link that keeps it connected.
+"""The MQTT implementation of :class:`alerts.transport.Transport` (paho-mqtt, MQTT v5).
 
-Topics (``prefix`` is ``patrol/v1`` by default)::
-
-    {prefix}/incidents/{type}/{camera}     incident events, QoS 1, JSON (core/schema)
-    {prefix}/availability/{pipeline}       "online" / "offline", retained, last will
-    {prefix}/health/{camera}               {"camera_id","state":"online"|"offline","at"}, retained
-    {prefix}/verify/request/{camera}       ticket service -> verifier
-    {prefix}/verify/result/{camera}        verifier -> ticket service
-    {prefix}/replay/request                {"since": unix time}: consumer -> every pipeline's outbox
-
-Broker credentials come from :class:`camera_config.schema.MqttConfig`; the password is never logged.
+Topic names are built in :mod:`core.topics`. Broker credentials come from
+:class:`camera_config.schema.MqttConfig`; the password is never logged. paho is imported here and
+nowhere else in the package: everything above talks to :class:`MqttTransport` through the interface,
+made from config by :func:`mqtt_transports`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import ssl
 import threading
@@ -28,55 +21,25 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from alerts.transport import OFFLINE, ONLINE, Ack, Endpoint, Handler, Message, Settled, TransportFactory, as_bytes
 from camera_config.schema import MqttConfig
 from core.errors import PatrolError
+from core.topics import Topics, matches, split_shared
 
 log = logging.getLogger(__name__)
 
-SHARED_GROUP = "tickets"
+QOS = 1
+SESSION_EXPIRY_S = 7 * 86_400
+"""A persistent session outlives a week away (a pipeline or ticket service down over a long weekend
+still gets what was queued for it); mosquitto's own default is to keep sessions forever."""
+MAX_INFLIGHT = 100
+"""Unacknowledged QoS 1 messages in flight; the outbox sends batches of 200 and waits per message."""
+STOP_ACK_S = 2.0
+"""How long a clean stop waits for the broker to take the "offline" message."""
 
 
 class BrokerError(PatrolError):
     """The broker cannot be reached, refused us, or did not acknowledge in time."""
-
-
-@dataclass(frozen=True, slots=True)
-class Topics:
-    prefix: str = "patrol/v1"
-
-    def incident(self, incident_type: str, camera_id: str) -> str:
-        return f"{self.prefix}/incidents/{incident_type}/{camera_id}"
-
-    @property
-    def incidents(self) -> str:
-        return f"{self.prefix}/incidents/#"
-
-    def shared(self, topic_filter: str, group: str = SHARED_GROUP) -> str:
-        return f"$share/{group}/{topic_filter}"
-
-    def availability(self, pipeline_id: str) -> str:
-        return f"{self.prefix}/availability/{pipeline_id}"
-
-    def health(self, camera_id: str) -> str:
-        return f"{self.prefix}/health/{camera_id}"
-
-    def verify_request(self, camera_id: str = "+") -> str:
-        return f"{self.prefix}/verify/request/{camera_id}"
-
-    def verify_result(self, camera_id: str = "+") -> str:
-        return f"{self.prefix}/verify/result/{camera_id}"
-
-    @property
-    def replay_request(self) -> str:
-        return f"{self.prefix}/replay/request"
-
-    def parse_incident(self, topic: str) -> tuple[str, str] | None:
-        """(type, camera) of an incident topic, None for any other topic."""
-        head = f"{self.prefix}/incidents/"
-        if not topic.startswith(head):
-            return None
-        parts = topic[len(head):].split("/")
-        return (parts[0], parts[1]) if len(parts) == 2 and all(parts) else None
 
 
 def make_client(cfg: MqttConfig, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
@@ -93,78 +56,171 @@ def make_client(cfg: MqttConfig, client_id: str, *, manual_ack: bool = False) ->
             raise BrokerError(f"mqtt tls: cannot load certificates: {exc}") from exc
         client.tls_insecure_set(cfg.tls.insecure)
     client.reconnect_delay_set(min_delay=1, max_delay=5)
-    client.max_inflight_messages_set(100)
+    client.max_inflight_messages_set(MAX_INFLIGHT)
     return client
 
 
-class MqttLink:
-    """One client kept connected in paho's background thread, with reconnects and a last will.
+@dataclass(slots=True)
+class _PahoAck:
+    info: mqtt.MQTTMessageInfo
 
-    ``on_connected`` callbacks run after every (re)connect: subscribe there, so a broker restart
-    never leaves a consumer deaf. ``availability`` (a topic) gets a retained "online" on connect and
-    "offline" as the last will and on a clean stop.
+    @property
+    def accepted(self) -> bool:
+        return self.info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def wait(self, timeout: float) -> bool:
+        if not self.accepted:
+            return False
+        try:
+            self.info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):  # the connection went away meanwhile
+            return False
+        return self.info.is_published()
+
+
+@dataclass(frozen=True, slots=True)
+class _Subscription:
+    subscription: str  # what goes to the broker, "$share/..." included
+    topic_filter: str  # what a message's topic is matched against
+    handler: Handler
+
+
+class MqttTransport:
+    """One paho client kept connected in its background thread, with reconnects and a last will.
+
+    Subscriptions are sent again after every (re)connect, so a broker restart never leaves a
+    consumer deaf; then the ``on_connected`` callbacks run, then "online" goes (retained) to the
+    endpoint's availability topic.
     """
 
-    def __init__(self, cfg: MqttConfig, client_id: str, *, availability: str | None = None,
-                 persistent_session: bool = False, manual_ack: bool = False) -> None:
+    def __init__(self, cfg: MqttConfig, endpoint: Endpoint) -> None:
         self.cfg = cfg
-        self.client_id = client_id
-        self.availability = availability
-        self.persistent_session = persistent_session
-        self.client = make_client(cfg, client_id, manual_ack=manual_ack)
-        self.connected = threading.Event()
-        self.on_connected: list[Callable[[mqtt.Client], None]] = []
-        self.on_message: Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None] | None = None
-        if availability:
-            self.client.will_set(availability, "offline", qos=1, retain=True)
+        self._endpoint = endpoint
+        self.client = make_client(cfg, endpoint.client_id, manual_ack=endpoint.manual_ack)
+        self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self._subscriptions: list[_Subscription] = []
+        self._on_connected: list[Callable[[], None]] = []
+        if endpoint.availability:
+            self.client.will_set(endpoint.availability, OFFLINE, qos=QOS, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._dispatch
 
-    def _dispatch(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if self.on_message is not None:
-            self.on_message(client, userdata, msg)
+    @property
+    def endpoint(self) -> Endpoint:
+        return self._endpoint
+
+    @property
+    def client_id(self) -> str:
+        return self._endpoint.client_id
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    # -- the interface ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = SESSION_EXPIRY_S if self._endpoint.persistent else 0
+        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
+                                  clean_start=not self._endpoint.persistent, properties=props)
+        self.client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def stop(self, *, offline: bool = True) -> None:
+        if offline and self._endpoint.availability and self.connected:
+            self.publish(self._endpoint.availability, OFFLINE, retain=True).wait(STOP_ACK_S)
+        self.client.disconnect()
+        self.client.loop_stop()
+        self._connected.clear()
+
+    def kill(self) -> None:
+        """End as a crash would: the socket closes without DISCONNECT, so the broker sends the last will."""
+        sock = self.client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(2)  # type: ignore[attr-defined]  # a real socket here, not a websocket
+        self.client.loop_stop()
+        self._connected.clear()
+
+    def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> Ack:
+        try:
+            info = self.client.publish(topic, as_bytes(payload), qos=QOS, retain=retain)
+        except (ValueError, RuntimeError) as exc:  # paho: bad topic, payload too large
+            log.error("mqtt publish refused", extra={"client_id": self.client_id, "topic": topic, "error": str(exc)})
+            return Settled(False)
+        return _PahoAck(info)
+
+    def subscribe(self, topic_filter: str, handler: Handler, *, shared_group: str | None = None) -> None:
+        subscription = Topics.shared(topic_filter, shared_group) if shared_group else topic_filter
+        _group, inner = split_shared(subscription)
+        with self._lock:  # with _on_connect's snapshot: either it sends this one, or we do
+            self._subscriptions.append(_Subscription(subscription, inner, handler))
+            if self.connected:
+                self.client.subscribe(subscription, qos=QOS)
+
+    def on_connected(self, callback: Callable[[], None]) -> None:
+        with self._lock:
+            self._on_connected.append(callback)
+
+    # -- paho callbacks (its network thread) -----------------------------------------------------
+
+    def _dispatch(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            handlers = [s.handler for s in self._subscriptions if matches(s.topic_filter, msg.topic)]
+        acked = False
+
+        def ack() -> None:
+            nonlocal acked
+            if not acked:
+                acked = True
+                self.client.ack(msg.mid, msg.qos)
+
+        message = Message(msg.topic, bytes(msg.payload), retained=bool(msg.retain), duplicate=bool(msg.dup),
+                          _ack=ack if self._endpoint.manual_ack else None)
+        if not handlers:  # nobody here wants it (a subscription the session kept from before)
+            message.ack()
+        for handler in handlers:
+            try:
+                handler(message)
+            except Exception:  # a handler's bug must not kill the network thread
+                log.exception("mqtt message handler failed", extra={"client_id": self.client_id,
+                                                                     "topic": msg.topic})
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
             log.warning("mqtt connect refused", extra={"client_id": self.client_id, "reason": str(reason)})
             return
-        log.info("mqtt connected", extra={"client_id": self.client_id, "broker": self._where()})
-        for callback in self.on_connected:
-            callback(client)
-        if self.availability:
-            client.publish(self.availability, "online", qos=1, retain=True)
-        self.connected.set()
+        log.info("mqtt connected", extra={"client_id": self.client_id, "broker": f"{self.cfg.host}:{self.cfg.port}"})
+        with self._lock:
+            subscriptions = list(dict.fromkeys(s.subscription for s in self._subscriptions))
+            callbacks = list(self._on_connected)
+            if subscriptions:
+                client.subscribe([(s, QOS) for s in subscriptions])
+            self._connected.set()
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                log.exception("mqtt on-connect callback failed", extra={"client_id": self.client_id})
+        if self._endpoint.availability:
+            client.publish(self._endpoint.availability, ONLINE, qos=QOS, retain=True)
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if self.connected.is_set():
+        if self.connected:
             level = logging.WARNING if getattr(reason, "is_failure", True) else logging.INFO  # ours: info
             log.log(level, "mqtt disconnected", extra={"client_id": self.client_id, "reason": str(reason)})
-        self.connected.clear()
+        self._connected.clear()
 
-    def _where(self) -> str:
-        return f"{self.cfg.host}:{self.cfg.port}"
 
-    def start(self) -> None:
-        """Connect in the background; keeps retrying while the broker is down."""
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 7 * 86_400 if self.persistent_session else 0
-        self.client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
-                                  clean_start=not self.persistent_session, properties=props)
-        self.client.loop_start()
+def mqtt_transports(cfg: MqttConfig) -> TransportFactory:
+    """The one place an MQTT transport is made from config: ``mqtt_transports(site.mqtt)(endpoint)``."""
 
-    def wait_connected(self, timeout: float) -> bool:
-        return self.connected.wait(timeout)
+    def make(endpoint: Endpoint) -> MqttTransport:
+        return MqttTransport(cfg, endpoint)
 
-    def stop(self, *, offline: bool = True) -> None:
-        """Publish "offline" (retained) when connected, then disconnect and stop the thread."""
-        if offline and self.availability and self.connected.is_set():
-            info = self.client.publish(self.availability, "offline", qos=1, retain=True)
-            with contextlib.suppress(RuntimeError, ValueError):
-                info.wait_for_publish(2.0)
-        self.client.disconnect()
-        self.client.loop_stop()
-        self.connected.clear()
-
-    def publish_json(self, topic: str, payload: Any, *, retain: bool = False) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(topic, json.dumps(payload, sort_keys=True), qos=1, retain=retain)
+    return make

@@ -1,11 +1,13 @@
 """Never lose an alert: commit first, publish from the outbox, mark sent only after PUBACK.
 
 :class:`OutboxSink` is the pipeline worker's ``EventSink``: ``publish(events)`` commits the
-incidents, their events and one outbox row per event in one transaction and returns. An
-:class:`OutboxPublisher` thread sends pending rows oldest first at QoS 1 and marks a row sent only
-when the broker acknowledged it. Broker down: rows wait. SIGTERM or a crash between commit and
-publish: rows are still pending in the database and go out on the next start (a consumer may see
-one twice; it dedupes on incident id + seq).
+incidents, their events and one outbox row per event in one transaction and returns;
+``report_health(reports)`` commits each camera's retained health message the same way. An
+:class:`OutboxPublisher` thread sends pending rows oldest first at QoS 1 through a
+:class:`alerts.transport.Transport` and marks a row sent only when the broker acknowledged it.
+Broker down: rows wait. SIGTERM or a crash between commit and publish: rows are still pending in
+the database and go out on the next start (a consumer may see one twice; it dedupes on incident
+id + seq).
 
 Sent rows are kept. A consumer that may have missed messages — mosquitto 2.0 drops messages for a
 shared subscription whose session was restored from persistence until its client reconnects —
@@ -20,13 +22,12 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
 
-import paho.mqtt.client as mqtt
-
-from alerts.mqtt import MqttLink, Topics
+from alerts.transport import Endpoint, Message, Transport, TransportFactory
 from camera_config.schema import SiteConfig
 from core.events import IncidentEvent
+from core.topics import DEFAULT_PREFIX, Topics
+from pipeline.health import HealthReport
 from storage import repository as repo
 from storage.db import Database
 from storage.errors import StorageError
@@ -35,12 +36,16 @@ log = logging.getLogger(__name__)
 
 
 class OutboxPublisher:
-    """Publishes the outbox of ``db`` through ``link`` in commit order."""
+    """Publishes the outbox of ``db`` through ``transport`` in commit order.
 
-    def __init__(self, db: Database, link: MqttLink, *, batch: int = 200, ack_timeout_s: float = 10.0,
-                 idle_poll_s: float = 1.0, answer_replays: bool = False) -> None:
+    With ``answer_replays`` it also subscribes to ``topics.replay_request`` (see the module text).
+    """
+
+    def __init__(self, db: Database, transport: Transport, *, topics: Topics | None = None, batch: int = 200,
+                 ack_timeout_s: float = 10.0, idle_poll_s: float = 1.0, answer_replays: bool = False) -> None:
         self.db = db
-        self.link = link
+        self.transport = transport
+        self.topics = topics or Topics()
         self.batch = batch
         self.ack_timeout_s = ack_timeout_s
         self.idle_poll_s = idle_poll_s
@@ -49,14 +54,9 @@ class OutboxPublisher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if answer_replays:
-            self.topics = Topics(link.cfg.topic_prefix)
-            link.on_connected.append(self._subscribe_replays)
-            link.on_message = self._on_replay
+            transport.subscribe(self.topics.replay_request, self._on_replay)
 
-    def _subscribe_replays(self, client: mqtt.Client) -> None:
-        client.subscribe(self.topics.replay_request, qos=1)
-
-    def _on_replay(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_replay(self, msg: Message) -> None:
         """A consumer missed messages (a broker restart can drop them): send again what went since."""
         try:
             since = float(json.loads(msg.payload)["since"])
@@ -83,7 +83,7 @@ class OutboxPublisher:
     def stop(self, flush_timeout_s: float = 5.0) -> None:
         """Try to flush for up to ``flush_timeout_s``, then stop. Unsent rows stay pending."""
         deadline = time.monotonic() + flush_timeout_s
-        while time.monotonic() < deadline and self.pending() and self.link.connected.is_set():
+        while time.monotonic() < deadline and self.pending() and self.transport.connected:
             self.wake()
             time.sleep(0.05)
         self._stop.set()
@@ -97,7 +97,7 @@ class OutboxPublisher:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            if not self.link.connected.wait(0.5):
+            if not self.transport.wait_connected(0.5):
                 continue
             try:
                 progressed = self.publish_once()
@@ -115,20 +115,16 @@ class OutboxPublisher:
             rows = [(r.id, r.topic, r.payload, r.retain) for r in repo.pending_outbox(s, self.batch)]
         if not rows:
             return False
-        infos = []
+        acks = []
         for row_id, topic, payload, retain in rows:
-            info = self.link.client.publish(topic, payload, qos=1, retain=retain)
-            if info.rc != 0:  # not connected: stop here, keep order
+            ack = self.transport.publish(topic, payload, retain=retain)
+            if not ack.accepted:  # not connected: stop here, keep order
                 break
-            infos.append((row_id, info))
+            acks.append((row_id, ack))
         acked: list[int] = []
         deadline = time.monotonic() + self.ack_timeout_s
-        for row_id, info in infos:
-            try:
-                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            except (RuntimeError, ValueError):
-                break
-            if not info.is_published():
+        for row_id, ack in acks:
+            if not ack.wait(max(0.0, deadline - time.monotonic())):
                 break
             acked.append(row_id)
         acked_set = set(acked)
@@ -145,10 +141,11 @@ class OutboxPublisher:
 class OutboxSink:
     """``EventSink`` of the pipeline worker: commit, then let the publisher send."""
 
-    def __init__(self, db: Database, topic_prefix: str = "patrol/v1",
+    def __init__(self, db: Database, topic_prefix: str = DEFAULT_PREFIX,
                  publisher: OutboxPublisher | None = None) -> None:
         self.db = db
         self.topic_prefix = topic_prefix
+        self.topics = Topics(topic_prefix)
         self.publisher = publisher
 
     def publish(self, events: Sequence[IncidentEvent]) -> None:
@@ -156,6 +153,23 @@ class OutboxSink:
             return
         with self.db.transaction() as s:
             repo.record_events(s, events, self.topic_prefix)
+        self._wake()
+
+    def report_health(self, reports: Sequence[HealthReport]) -> None:
+        """Each camera's state, retained on ``{prefix}/health/{camera}``, committed like an event.
+
+        The worker reports after the incident events of the same check, in a transaction of its
+        own: a crash between the two keeps the incident and loses only the retained state, which the
+        next change sends again.
+        """
+        if not reports:
+            return
+        with self.db.transaction() as s:
+            for report in reports:
+                repo.enqueue(s, self.topics.health(report.camera_id), report.payload(), retain=True)
+        self._wake()
+
+    def _wake(self) -> None:
         if self.publisher is not None:
             self.publisher.wake()
 
@@ -164,44 +178,50 @@ class OutboxSink:
         if self.publisher is None:
             return
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.publisher.link.connected.is_set() and self.publisher.pending():
+        while time.monotonic() < deadline and self.publisher.transport.connected and self.publisher.pending():
             self.publisher.wake()
             time.sleep(0.05)
 
 
 class Outbox:
-    """The pipeline's whole outbox wired from a site config: database, MQTT link, publisher, sink.
+    """The pipeline's whole outbox wired from a site config: database, transport, publisher, sink.
 
     ``with Outbox.from_site(site, "pipeline-1") as outbox: worker = CameraWorker(..., sink=outbox.sink)``.
-    The link has a persistent session (replay requests wait for us while we are away), a retained
-    availability topic ``{prefix}/availability/{pipeline_id}`` and its last will.
+    The transport has a persistent session (replay requests wait for us while we are away), a
+    retained availability topic ``{prefix}/availability/{pipeline_id}`` and its last will.
     """
 
-    def __init__(self, db: Database, link: MqttLink, topic_prefix: str) -> None:
+    def __init__(self, db: Database, transport: Transport, topic_prefix: str) -> None:
         self.db = db
-        self.link = link
-        self.publisher = OutboxPublisher(db, link, answer_replays=True)
+        self.transport = transport
+        self.publisher = OutboxPublisher(db, transport, topics=Topics(topic_prefix), answer_replays=True)
         self.sink = OutboxSink(db, topic_prefix, self.publisher)
 
     @classmethod
-    def from_site(cls, site: SiteConfig, pipeline_id: str, *, db_url: str | None = None) -> Outbox:
+    def from_site(cls, site: SiteConfig, pipeline_id: str, *, db_url: str | None = None,
+                  transports: TransportFactory | None = None) -> Outbox:
+        """``transports``: the bus (default: MQTT from ``site.mqtt``)."""
         from storage.db import open_database
 
+        if transports is None:
+            from alerts.mqtt import mqtt_transports
+
+            transports = mqtt_transports(site.mqtt)
         topics = Topics(site.mqtt.topic_prefix)
         db = open_database(db_url or site.database.url)
-        link = MqttLink(site.mqtt, f"{site.mqtt.client_id}-{pipeline_id}",
-                        availability=topics.availability(pipeline_id), persistent_session=True)
-        return cls(db, link, site.mqtt.topic_prefix)
+        transport = transports(Endpoint(f"{site.mqtt.client_id}-{pipeline_id}",
+                                        availability=topics.availability(pipeline_id), persistent=True))
+        return cls(db, transport, site.mqtt.topic_prefix)
 
     def start(self) -> Outbox:
-        self.link.start()
+        self.transport.start()
         self.publisher.start()
         return self
 
     def close(self, flush_timeout_s: float = 5.0) -> None:
         """Flush what the broker will take in ``flush_timeout_s``; the rest waits in the database."""
         self.publisher.stop(flush_timeout_s)
-        self.link.stop()
+        self.transport.stop()
         self.db.dispose()
 
     def __enter__(self) -> Outbox:

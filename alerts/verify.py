@@ -30,8 +30,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from alerts.mqtt import MqttLink, Topics
+from alerts.transport import Endpoint, Message, TransportFactory
 from camera_config.schema import Camera, SiteConfig
+from core.topics import VERIFIERS_GROUP, Topics
 from core.types import Detections, Frame
 from rules.checks import ZoneCheck, check_zone
 
@@ -114,25 +115,33 @@ def _load_detect(camera: Camera) -> DetectFn:
     return detector.detect
 
 
-class VerifierService:
-    """MQTT loop: ``{prefix}/verify/request/+`` in, ``{prefix}/verify/result/{camera}`` out (QoS 1)."""
+VERIFY_ACK_S = 10.0
+"""How long a result waits for the broker's acknowledgement before it is logged as lost (the ticket
+service asks again after ``tickets.verify_timeout_s``)."""
 
-    def __init__(self, site: SiteConfig, *, client_id: str | None = None, verifier: Verifier | None = None) -> None:
+
+class VerifierService:
+    """``{prefix}/verify/request/+`` in (shared group ``verifiers``), ``{prefix}/verify/result/{camera}``
+    out (QoS 1), over a transport (``transports``; default: MQTT from ``site.mqtt``)."""
+
+    def __init__(self, site: SiteConfig, *, client_id: str | None = None, verifier: Verifier | None = None,
+                 transports: TransportFactory | None = None) -> None:
         self.site = site
         self.topics = Topics(site.mqtt.topic_prefix)
         self.verifier = verifier or Verifier(site)
         self.client_id = client_id or f"{site.mqtt.client_id}-verifier"
-        self.link = MqttLink(site.mqtt, self.client_id, availability=self.topics.availability(self.client_id),
-                             persistent_session=True)
-        self.link.on_connected.append(self._subscribe)
-        self.link.on_message = self._on_message
+        if transports is None:
+            from alerts.mqtt import mqtt_transports
+
+            transports = mqtt_transports(site.mqtt)
+        self.transport = transports(Endpoint(self.client_id, availability=self.topics.availability(self.client_id),
+                                             persistent=True))
+        self.transport.subscribe(self.topics.verify_request(), self._on_message, shared_group=VERIFIERS_GROUP)
         self._work: list[dict[str, Any]] = []
         self._cv = threading.Condition()
+        self.answered = 0
 
-    def _subscribe(self, client: Any) -> None:
-        client.subscribe(self.topics.shared(self.topics.verify_request(), group="verifiers"), qos=1)
-
-    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+    def _on_message(self, msg: Message) -> None:
         try:
             request = json.loads(msg.payload)
             if not isinstance(request, dict) or "camera_id" not in request:
@@ -146,7 +155,7 @@ class VerifierService:
 
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set; the slow re-check runs here, not on the network thread."""
-        self.link.start()
+        self.transport.start()
         while not stop.is_set():
             with self._cv:
                 if not self._work:
@@ -156,9 +165,11 @@ class VerifierService:
             result = self.verifier.verify(request)
             log.info("verified", extra={"ticket_id": result.get("ticket_id"), "present": result["present"],
                                         "frames": result["frames"]})
-            info = self.link.publish_json(self.topics.verify_result(str(result["camera_id"])), result)
-            try:
-                info.wait_for_publish(10.0)
-            except (RuntimeError, ValueError) as exc:
-                log.error("verify result not acknowledged", extra={"error": str(exc)})
-        self.link.stop()
+            ack = self.transport.publish(self.topics.verify_result(str(result["camera_id"])),
+                                         json.dumps(result, sort_keys=True))
+            if ack.wait(VERIFY_ACK_S):
+                self.answered += 1
+            else:
+                log.error("verify result not acknowledged", extra={"ticket_id": result.get("ticket_id"),
+                                                                    "camera_id": result.get("camera_id")})
+        self.transport.stop()

@@ -279,17 +279,17 @@ def bench_publish(iterations: int) -> dict[str, Any]:
         out["mqtt_qos1"] = {"error": "mosquitto not installed"}
         return out
     try:
-        from alerts.mqtt import MqttLink
+        from alerts.mqtt import MqttTransport
+        from alerts.transport import Endpoint
         from camera_config.schema import MqttConfig
 
         with _services().Mosquitto() as broker:
-            link = MqttLink(MqttConfig(host="127.0.0.1", port=broker.port), "bench")
+            link = MqttTransport(MqttConfig(host="127.0.0.1", port=broker.port), Endpoint("bench"))
             link.start()
             if not link.wait_connected(10):
                 raise RuntimeError("could not connect to the local mosquitto")
-            payload = event.model_dump(mode="json")
-            out["mqtt_qos1"] = timed(
-                lambda: link.publish_json(event.topic(), payload).wait_for_publish(5), iterations)
+            payload = event.to_json()
+            out["mqtt_qos1"] = timed(lambda: link.publish(event.topic(), payload).wait(5), iterations)
             link.stop()
     except Exception as exc:
         out["mqtt_qos1"] = {"error": f"{type(exc).__name__}: {exc}"}

@@ -7,9 +7,12 @@ keep order per incident.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from functools import cached_property
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from core.topics import DEFAULT_PREFIX, Topics
 
 IncidentType = Literal["illegal_parking", "street_stall", "fallen_branch", "obstruction", "camera_offline"]
 EventType = Literal["opened", "updated", "closed"]
@@ -64,11 +67,22 @@ class IncidentEvent(BaseModel):
     stream_pts: float | None = Field(default=None, description="Stream time (s) of this event.")
     evidence: Evidence = Evidence()
 
-    def topic(self, prefix: str = "patrol/v1") -> str:
-        return f"{prefix}/incidents/{self.type}/{self.camera_id}"
+    def topic(self, prefix: str = DEFAULT_PREFIX) -> str:
+        return Topics(prefix).incident(self.type, self.camera_id)
 
     def to_json(self) -> str:
+        """The event as JSON, encoded once: the database row, the outbox row and stdout share it."""
+        return self._encoded
+
+    @cached_property
+    def _encoded(self) -> str:
         return self.model_dump_json()
+
+    def model_copy(self, *, update: Any = None, deep: bool = False) -> Self:
+        """A copy (with ``update``) that encodes itself, not the original's cached JSON."""
+        copied = super().model_copy(update=update, deep=deep)
+        copied.__dict__.pop("_encoded", None)
+        return copied
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
@@ -151,14 +152,19 @@ class ScriptedDetector:
 
 
 class ListSink:
-    """An ``EventSink`` (pipeline.worker) that keeps every published event and counts flushes."""
+    """An ``EventSink`` (pipeline.worker) that keeps every published event and health report and
+    counts flushes."""
 
     def __init__(self) -> None:
         self.events: list[IncidentEvent] = []
+        self.health: list[Any] = []  # pipeline.health.HealthReport (core imports nothing above it)
         self.flushed = 0
 
     def publish(self, events: Sequence[IncidentEvent]) -> None:
         self.events.extend(events)
+
+    def report_health(self, reports: Sequence[Any]) -> None:
+        self.health.extend(reports)
 
     def flush(self) -> None:
         self.flushed += 1

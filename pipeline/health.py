@@ -17,8 +17,9 @@ here and travels in the retained health message, never a password.
 
 :class:`HealthMonitor` keeps one :class:`CameraHealth` per camera and also reports the camera's
 state ("online" once it streams, "offline" when an incident opens) for the retained MQTT topic
-``{prefix}/health/{camera}``; :func:`publish_health` sends the events through the worker's sink and,
-for every outbox behind that sink, enqueues the retained health message.
+``{prefix}/health/{camera}``; :func:`publish_health` hands both to the worker's sink, the events
+through ``publish`` and the reports through ``report_health`` (the outbox commits them as retained
+messages; a worker shard forwards them to its parent).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal, Protocol
 
 from camera_config.schema import Camera
 from core.events import Evidence, IncidentEvent
@@ -149,6 +150,14 @@ class CameraHealth:
                               thresholds={"offline_after_s": self.offline_after_s}))
 
 
+class HealthSink(Protocol):
+    """What health is reported through: the worker's ``EventSink`` (pipeline.worker)."""
+
+    def publish(self, events: Sequence[IncidentEvent]) -> None: ...
+
+    def report_health(self, reports: Sequence[HealthReport]) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class HealthCheck:
     events: list[IncidentEvent]
@@ -179,36 +188,13 @@ class HealthMonitor:
         return HealthCheck(events, reports)
 
 
-def outbox_sinks(sink: Any) -> list[Any]:
-    """The :class:`alerts.outbox.OutboxSink` objects behind ``sink`` (itself, or inside ``.sinks``)."""
-    from alerts.outbox import OutboxSink
+def publish_health(sink: HealthSink, events: Sequence[IncidentEvent], reports: Sequence[HealthReport]) -> None:
+    """The events through ``sink.publish``, then the reports through ``sink.report_health``.
 
-    if isinstance(sink, OutboxSink):
-        return [sink]
-    return [found for inner in getattr(sink, "sinks", ()) for found in outbox_sinks(inner)]
-
-
-def publish_health(sink: Any, events: Sequence[IncidentEvent], reports: Sequence[HealthReport]) -> None:
-    """Events through ``sink.publish``; each report retained into every outbox behind the sink.
-
-    The health message goes after the incident event, in its own transaction: a crash between the
-    two keeps the incident (durable) and loses only the retained state, which the next change resends.
+    Reports go after the events (the incident is what must not be lost; a retained state lost in
+    a crash between the two is sent again with the next change).
     """
     if events:
         sink.publish(events)
-    if not reports:
-        return
-    forward = getattr(sink, "publish_health_reports", None)
-    if callable(forward):  # a worker shard's sink: the parent process holds the outbox
-        forward(reports)
-        return
-    from alerts.mqtt import Topics
-    from storage import repository as repo
-
-    for outbox in outbox_sinks(sink):
-        topics = Topics(outbox.topic_prefix)
-        with outbox.db.transaction() as s:
-            for report in reports:
-                repo.enqueue(s, topics.health(report.camera_id), report.payload(), retain=True)
-        if outbox.publisher is not None:
-            outbox.publisher.wake()
+    if reports:
+        sink.report_health(reports)

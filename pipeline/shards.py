@@ -142,7 +142,7 @@ class OutletSink:
         if events:
             self.outlet.send("events", list(events))
 
-    def publish_health_reports(self, reports: Sequence[Any]) -> None:
+    def report_health(self, reports: Sequence[Any]) -> None:
         if reports:
             self.outlet.send("health", list(reports))
 

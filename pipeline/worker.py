@@ -42,7 +42,7 @@ from core.coco import COCO80
 from core.errors import ModelError, PatrolError
 from core.events import IncidentEvent
 from core.types import Detections, Frame
-from pipeline.health import HealthMonitor, publish_health
+from pipeline.health import HealthMonitor, HealthReport, publish_health
 from pipeline.metrics import CameraMetrics, make_registry
 from pipeline.sampler import LatestFrameSlot
 from pipeline.sources import PacketListener, Source
@@ -76,6 +76,10 @@ class Analyzer(Protocol):
 class EventSink(Protocol):
     def publish(self, events: Sequence[IncidentEvent]) -> None: ...
 
+    def report_health(self, reports: Sequence[HealthReport]) -> None:
+        """Cameras' retained health states (pipeline.health), after the events of the same check."""
+        ...
+
     def flush(self) -> None: ...
 
 
@@ -104,6 +108,9 @@ class JsonLinesSink:
             for event in events:
                 out.write(event.to_json() + "\n")
                 self.published += 1
+
+    def report_health(self, reports: Sequence[HealthReport]) -> None:
+        """Health states are not incident events: stdout carries events only."""
 
     def flush(self) -> None:
         (self.stream or sys.stdout).flush()

@@ -1,6 +1,6 @@
 """Build the review app from a site config and serve it with uvicorn.
 
-The server also runs an outbox publisher (its own MQTT client, ``{client_id}-review``) so verdict
+The server also runs an outbox publisher (its own MQTT transport, ``{client_id}-review``) so verdict
 messages go out even when no pipeline runs; it only sends rows that are pending in the database.
 """
 
@@ -12,9 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from alerts.mqtt import MqttLink
+from alerts.mqtt import mqtt_transports
 from alerts.outbox import OutboxPublisher
+from alerts.transport import Endpoint, Transport
 from camera_config.schema import SiteConfig
+from core.topics import Topics
 from evidence.store import EvidenceStore
 from review.app import ReviewContext, create_app
 from review.security import ReviewError, SessionCodec, check_username, hash_password, load_or_create_secret
@@ -28,7 +30,7 @@ log = logging.getLogger("patrol.review")
 class ReviewServices:
     ctx: ReviewContext
     publisher: OutboxPublisher | None
-    link: MqttLink | None
+    link: Transport | None
 
 
 def build_context(config: SiteConfig, db: Database) -> ReviewContext:
@@ -52,8 +54,8 @@ def review_services(config: SiteConfig, *, mqtt: bool = True) -> Iterator[Review
     ctx = build_context(config, db)
     link = publisher = None
     if mqtt:
-        link = MqttLink(config.mqtt, f"{config.mqtt.client_id}-review")
-        publisher = OutboxPublisher(db, link)
+        link = mqtt_transports(config.mqtt)(Endpoint(f"{config.mqtt.client_id}-review"))
+        publisher = OutboxPublisher(db, link, topics=Topics(config.mqtt.topic_prefix))
         ctx.wake_outbox = publisher.wake
         link.start()
         publisher.start()

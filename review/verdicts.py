@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from core.topics import Topics
 from storage import repository as repo
 from storage.db import Database
 
@@ -27,10 +28,6 @@ class VerdictRecord:
     verdict_id: int
     topic: str
     payload: dict[str, Any]
-
-
-def verdict_topic(prefix: str, camera_id: str) -> str:
-    return f"{prefix}/verdicts/{camera_id}"
 
 
 def record_verdict(db: Database, incident_id: str, operator: str, verdict: str, reason: str,
@@ -51,6 +48,6 @@ def record_verdict(db: Database, incident_id: str, operator: str, verdict: str, 
             "camera_id": inc.camera_id, "grid_cell": inc.grid_cell, "type": inc.type, "zone_id": inc.zone_id,
             "verdict": verdict, "reason": reason, "operator": operator, "at": at,
         }
-        topic = verdict_topic(topic_prefix, inc.camera_id)
+        topic = Topics(topic_prefix).verdict(inc.camera_id)
         repo.enqueue(s, topic, json.dumps(payload, sort_keys=True))
     return VerdictRecord(row.id, topic, payload)

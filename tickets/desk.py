@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from alerts.mqtt import Topics
 from camera_config.schema import TicketsConfig
 from core.events import IncidentEvent
+from core.topics import Topics
 from storage import repository as repo
 from storage.db import Database
 from storage.models import Incident, Ticket

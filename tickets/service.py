@@ -1,8 +1,9 @@
-"""``patrol tickets serve``: the MQTT consumer in front of :mod:`tickets.desk`.
+"""``patrol tickets serve``: the consumer in front of :mod:`tickets.desk`.
 
-Subscribes with an MQTT v5 persistent session to the shared subscriptions
-``$share/tickets/{prefix}/incidents/#`` and ``$share/tickets/{prefix}/verify/result/+`` and
-acknowledges a message (manual PUBACK) only after its transaction committed. A message that cannot
+Subscribes through an :class:`alerts.transport.Transport` (MQTT by default) with a persistent
+session to the shared subscriptions ``$share/tickets/{prefix}/incidents/#`` and
+``$share/tickets/{prefix}/verify/result/+`` and acknowledges a message (manual ack:
+:meth:`alerts.transport.Message.ack`) only after its transaction committed. A message that cannot
 be used (oversized, not JSON, against the schema, wrong topic) goes to ``dead_letters`` with the
 reason and is acknowledged; the service keeps running. When the database fails, the message is not
 acknowledged and the service reconnects after a pause, so the broker delivers it again.
@@ -16,14 +17,14 @@ import threading
 import time
 from typing import Any
 
-import paho.mqtt.client as mqtt
 from pydantic import ValidationError
 
-from alerts.mqtt import MqttLink, Topics
 from alerts.outbox import OutboxPublisher
+from alerts.transport import Endpoint, Message, Transport, TransportFactory
 from camera_config.schema import MqttConfig, TicketsConfig
 from core.events import IncidentEvent
 from core.schema import schema_errors
+from core.topics import TICKETS_GROUP, Topics
 from storage import repository as repo
 from storage.db import Database
 from storage.errors import NotFound, StorageError
@@ -84,32 +85,36 @@ def decode_verify_result(payload: bytes, max_bytes: int) -> dict[str, Any]:
 
 
 class TicketService:
+    """``mqtt_cfg`` gives the topic prefix, payload limit and base client id; ``transports`` the bus
+    (default: MQTT from ``mqtt_cfg``)."""
+
     def __init__(self, db: Database, mqtt_cfg: MqttConfig, tickets_cfg: TicketsConfig, *,
-                 client_id: str | None = None) -> None:
+                 client_id: str | None = None, transports: TransportFactory | None = None) -> None:
         self.db = db
         self.mqtt_cfg = mqtt_cfg
         self.cfg = tickets_cfg
         self.topics = Topics(mqtt_cfg.topic_prefix)
         self.client_id = client_id or f"{mqtt_cfg.client_id}-tickets"
+        if transports is None:
+            from alerts.mqtt import mqtt_transports
+
+            transports = mqtt_transports(mqtt_cfg)
+        self.transports = transports
         self.counts: dict[str, int] = {}
         self._db_down = threading.Event()
         self._stop = threading.Event()
-        self.link = self._new_link()
-        self.publisher = OutboxPublisher(db, self.link)
+        self.transport = self._new_transport()
+        self.publisher = OutboxPublisher(db, self.transport, topics=self.topics)
 
-    def _new_link(self) -> MqttLink:
-        link = MqttLink(self.mqtt_cfg, self.client_id, availability=self.topics.availability(self.client_id),
-                        persistent_session=True, manual_ack=True)
-        link.on_connected.append(self._subscribe)
-        link.on_message = self._on_message
-        return link
+    def _new_transport(self) -> Transport:
+        transport = self.transports(Endpoint(self.client_id, availability=self.topics.availability(self.client_id),
+                                             persistent=True, manual_ack=True))
+        transport.subscribe(self.topics.incidents, self._on_message, shared_group=TICKETS_GROUP)
+        transport.subscribe(self.topics.verify_result(), self._on_message, shared_group=TICKETS_GROUP)
+        transport.on_connected(self._ask_replay)
+        return transport
 
-    def _subscribe(self, client: mqtt.Client) -> None:
-        client.subscribe([(self.topics.shared(self.topics.incidents), 1),
-                          (self.topics.shared(self.topics.verify_result()), 1)])
-        self._ask_replay(client)
-
-    def _ask_replay(self, client: mqtt.Client, since: float | None = None) -> None:
+    def _ask_replay(self, since: float | None = None) -> None:
         """Ask every pipeline to send again what it sent since shortly before our last message.
 
         A broker restart can drop messages for a shared subscription until we reconnect; the
@@ -123,7 +128,7 @@ class TicketService:
                 log.error("cannot read the last receive time; asking for a full replay", extra={"error": str(exc)})
                 last = None
             since = 0.0 if last is None else last - REPLAY_MARGIN_S
-        client.publish(self.topics.replay_request, json.dumps({"since": since, "by": self.client_id}), qos=1)
+        self.transport.publish(self.topics.replay_request, json.dumps({"since": since, "by": self.client_id}))
 
     def _repair_gaps(self) -> None:
         """Events held for a missing earlier one for a while: the earlier one was lost, ask again."""
@@ -132,15 +137,15 @@ class TicketService:
                 oldest = repo.oldest_held_at(s, time.time() - GAP_PATIENCE_S)
         except StorageError:
             return
-        if oldest is not None and self.link.connected.is_set():
+        if oldest is not None and self.transport.connected:
             log.warning("events wait for a missing earlier event; asking for a replay")
-            self._ask_replay(self.link.client, since=oldest - REPLAY_MARGIN_S)
+            self._ask_replay(since=oldest - REPLAY_MARGIN_S)
 
     # ---- one message
     def handle(self, topic: str, payload: bytes) -> str:
         """Process one message; returns the outcome. Raises StorageError when the database fails."""
         try:
-            if topic.startswith(f"{self.topics.prefix}/verify/result/"):
+            if self.topics.is_verify_result(topic):
                 return "verify:" + apply_verify_result(self.db, decode_verify_result(
                     payload, self.mqtt_cfg.max_payload_bytes))
             ev = decode_event(self.topics, topic, payload, self.mqtt_cfg.max_payload_bytes)
@@ -151,11 +156,11 @@ class TicketService:
             log.warning("dead-lettered a message", extra={"topic": topic, "reason": str(exc)[:200]})
             return "dead_letter"
 
-    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: Message) -> None:
         if self._db_down.is_set():
             return  # not acknowledged: redelivered after the reconnect
         try:
-            outcome = self.handle(msg.topic, bytes(msg.payload))
+            outcome = self.handle(msg.topic, msg.payload)
         except StorageError as exc:
             log.error("database failed; message left unacknowledged", extra={"error": str(exc)})
             self._db_down.set()
@@ -166,19 +171,19 @@ class TicketService:
             return
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("message %s mid=%d dup=%d -> %s", msg.topic, msg.mid, msg.dup, outcome,
-                      extra={"payload_head": bytes(msg.payload[:60]).decode("utf-8", "replace")})
-        client.ack(msg.mid, msg.qos)
+            log.debug("message %s dup=%d -> %s", msg.topic, msg.duplicate, outcome,
+                      extra={"payload_head": msg.payload[:60].decode("utf-8", "replace")})
+        msg.ack()
 
     # ---- lifecycle
     def start(self) -> None:
-        self.link.start()
+        self.transport.start()
         self.publisher.start()
 
     def stop(self) -> None:
         self._stop.set()
         self.publisher.stop(flush_timeout_s=2.0)
-        self.link.stop()
+        self.transport.stop()
 
     def run(self, stop: threading.Event, *, overdue_every_s: float = 60.0) -> None:
         """Serve until ``stop`` is set: reconnect after a database failure, log overdue tickets."""
@@ -201,7 +206,7 @@ class TicketService:
         """Drop the connection (unacked messages return), wait for the database, reconnect."""
         log.warning("reconnecting after a database failure")
         self.publisher.stop(flush_timeout_s=0)
-        self.link.stop(offline=False)
+        self.transport.stop(offline=False)
         while not self._stop.is_set():
             try:
                 with self.db.transaction() as s:
@@ -210,8 +215,8 @@ class TicketService:
             except StorageError:
                 self._stop.wait(2.0)
         self._db_down.clear()
-        self.link = self._new_link()
-        self.publisher = OutboxPublisher(self.db, self.link)
+        self.transport = self._new_transport()
+        self.publisher = OutboxPublisher(self.db, self.transport, topics=self.topics)
         self.start()
 
     def _retry_verifications(self) -> None:

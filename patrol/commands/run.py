@@ -73,7 +73,8 @@ def processes_arg(text: str) -> int | str:
 
 
 class FanOutSink:
-    """Hands every batch of events to each sink in turn (the outbox first: it is the durable one)."""
+    """Hands every batch of events and health reports to each sink in turn (the outbox first: it is
+    the durable one)."""
 
     def __init__(self, *sinks: Any) -> None:
         self.sinks = sinks
@@ -82,17 +83,24 @@ class FanOutSink:
         for sink in self.sinks:
             sink.publish(events)
 
+    def report_health(self, reports: Any) -> None:
+        for sink in self.sinks:
+            sink.report_health(reports)
+
     def flush(self) -> None:
         for sink in self.sinks:
             sink.flush()
 
 
-def start_verifier(config: SiteConfig, pipeline_id: str, stack: contextlib.ExitStack) -> None:
-    """Answer the ticket service's re-check requests from this pipeline, on its own thread."""
+def start_verifier(config: SiteConfig, pipeline_id: str, stack: contextlib.ExitStack,
+                   transports: Any = None) -> None:
+    """Answer the ticket service's re-check requests from this pipeline, on its own thread
+    (``transports``: the bus, an alerts.transport.TransportFactory; default MQTT from the config)."""
     from alerts.verify import VerifierService
 
     stop = threading.Event()
-    service = VerifierService(config, client_id=f"{config.mqtt.client_id}-verifier-{pipeline_id}")
+    service = VerifierService(config, client_id=f"{config.mqtt.client_id}-verifier-{pipeline_id}",
+                              transports=transports)
     thread = threading.Thread(target=service.run, args=(stop,), name="verifier", daemon=True)
     thread.start()
 
@@ -111,12 +119,14 @@ def open_sink(config: SiteConfig, args: argparse.Namespace, stack: contextlib.Ex
     sink: Any = JsonLinesSink()
     db = None
     if not args.no_publish:
+        from alerts.mqtt import mqtt_transports
         from alerts.outbox import Outbox
 
-        outbox = stack.enter_context(Outbox.from_site(config, args.pipeline_id))
+        transports = mqtt_transports(config.mqtt)
+        outbox = stack.enter_context(Outbox.from_site(config, args.pipeline_id, transports=transports))
         db = outbox.db
         sink = FanOutSink(outbox.sink, sink)
-        start_verifier(config, args.pipeline_id, stack)
+        start_verifier(config, args.pipeline_id, stack, transports)
     return sink, db
 
 
@@ -207,7 +217,6 @@ def run_worker(worker: Any, args: argparse.Namespace) -> None:
 def run_shards(config: SiteConfig, args: argparse.Namespace, processes: int, stack: contextlib.ExitStack) -> Any:
     """The cameras split over ``processes`` worker processes (pipeline/shards.py); this process keeps
     the one sink (outbox, broker link, verifier, stdout) and publishes what the shards send."""
-    from pipeline.health import publish_health
     from pipeline.shards import ShardedRun
 
     sink, db = open_sink(config, args, stack)
@@ -221,7 +230,7 @@ def run_shards(config: SiteConfig, args: argparse.Namespace, processes: int, sta
         if kind == "events":
             sink.publish(payload)
         elif kind == "health":
-            publish_health(sink, [], payload)
+            sink.report_health(payload)
         elif kind == "evidence" and on_written is not None:
             on_written(*payload)
 

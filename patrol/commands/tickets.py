@@ -107,7 +107,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_transition(args: argparse.Namespace) -> int:
-    from alerts.mqtt import Topics
+    from core.topics import Topics
     from tickets.desk import ticket_view, transition
 
     site = _site(args)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from alerts.mqtt import Topics
 from core.schema import SCHEMA_FILE, incident_event_schema, render, schema_errors
+from core.topics import Topics
 
 
 def test_committed_schema_equals_generated() -> None:

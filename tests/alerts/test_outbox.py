@@ -14,10 +14,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from alerts.mqtt import MqttLink, Topics
+from alerts.mqtt import MqttTransport
 from alerts.outbox import OutboxPublisher, OutboxSink
+from alerts.transport import Endpoint
 from camera_config.schema import MqttConfig
 from core.schema import schema_errors
+from core.topics import Topics
 from storage import repository as repo
 from storage.db import Database
 
@@ -79,7 +81,7 @@ def test_events_wait_while_the_broker_is_down_then_go_in_order(db: Database, mos
     assert _wait(lambda: collector.client.is_connected())
     mosquitto.stop()
 
-    link = MqttLink(cfg, "pipeline-test", availability=Topics().availability("pipeline-test"))
+    link = MqttTransport(cfg, Endpoint("pipeline-test", availability=Topics().availability("pipeline-test")))
     publisher = OutboxPublisher(db, link, ack_timeout_s=2.0)
     sink = OutboxSink(db, publisher=publisher)
     link.start()
@@ -115,7 +117,7 @@ def test_a_crash_between_commit_and_publish_loses_nothing(db: Database, mosquitt
 
     collector = Collector(mosquitto.port)
     assert _wait(lambda: collector.client.is_connected())
-    link = MqttLink(MqttConfig(port=mosquitto.port), "pipeline-restarted")
+    link = MqttTransport(MqttConfig(port=mosquitto.port), Endpoint("pipeline-restarted"))
     publisher = OutboxPublisher(db, link)  # the restarted process
     link.start()
     publisher.start()
@@ -131,15 +133,14 @@ def test_a_crash_between_commit_and_publish_loses_nothing(db: Database, mosquitt
 
 def test_availability_is_retained_with_a_last_will(mosquitto) -> None:
     topic = Topics().availability("pipe-1")
-    link = MqttLink(MqttConfig(port=mosquitto.port), "pipe-1", availability=topic)
+    link = MqttTransport(MqttConfig(port=mosquitto.port), Endpoint("pipe-1", availability=topic))
     link.start()
     assert link.wait_connected(10)
     watcher = Collector(mosquitto.port, topic, client_id="watcher")
     assert watcher.wait_for(1)[0] == (topic, b"online", True)
-    link.client.socket().shutdown(2)  # type: ignore[union-attr]  # the process dies: no DISCONNECT
+    link.kill()  # the process dies: no DISCONNECT
     got = watcher.wait_for(2)
     assert got[1][:2] == (topic, b"offline"), got
-    link.client.loop_stop()
     late = Collector(mosquitto.port, topic, client_id="late-watcher")
     assert late.wait_for(1) == [(topic, b"offline", True)]  # retained for whoever comes later
     watcher.close()
@@ -147,8 +148,10 @@ def test_availability_is_retained_with_a_last_will(mosquitto) -> None:
 
 
 def test_broker_auth_username_password(mosquitto_auth) -> None:
-    good = MqttLink(MqttConfig(port=mosquitto_auth.port, username="pipeline", password="s3cret-pw"), "auth-ok")
-    bad = MqttLink(MqttConfig(port=mosquitto_auth.port, username="pipeline", password="wrong"), "auth-bad")
+    good = MqttTransport(MqttConfig(port=mosquitto_auth.port, username="pipeline", password="s3cret-pw"),
+                         Endpoint("auth-ok"))
+    bad = MqttTransport(MqttConfig(port=mosquitto_auth.port, username="pipeline", password="wrong"),
+                        Endpoint("auth-bad"))
     good.start()
     bad.start()
     try:
@@ -156,8 +159,7 @@ def test_broker_auth_username_password(mosquitto_auth) -> None:
         assert not bad.wait_connected(2)
     finally:
         good.stop()
-        bad.client.disconnect()
-        bad.client.loop_stop()
+        bad.stop()
 
 
 def test_outbox_from_site_config(tmp_path, mosquitto, make_incident_event) -> None:  # type: ignore[no-untyped-def]
@@ -170,8 +172,8 @@ def test_outbox_from_site_config(tmp_path, mosquitto, make_incident_event) -> No
     collector = Collector(mosquitto.port, "patrol/v1/#")
     assert _wait(lambda: collector.client.is_connected())
     with Outbox.from_site(site, "pipe-7") as outbox:
-        assert outbox.link.client_id == "site-a-pipe-7"
-        assert outbox.link.wait_connected(10)
+        assert outbox.transport.endpoint.client_id == "site-a-pipe-7"
+        assert outbox.transport.wait_connected(10)
         outbox.sink.publish([make_incident_event("inc-site", 1)])
         outbox.sink.flush(10)
         assert _counts(outbox.db) == {"sent": 1}

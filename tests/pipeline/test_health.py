@@ -189,6 +189,7 @@ def test_outbox_gets_the_incident_and_a_retained_health_message(db: Database) ->
         cam_state = repo.camera_health(s)["cam-1"].state
         inc_state = inc.state
     assert [(ev.event, ev.seq) for ev in listed.events] == [("opened", 1), ("closed", 2)]
+    assert [r.state for r in listed.health] == ["online", "offline", "online"]  # every sink behind the fan-out
     topics = [(topic, retain) for topic, retain, *_ in rows]
     assert topics == [("city/v1/health/cam-1", True),
                       ("city/v1/incidents/camera_offline/cam-1", False), ("city/v1/health/cam-1", True),

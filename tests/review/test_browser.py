@@ -26,8 +26,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import select
 
-from alerts.mqtt import MqttLink
+from alerts.mqtt import MqttTransport
 from alerts.outbox import OutboxPublisher, OutboxSink
+from alerts.transport import Endpoint
 from camera_config.loader import parse_config
 from camera_config.schema import SiteConfig
 from evidence.attach import build_recorder, drain, packet_listeners, with_evidence
@@ -121,7 +122,7 @@ def review_site(tmp_path: Path, asset_path, mosquitto) -> Iterator[tuple[str, Da
     add_operator(db, OPERATOR, PASSWORD)
     listener = VerdictListener(mosquitto.port)
     ctx = build_context(config, db)
-    link = MqttLink(config.mqtt, "patrol-review-test")
+    link = MqttTransport(config.mqtt, Endpoint("patrol-review-test"))
     publisher = OutboxPublisher(db, link, idle_poll_s=0.2)
     ctx.wake_outbox = publisher.wake
     link.start()

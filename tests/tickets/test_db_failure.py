@@ -37,7 +37,7 @@ def test_database_outage_loses_nothing(own_postgres, mosquitto, make_incident_ev
     stop = threading.Event()
     thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
     thread.start()
-    assert service.link.wait_connected(10)
+    assert service.transport.wait_connected(10)
     pub = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5, client_id="pub")
     pub.connect("127.0.0.1", mosquitto.port)
     pub.loop_start()

@@ -154,7 +154,7 @@ def test_a_stale_verification_result_is_ignored(db: Database, make_incident_even
 
 
 def test_an_unanswered_verification_is_asked_again(db: Database, make_incident_event) -> None:
-    from alerts.mqtt import Topics
+    from core.topics import Topics
     from tickets.desk import retry_stale_verifications
 
     tid, first = _disposed_ticket(db, make_incident_event)

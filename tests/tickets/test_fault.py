@@ -22,11 +22,13 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerts.mqtt import MqttLink, Topics
+from alerts.mqtt import MqttTransport
 from alerts.outbox import OutboxPublisher, OutboxSink
+from alerts.transport import Endpoint
 from camera_config.schema import MqttConfig
 from core.events import IncidentEvent
 from core.schema import schema_errors
+from core.topics import Topics
 from storage import repository as repo
 from storage.db import open_database
 
@@ -83,8 +85,8 @@ def test_thousand_events_through_broker_restarts_and_a_killed_consumer(
     ticket_db = open_database(db_url)  # migrate once before two processes race to
 
     pipeline_db = open_database(f"sqlite:///{tmp_path / 'pipeline.db'}")
-    link = MqttLink(MqttConfig(port=mosquitto.port), "pipeline-fault",
-                    availability=Topics().availability("pipeline-fault"), persistent_session=True)
+    link = MqttTransport(MqttConfig(port=mosquitto.port), Endpoint(
+        "pipeline-fault", availability=Topics().availability("pipeline-fault"), persistent=True))
     publisher = OutboxPublisher(pipeline_db, link, ack_timeout_s=2.0, answer_replays=True)
     sink = OutboxSink(pipeline_db, publisher=publisher)
     events = _events(make_incident_event)

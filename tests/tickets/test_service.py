@@ -45,7 +45,7 @@ def service(db: Database, mosquitto):  # type: ignore[no-untyped-def]
     stop = threading.Event()
     thread = threading.Thread(target=svc.run, args=(stop,), daemon=True)
     thread.start()
-    assert svc.link.wait_connected(10)
+    assert svc.transport.wait_connected(10)
     time.sleep(0.3)  # the SUBSCRIBE is on its way
     yield svc
     stop.set()

@@ -72,7 +72,7 @@ def test_verification_loop_over_mqtt(asset_path, db: Database, mosquitto, make_i
     for t in threads:
         t.start()
     try:
-        assert tickets.link.wait_connected(10) and verifier.link.wait_connected(10)
+        assert tickets.transport.wait_connected(10) and verifier.transport.wait_connected(10)
         ids = {}
         for zone in ("kerb-parked", "pavement-empty"):
             ev = make_incident_event(f"inc-{zone}", 1, camera_id="street-1", zone_id=zone, grid_cell="G-07")
