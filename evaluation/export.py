@@ -7,7 +7,9 @@ tag), every incident that opened while the clip ran becomes (the camera's config
 default: the one site file under ``camera_config/sites`` with that camera):
 
 * **confirmed** (latest verdict ``confirm``) -> an expected incident of its type and zone, start
-  window ``[started - clip start, opened - clip start + slack]`` (clamped at 0);
+  window ``[started - clip start, opened - clip start + slack]`` (clamped at 0), and, when the
+  incident has a location, ``where``: a normalised box of ``PLACE_HALF`` around it, with the
+  location as its ground point;
 * **rejected** (latest verdict ``reject``) -> a quiet span of its type and zone around its
   opening, ``opened +- slack``: the rules must not fire there again.
 
@@ -35,6 +37,11 @@ from evaluation.labels import LabelDoc, LabelError, dump_labels, parse_labels, s
 
 DEFAULT_SLACK_S = 30.0
 
+PLACE_HALF = 0.05
+"""Half the side of an exported ``where`` box, normalised: the lifecycle's ``place_radius`` (two
+findings this close are one incident), so a replay's incident at the place the operator confirmed
+matches it and one at a neighbouring place does not."""
+
 
 @dataclass(frozen=True)
 class Reviewed:
@@ -46,6 +53,7 @@ class Reviewed:
     closed_at: float | None
     verdict: str
     reason: str
+    location: tuple[float, float] | None = None
 
 
 def parse_time(text: str) -> float:
@@ -136,8 +144,10 @@ def reviewed_incidents(db_url: str, camera_id: str, since: float, until: float) 
                 verdict = verdicts.get(inc.id)
                 if verdict is None or not since <= at <= until:
                     continue
+                loc = None if inc.location_x is None or inc.location_y is None else (inc.location_x,
+                                                                                     inc.location_y)
                 out.append(Reviewed(inc.id, inc.type, inc.zone_id, inc.started_at, at, inc.closed_at,
-                                    verdict.verdict, verdict.reason or ""))
+                                    verdict.verdict, verdict.reason or "", loc))
             return out
     finally:
         db.dispose()
@@ -155,8 +165,12 @@ def labels_from_verdicts(reviewed: list[Reviewed], *, clip: str, clip_sha256: st
         note = f"incident {r.incident_id}: operator {r.verdict}" + (f" ({r.reason})" if r.reason else "")
         if r.verdict == "confirm":
             started = max(0.0, min(r.started_at - clip_start, opened))
-            expected.append({"type": r.type, "zone": r.zone, "start": [round(started, 2), round(opened + slack_s, 2)],
-                             "note": note})
+            item: dict[str, Any] = {"type": r.type, "zone": r.zone,
+                                    "start": [round(started, 2), round(opened + slack_s, 2)]}
+            if r.location is not None:
+                item["where"] = {"box": place_box(r.location), "units": "norm",
+                                 "point": [round(r.location[0], 4), round(r.location[1], 4)]}
+            expected.append({**item, "note": note})
         elif r.verdict == "reject":
             quiet.append({"from": round(max(0.0, opened - slack_s), 2), "to": round(opened + slack_s, 2),
                           "types": [r.type], "zones": [r.zone], "note": note})
@@ -164,6 +178,13 @@ def labels_from_verdicts(reviewed: list[Reviewed], *, clip: str, clip_sha256: st
             "recorded_at": datetime.fromtimestamp(clip_start, UTC).isoformat(),
             "exhaustive": False, "expected": expected, "quiet": quiet,
             "note": f"exported from operator verdicts: {len(expected)} confirmed, {len(quiet)} rejected"}
+
+
+def place_box(location: tuple[float, float], half: float = PLACE_HALF) -> list[float]:
+    """A normalised ``where`` box of ``half`` around a location, clipped to the frame."""
+    x, y = location
+    return [round(max(0.0, x - half), 4), round(max(0.0, y - half), 4), round(min(1.0, x + half), 4),
+            round(min(1.0, y + half), 4)]
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -213,4 +234,5 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["LabelDoc", "Reviewed", "labels_from_verdicts", "parse_time", "reviewed_incidents", "run_export"]
+__all__ = ["LabelDoc", "Reviewed", "labels_from_verdicts", "parse_time", "place_box", "reviewed_incidents",
+           "run_export"]

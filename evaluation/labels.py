@@ -37,7 +37,9 @@ clip's first decoded frame when the file is validated (the replay decodes the sa
 must lie inside the frame; a normalised box inside ``[0, 1]``. Draw the box around the whole
 object, down to where it touches the ground and a little below: an incident's place is the
 object's ground point (the bottom centre of its box), which must fall inside. Labels without
-``where`` match on type, zone and time alone, as before.
+``where`` match on type, zone and time alone, as before. ``where`` may also name the problem's
+ground point (``point: [x, y]``, same units, inside the box); place errors are measured to it, and
+by default to the bottom centre of the box.
 
 **Validation.** :func:`validate_label_files` checks every file (YAML, schema, clip present and
 pinned checksum, config valid, camera and zones known, ``where`` inside the frame) and reports
@@ -114,11 +116,14 @@ Box = tuple[float, float, float, float]
 
 class Where(_Strict):
     """Where a labelled problem is: a box ``[x1, y1, x2, y2]`` in pixels (``px``) or in fractions
-    of the frame (``norm``)."""
+    of the frame (``norm``), and optionally the problem's ground point in the same units."""
 
     box: Box = Field(description="[x1, y1, x2, y2], x right and y down from the top left corner.")
     units: Literal["px", "norm"] = Field(description="px: pixels of the clip's frames; norm: fractions "
                                                       "of its width and height (incident locations).")
+    point: tuple[float, float] | None = Field(
+        default=None, description="The problem's ground point (place errors are measured to it); "
+                                  "default: the bottom centre of the box.")
 
     @model_validator(mode="after")
     def _ordered(self) -> Where:
@@ -129,7 +134,16 @@ class Where(_Strict):
             raise ValueError(f"box {list(self.box)} is not [x1, y1, x2, y2] with x1 < x2 and y1 < y2")
         if self.units == "norm" and max(self.box) > 1:
             raise ValueError(f"box {list(self.box)} is in units 'norm' but goes past 1 (pixels? say units: px)")
+        if self.point is not None and not (x1 <= self.point[0] <= x2 and y1 <= self.point[1] <= y2):
+            raise ValueError(f"point {list(self.point)} is outside box {list(self.box)}")
         return self
+
+    @property
+    def ground(self) -> tuple[float, float]:
+        """The labelled ground point: ``point``, else the bottom centre of the box."""
+        if self.point is not None:
+            return self.point
+        return ((self.box[0] + self.box[2]) / 2, self.box[3])
 
     def outside(self, frame_size: tuple[int, int]) -> str | None:
         """Why the box is not inside a frame of ``(width, height)`` pixels, or None if it is."""
@@ -148,7 +162,8 @@ class Where(_Strict):
             raise LabelError(f"where box {list(self.box)} is in pixels and the clip's frame size is unknown")
         w, h = frame_size
         x1, y1, x2, y2 = self.box
-        return Where(box=(x1 / w, y1 / h, x2 / w, y2 / h), units="norm")
+        point = None if self.point is None else (self.point[0] / w, self.point[1] / h)
+        return Where(box=(x1 / w, y1 / h, x2 / w, y2 / h), units="norm", point=point)
 
 
 class Expected(_Strict):
@@ -425,6 +440,8 @@ def dump_labels(doc: LabelDoc) -> str:
         exp["start"] = [exp["start"]["lo"], exp["start"].get("hi")]
         if "end" in exp:
             exp["end"] = [exp["end"]["lo"], exp["end"].get("hi")]
+        if "where" in exp:
+            exp["where"] = {k: list(v) if isinstance(v, list | tuple) else v for k, v in exp["where"].items()}
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
 

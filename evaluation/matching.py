@@ -14,8 +14,9 @@ of its first evidence box, normalised by the evidence's frame size; without eith
 place and cannot match a label that says ``where``.
 
 **Place error** of a match is the distance, in normalised units (x as a fraction of the frame's
-width, y of its height), from the incident's place to the label box's ground point, the bottom
-centre of the box: how far the reported place is from where the labeller put the object's foot.
+width, y of its height), from the incident's place to the label's ground point: ``where.point``
+when the label gives one, else the bottom centre of the box (where a box drawn around an object
+has the object's foot): how far the reported place is from where the labeller put the problem.
 It is 0 for a perfect report and at most the box's half-width plus height for one that matched.
 A *wrong_place* false positive (right type, zone and time, outside every such label's box)
 carries its distance to the nearest of those boxes instead (0 would be inside).
@@ -89,12 +90,13 @@ def place_ok(label: Expected, inc: Observed) -> bool:
 
 
 def place_error(label: Expected, inc: Observed) -> float | None:
-    """Distance from the incident's place to the label box's ground point (bottom centre), in
-    normalised units; None when the label has no ``where`` or the incident no place."""
-    box = _norm_box(label)
-    if box is None or inc.place is None:
+    """Distance from the incident's place to the label's ground point (``where.point``, else the
+    box's bottom centre), in normalised units; None when the label has no ``where`` or the
+    incident no place."""
+    if _norm_box(label) is None or label.where is None or inc.place is None:
         return None
-    return math.hypot(inc.place[0] - (box[0] + box[2]) / 2, inc.place[1] - box[3])
+    gx, gy = label.where.ground
+    return math.hypot(inc.place[0] - gx, inc.place[1] - gy)
 
 
 def incidents_from_events(events: Iterable[IncidentEvent]) -> list[Observed]:

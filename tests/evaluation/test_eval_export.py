@@ -12,7 +12,7 @@ from eval_helpers import CountingDetector
 
 from camera_config.schema import Camera
 from core.errors import PatrolError
-from evaluation.export import labels_from_verdicts, parse_time
+from evaluation.export import PLACE_HALF, labels_from_verdicts, parse_time, place_box
 from evaluation.labels import load_labels, sha256_file
 from evaluation.matching import match_clip
 from evaluation.replay import Replayer
@@ -33,14 +33,16 @@ def _store(db: Any, make_incident_event: Any) -> None:
     from storage.repository import add_verdict, apply_incident_event
 
     with db.transaction() as s:
-        def incident(iid: str, type_: str, zone: str, started: float, opened: float, verdict: str | None) -> None:
+        def incident(iid: str, type_: str, zone: str, started: float, opened: float, verdict: str | None,
+                     location: tuple[float, float] = (0.5, 0.8)) -> None:
             apply_incident_event(s, make_incident_event(iid, 1, "opened", camera_id="cam", type=type_, zone_id=zone,
                                                         started_at=CLIP_START + started,
-                                                        event_at=CLIP_START + opened))
+                                                        event_at=CLIP_START + opened, location=location))
             if verdict is not None:
                 add_verdict(s, iid, "op1", verdict, "checked on video", at=CLIP_START + 100)
 
-        incident("inc-confirmed-1", "illegal_parking", "kerb", 1.0, 2.0, "confirm")
+        # the scripted car's ground point on the block clip is (55/96, 50/64) = (0.573, 0.781)
+        incident("inc-confirmed-1", "illegal_parking", "kerb", 1.0, 2.0, "confirm", (0.57, 0.78))
         incident("inc-rejected-01", "street_stall", "pav", 2.5, 3.0, "reject")
         incident("inc-unreviewed1", "illegal_parking", "kerb", 1.5, 2.5, None)
         incident("inc-other-clip1", "illegal_parking", "kerb", 500.0, 510.0, "confirm")
@@ -66,6 +68,9 @@ def test_export_labels_then_evaluate(tmp_path: Path, block_clip: Path, db: Any, 
     assert labels.exhaustive is False
     assert [(e.type, e.zone, e.start.lo, e.start.hi) for e in labels.expected] == [
         ("illegal_parking", "kerb", 1.0, 32.0)]
+    where = labels.expected[0].where  # the confirmed place, +- the lifecycle's place radius
+    assert where is not None and where.units == "norm"
+    assert where.box == pytest.approx((0.52, 0.73, 0.62, 0.83)) and where.point == pytest.approx((0.57, 0.78))
     assert sorted((q.start, q.stop, q.types, q.zones) for q in labels.quiet) == [
         (0.0, 31.5, ("street_stall",), ("pav",)), (0.0, 33.0, ("street_stall",), ("pav",))]
 
@@ -78,6 +83,15 @@ def test_export_labels_then_evaluate(tmp_path: Path, block_clip: Path, db: Any, 
     incidents = Replayer(tmp_path / "cache", factory)(labels, labels.camera)
     result = match_clip(labels.name, incidents, labels.expected, labels.quiet, labels.exhaustive)
     assert len(result.matches) == 1 and result.missed == () and result.false_positives == ()
+    # measured from the replayed ground point (0.573, 0.781) to the confirmed one (0.57, 0.78)
+    assert result.matches[0].place_error == pytest.approx(0.0032, abs=5e-4)
+
+
+def test_exported_place_box_is_the_lifecycle_place_radius() -> None:
+    from rules.lifecycle import IncidentLifecycle
+
+    assert IncidentLifecycle.place_radius == PLACE_HALF
+    assert place_box((0.02, 0.99)) == [0.0, 0.94, 0.07, 1.0]  # clipped to the frame
 
 
 def test_labels_from_verdicts_skips_camera_level_incidents() -> None:

@@ -192,6 +192,15 @@ def test_wrong_place_is_not_scored_when_labels_are_not_exhaustive() -> None:
     assert len(res.missed) == 1
 
 
+def test_place_error_is_measured_to_the_labelled_point_when_given() -> None:
+    label = Expected.model_validate({"type": "illegal_parking", "zone": "kerb", "start": [10, 30],
+                                     "where": {"box": list(LEFT), "units": "norm", "point": [0.2, 0.35]}})
+    res = match_clip("clip", [at(12, (0.23, 0.39))], [label])
+    assert res.matches[0].place_error == pytest.approx(0.05)
+    px = Where.model_validate({"box": [64, 96, 192, 240], "units": "px", "point": [128, 200]})
+    assert px.normalised((640, 480)).ground == pytest.approx((0.2, 200 / 480))
+
+
 def test_pixel_boxes_must_be_normalised_before_matching() -> None:
     px = placed((64, 96, 192, 240), units="px")
     with pytest.raises(LabelError, match="pixels"):
@@ -209,6 +218,7 @@ def test_pixel_boxes_must_be_normalised_before_matching() -> None:
     ({"box": [-1, 0, 20, 40], "units": "px"}, "negative"),
     ({"box": [0.1, 0.2, 0.3, 0.5]}, "units"),
     ({"box": [0.1, 0.2, 0.3], "units": "norm"}, "box"),
+    ({"box": [0.1, 0.2, 0.3, 0.5], "units": "norm", "point": [0.5, 0.4]}, "outside box"),
 ])
 def test_where_is_checked(where: dict[str, object], needle: str) -> None:
     with pytest.raises(ValidationError, match=needle):
