@@ -1,14 +1,15 @@
 """The evidence store's side of the database: what retention must keep, and file references.
 
 Kept: incidents the pipeline still has open, and incidents whose ticket is open — in one of the
-ticket service's :data:`tickets.states.OPEN_STATES` (accepted, dispatched, disposed, reopened) —
-both the incident a ticket was opened by and incidents merged into it.
+states the caller names (the CLI passes the ticket service's :data:`tickets.states.OPEN_STATES`;
+evidence sits below tickets and never imports them) — both the incident a ticket was opened by and
+incidents merged into it.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -18,12 +19,17 @@ from storage import repository as repo
 from storage.db import Database
 from storage.errors import NotFound, StorageError
 from storage.models import Incident, Ticket
-from tickets.states import OPEN_STATES
 
 log = logging.getLogger(__name__)
 
 
-def open_ticket_keep(db: Database) -> KeepCheck:
+def open_ticket_keep(db: Database, open_ticket_states: Collection[str]) -> KeepCheck:
+    """A retention keep check: of the incident ids asked about, those still open or whose ticket is in
+    one of ``open_ticket_states``."""
+    states = sorted(open_ticket_states)
+    if not states:
+        raise ValueError("open_ticket_keep: open_ticket_states is empty; evidence of open tickets would be deleted")
+
     def keep(incident_ids: Sequence[str]) -> set[str]:
         ids = list(incident_ids)
         kept: set[str] = set()
@@ -32,7 +38,7 @@ def open_ticket_keep(db: Database) -> KeepCheck:
                 chunk = ids[start:start + 500]
                 kept.update(s.scalars(select(Incident.id).where(Incident.id.in_(chunk),
                                                                 Incident.state == "open")))
-                open_ticket = Ticket.state.in_(OPEN_STATES)
+                open_ticket = Ticket.state.in_(states)
                 kept.update(s.scalars(select(Incident.id).join(Ticket, Incident.ticket_id == Ticket.id)
                                       .where(Incident.id.in_(chunk), open_ticket)))
                 kept.update(s.scalars(select(Ticket.incident_id).where(Ticket.incident_id.in_(chunk),
@@ -40,8 +46,6 @@ def open_ticket_keep(db: Database) -> KeepCheck:
         return kept
 
     return keep
-
-
 
 
 def reference_writer(db: Database, store_prefix: str = "") -> Callable[[str, dict[str, Any]], None]:

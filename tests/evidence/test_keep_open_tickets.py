@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from evidence.keep import open_ticket_keep
 from evidence.retention import RetentionPolicy, apply_retention
 from evidence.store import EvidenceStore
 from storage import repository as repo
 from storage.db import Database
+from tickets.states import OPEN_STATES
 
 NOW = 1_800_000_000.0
 DAY = 86_400.0
@@ -53,7 +56,8 @@ def test_retention_keeps_open_tickets_and_deletes_the_oldest_closed_first(db: Da
         (folder / "manifest.json").write_text(json.dumps({"times": {"opened_at": NOW - age * DAY}}))
 
     # 30 days: everything older goes, oldest first, unless its ticket (or the incident) is open
-    plan = apply_retention(store, RetentionPolicy(max_age_days=30, max_total_mb=2.0), NOW, open_ticket_keep(db))
+    plan = apply_retention(store, RetentionPolicy(max_age_days=30, max_total_mb=2.0), NOW,
+                           open_ticket_keep(db, OPEN_STATES))
 
     assert [e.incident_id for e in plan.delete] == ["inc-archived-tk", "inc-no-ticket-a", "inc-rejected-tk"]
     assert set(plan.kept_open) == {"inc-open-ticket", "inc-still-open1", "inc-merged-open"}
@@ -61,7 +65,14 @@ def test_retention_keeps_open_tickets_and_deletes_the_oldest_closed_first(db: Da
     assert left == ["inc-merged-open", "inc-open-ticket", "inc-recent-done", "inc-still-open1"]
 
     # by size: 1.6 MB left, limit 1 MB: the only closed one left goes, open ones stay even above the limit
-    plan = apply_retention(store, RetentionPolicy(max_age_days=30, max_total_mb=1.0), NOW, open_ticket_keep(db))
+    plan = apply_retention(store, RetentionPolicy(max_age_days=30, max_total_mb=1.0), NOW,
+                           open_ticket_keep(db, OPEN_STATES))
     assert [e.incident_id for e in plan.delete] == ["inc-recent-done"]
     assert sorted(p.name for p in store.root.iterdir()) == ["inc-merged-open", "inc-open-ticket", "inc-still-open1"]
     assert plan.total_bytes_after > 1024 * 1024
+
+
+def test_keep_check_refuses_an_empty_set_of_open_states(db: Database) -> None:
+    """The caller names the open ticket states; none at all would let retention delete open tickets' evidence."""
+    with pytest.raises(ValueError, match="open_ticket_states is empty"):
+        open_ticket_keep(db, ())
