@@ -74,6 +74,7 @@ def retention(args: argparse.Namespace) -> int:
     from evidence.retention import RetentionPolicy, apply_retention, plan_retention
     from evidence.store import EvidenceStore
     from storage.db import open_database
+    from tickets.states import OPEN_STATES
 
     config = load_config(args.config)
     ev = config.evidence
@@ -81,7 +82,7 @@ def retention(args: argparse.Namespace) -> int:
     db = open_database(config.database.url)
     try:
         store = EvidenceStore(ev.dir)
-        keep = open_ticket_keep(db)
+        keep = open_ticket_keep(db, OPEN_STATES)
         plan = (plan_retention(store.entries(), policy, time.time(), keep) if args.dry_run
                 else apply_retention(store, policy, time.time(), keep))
     finally:
