@@ -53,24 +53,23 @@ def score_table(scores: Mapping[str, Score]) -> str:
         lines.append(f"{name:<16} {s.tp:>4} {s.fp:>4} {s.fn:>4} {s.precision:>6.3f} {s.recall:>6.3f} "
                      f"{s.f1:>6.3f} {_fmt_delay(s):>8} {_fmt_place(s):>6}")
     lines.append("(delay_s: median start delay of matched incidents, from label start[0] to opening; place: median "
-                 "place error, normalised distance from the incident's place to the label box's ground point)")
+                 "place error, normalised distance from the incident's place to the label's ground point)")
     return "\n".join(lines)
 
 
 def rule_table(scores: Mapping[str, Score]) -> str:
     """The README's per-rule table (Markdown): every incident type in the contract, in its order,
-    then the overall row. A type no label expects and no replay reported shows dashes."""
+    then the overall row. Counts are always shown (0: nothing labelled and nothing fired);
+    precision needs something fired, recall something labelled, else a dash."""
     rows = ["| rule | incident type | TP | FP | FN | precision | recall | median start delay (s) "
             "| median place error |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name in (*get_args(IncidentType), OVERALL):
-        s = scores.get(name)
-        rule = RULE_OF_TYPE.get(name, "all rules")
-        if s is None or s.tp + s.fp + s.fn == 0:
-            rows.append(f"| {rule} | {name} | - | - | - | - | - | - | - |")
-            continue
-        rows.append(f"| {rule} | {name} | {s.tp} | {s.fp} | {s.fn} | {s.precision:.2f} | {s.recall:.2f} "
-                    f"| {_fmt_delay(s)} | {_fmt_place(s)} |")
+        s = scores.get(name) or Score()
+        precision = f"{s.precision:.2f}" if s.tp + s.fp else "-"
+        recall = f"{s.recall:.2f}" if s.tp + s.fn else "-"
+        rows.append(f"| {RULE_OF_TYPE.get(name, 'all rules')} | {name} | {s.tp} | {s.fp} | {s.fn} | {precision} "
+                    f"| {recall} | {_fmt_delay(s)} | {_fmt_place(s)} |")
     return "\n".join(rows)
 
 
@@ -160,8 +159,8 @@ def eval_markdown(scores: Mapping[str, Score], results: Sequence[ClipResult], pn
     parts = ["# Evaluation report", "", f"Label files ({len(label_files)}): {names}", "",
              rule_table(scores), "",
              "Start delay: from the label's start[0] to the incident opening, median over matches. Place "
-             "error: normalised distance from the incident's place to the ground point (bottom centre) of "
-             "the label's `where` box, median over matches whose label has one.", "",
+             "error: normalised distance from the incident's place to the label's ground point (`where.point`, "
+             "else the bottom centre of the `where` box), median over matches whose label has one.", "",
              f"![scores]({png_name})", "", "## Per clip", "", "```", *clip_lines(results), "```", ""]
     return "\n".join(parts)
 

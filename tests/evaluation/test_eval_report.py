@@ -33,7 +33,7 @@ def test_rule_table_has_every_rule_and_the_figures(results: list[ClipResult]) ->
     # one match (place error 0.04 from (0.2, 0.46) to the ground point (0.2, 0.5)), one wrong place,
     # and the right-hand car missed
     assert body["illegal_parking"].endswith("| 1 | 1 | 1 | 0.50 | 0.50 | 9.0 | 0.040 |")
-    assert body["street_stall"].endswith("| - | - | - | - | - | - | - |")
+    assert body["street_stall"].endswith("| 0 | 0 | 0 | - | - | - | - |")  # nothing labelled, nothing fired
 
 
 def test_clip_lines_and_json_carry_places(results: list[ClipResult]) -> None:
