@@ -35,11 +35,6 @@ def _camera_label(raw: Any, loc: tuple[int | str, ...]) -> str:
     return "site"
 
 
-def _strip_union_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    # discriminated unions add the tag ("no_parking") to the location; it is noise for a user
-    return tuple(p for p in loc if p not in ("no_parking", "no_vending", "keep_clear"))
-
-
 def _point_at_duplicate(loc: tuple[int | str, ...], err: Any) -> tuple[int | str, ...]:
     """Move a duplicate-id error from the list to the offending item's ``id`` field."""
     cause = (err.get("ctx") or {}).get("error")
@@ -55,7 +50,7 @@ def _is_consequence(err: Any, loc: tuple[int | str, ...], all_locs: list[tuple[i
 
 def format_validation_error(path: str, raw: Any, exc: ValidationError) -> list[str]:
     errors = exc.errors(include_url=False)
-    locs = [_strip_union_tags(tuple(e["loc"])) for e in errors]
+    locs = [tuple(e["loc"]) for e in errors]
     problems = []
     for err, loc in zip(errors, locs, strict=True):
         if _is_consequence(err, loc, locs):

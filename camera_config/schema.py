@@ -8,10 +8,23 @@ from __future__ import annotations
 
 import re
 from datetime import time
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args, get_origin
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 from core.coco import COCO80
 from core.events import IncidentType
@@ -58,7 +71,12 @@ class Schedule(Strict):
 
 
 class ZoneBase(Strict):
+    """What every zone has. A zone type is a subclass whose ``type`` is ``Literal["<name>"]``,
+    registered with :func:`register_zone_schema` (the rule registry, :mod:`rules.registry`, does it
+    for every rule kind it declares)."""
+
     id: str = Field(pattern=_ID, description="Zone id, unique within the camera.")
+    type: str = Field(description="Zone type: names the zone's schema, its rule and its verification check.")
     polygon: tuple[Point, ...] = Field(min_length=3, description="Vertices, normalised (x, y) in 0..1.")
     schedule: Schedule | None = Field(default=None, description="Active times; absent means always.")
     limit_s: float = Field(gt=0, le=86_400, description="Seconds the condition must hold before an incident.")
@@ -158,7 +176,105 @@ class KeepClearZone(ZoneBase):
         return self
 
 
-Zone = Annotated[NoParkingZone | NoVendingZone | KeepClearZone, Field(discriminator="type")]
+# --- the zone-type table ------------------------------------------------------------------------
+# A camera's zones validate through this table, not a union fixed at import: a new zone type is
+# one schema class registered here (by rules.registry, with its rule and verification check),
+# and no other schema changes. An unknown type is a validation error naming the known ones.
+
+_ZONE_SCHEMAS: dict[str, type[ZoneBase]] = {}
+
+
+def zone_type_of(schema: type[ZoneBase]) -> str:
+    """The type name a zone schema class declares: its ``type`` field must be ``Literal["name"]``."""
+    field = schema.model_fields.get("type")
+    annotation = field.annotation if field is not None else None
+    values = get_args(annotation) if get_origin(annotation) is Literal else ()
+    if len(values) != 1 or not isinstance(values[0], str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", values[0]):
+        raise TypeError(f"zone schema {schema.__qualname__}: field 'type' must be Literal['<name>'] with one "
+                        f"lower-case name, got {annotation!r}")
+    return values[0]
+
+
+def register_zone_schema(schema: type[ZoneBase]) -> str:
+    """Let cameras' ``zones`` accept ``schema`` under its type name; returns the name.
+
+    Registering the same class again is a no-op; another class under a taken name is an error."""
+    if not (isinstance(schema, type) and issubclass(schema, ZoneBase)):
+        raise TypeError(f"zone schema {schema!r} must be a subclass of camera_config.schema.ZoneBase")
+    name = zone_type_of(schema)
+    known = _ZONE_SCHEMAS.get(name)
+    if known is not None and known is not schema:
+        raise ValueError(f"zone type {name!r} is already registered to {known.__module__}.{known.__qualname__}; "
+                         f"cannot register {schema.__module__}.{schema.__qualname__}")
+    _ZONE_SCHEMAS[name] = schema
+    return name
+
+
+def unregister_zone_schema(zone_type: str) -> None:
+    """Forget a zone type (tests that register a toy type clean up with this)."""
+    if _ZONE_SCHEMAS.pop(zone_type, None) is None:
+        raise KeyError(f"zone type '{zone_type}' is not registered (known: {', '.join(zone_types())})")
+
+
+def zone_types() -> tuple[str, ...]:
+    """Every registered zone type, sorted."""
+    return tuple(sorted(_ZONE_SCHEMAS))
+
+
+def zone_schema(zone_type: str) -> type[ZoneBase]:
+    """The schema class of ``zone_type``; :class:`KeyError` naming the known types if it has none."""
+    try:
+        return _ZONE_SCHEMAS[zone_type]
+    except KeyError:
+        raise KeyError(f"unknown zone type '{zone_type}' (known: {', '.join(zone_types())})") from None
+
+
+def _zone_error(kind: str, template: str, value: Any, loc: tuple[str, ...] = (),
+                **ctx: Any) -> ValidationError:
+    """A one-line validation error at ``loc`` (relative to the zone) that lists the known types."""
+    error = PydanticCustomError(kind, template + "; known types: {known}", {**ctx, "known": ", ".join(zone_types())})
+    return ValidationError.from_exception_data("Zone", [{"type": error, "loc": loc, "input": value}])
+
+
+def _validate_zone(value: Any, info: ValidationInfo) -> ZoneBase:
+    """Dispatch on ``type`` to the registered schema class; its own errors keep their locations."""
+    if isinstance(value, ZoneBase):
+        if _ZONE_SCHEMAS.get(value.type) is type(value):
+            return value
+        raise _zone_error("unknown_zone_type", "zone type '{zone_type}' ({cls}) is not registered", value.type,
+                          ("type",), zone_type=value.type, cls=type(value).__qualname__)
+    if not isinstance(value, dict):
+        raise _zone_error("zone_type", "expected a zone mapping, got {got}", value, got=type(value).__name__)
+    if "type" not in value:
+        raise _zone_error("missing", "missing zone type", value, ("type",))
+    name = value["type"]
+    schema = _ZONE_SCHEMAS.get(name) if isinstance(name, str) else None
+    if schema is None:
+        raise _zone_error("unknown_zone_type", "unknown zone type '{zone_type}'", name, ("type",), zone_type=name)
+    return schema.model_validate(value, context=info.context)
+
+
+class _RegisteredZone:
+    """Pydantic type of one zone: validated through the zone-type table at validation time,
+    serialised by its own class, JSON Schema = the tagged union of every registered type."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.with_info_plain_validator_function(
+            _validate_zone, serialization=core_schema.simple_ser_schema("any"))
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        choices: dict[str, CoreSchema] = {name: _ZONE_SCHEMAS[name].__pydantic_core_schema__
+                                          for name in zone_types()}
+        return handler(core_schema.tagged_union_schema(choices, discriminator="type"))
+
+
+Zone = Annotated[ZoneBase, _RegisteredZone]
+"""One zone of any registered type."""
+
+for _builtin in (NoParkingZone, NoVendingZone, KeepClearZone):
+    register_zone_schema(_builtin)
 
 
 class DetectorChoice(Strict):
@@ -192,7 +308,8 @@ class Camera(Strict):
     location: str | None = Field(default=None, max_length=200, description="Human description of the place.")
     detector: DetectorChoice = DetectorChoice()
     watchdog: Watchdog = Watchdog()
-    zones: tuple[Zone, ...] = Field(default=())
+    zones: tuple[Zone, ...] = Field(default=(), description="The camera's zones; each ``type`` must be a "
+                                    "registered zone type (no_parking, no_vending, keep_clear, ...).")
 
     @field_validator("zones")
     @classmethod

@@ -69,7 +69,8 @@ CASES = [
     (_outside, "camera 'cam-a'", "cameras[0].zones[0].polygon[1][0]", "less than or equal to 1"),
     (_duplicate, "camera 'cam-a'", "cameras[1].id", "duplicate camera id 'cam-a'"),
     (_negative_rate, "camera 'cam-b'", "cameras[1].analysis_fps", "greater than 0"),
-    (_bad_zone_type, "camera 'cam-a'", "cameras[0].zones[0]", "no_dancing"),
+    (_bad_zone_type, "camera 'cam-a'", "cameras[0].zones[0].type",
+     "unknown zone type 'no_dancing'; known types: keep_clear, no_parking, no_vending"),
     (_unknown_class, "camera 'cam-a'", "cameras[0].detector.class_scores", "unknown COCO class"),
     (_bad_timezone, "site", "site.timezone", "unknown time zone"),
 ]
@@ -146,6 +147,10 @@ def test_schema_cli_prints_json_schema() -> None:
     schema = json.loads(proc.stdout)
     assert schema["additionalProperties"] is False
     assert "cameras" in schema["properties"]
+    zones = schema["$defs"]["Camera"]["properties"]["zones"]["items"]
+    assert zones["discriminator"]["mapping"] == {name: f"#/$defs/{cls}" for name, cls in [
+        ("keep_clear", "KeepClearZone"), ("no_parking", "NoParkingZone"), ("no_vending", "NoVendingZone")]}
+    assert schema["$defs"]["NoParkingZone"]["properties"]["still_tolerance"]["maximum"] == 2.0
 
 
 def test_secret_url_not_in_repr() -> None:
