@@ -35,7 +35,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from camera_config.schema import Camera, KeepClearZone, NoVendingZone
+from camera_config.schema import Camera
 from core.errors import PatrolError, SourceError
 from core.events import IncidentEvent
 from core.types import Detections, Frame
@@ -88,8 +88,11 @@ def model_identity(camera: Camera) -> ModelIdentity:
 
 
 def needs_pictures(camera: Camera) -> bool:
-    """Rules that read pixels (the dual background: obstruction, stall occupancy) need pictures."""
-    return any(isinstance(z, KeepClearZone | NoVendingZone) for z in camera.zones)
+    """Rules that read pixels (the dual background: obstruction, stall occupancy) need pictures:
+    each zone's kind says so (:attr:`rules.registry.RuleKind.reads_pixels`)."""
+    from rules.registry import kinds_of  # imported where used, like the analyzer (it loads every rule)
+
+    return any(kind.reads_pixels for kind in kinds_of(camera.zones, f"camera {camera.id!r}"))
 
 
 def cache_key(clip_sha256: str, camera: Camera, model: ModelIdentity) -> CacheKey:

@@ -3,7 +3,7 @@
 A grid is YAML, one key per parameter and a list of values to try::
 
     limit_s: [5, 10, 20]                    # every zone that has the field
-    no_parking:still_tolerance: [0.1, 0.25] # zones of one type (no_parking | no_vending | keep_clear)
+    no_parking:still_tolerance: [0.1, 0.25] # zones of one type (any registered zone type)
     kerb_east:min_score: [0.25, 0.4]        # one zone, by id
     weights.stall_object: [0.5, 1.0]        # nested fields by dots
 
@@ -27,12 +27,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import ValidationError
 
-from camera_config.schema import Camera
+from camera_config.schema import Camera, zone_types
 from core.errors import PatrolError
 from evaluation.labels import ClipLabels, LabelError, read_yaml
 from evaluation.matching import OVERALL, ClipResult, Observed, Score, match_clip, score
 
-ZONE_TYPES = ("no_parking", "no_vending", "keep_clear")
 MAX_COMBINATIONS = 100_000
 Objective = Literal["f1", "recall@precision>=0.9"]
 OBJECTIVES: tuple[str, ...] = ("f1", "recall@precision>=0.9")
@@ -136,7 +135,11 @@ def current_values(labels: Sequence[ClipLabels], params: Sequence[GridParam]) ->
                     if node not in seen:
                         seen.append(node)
         if not seen:
-            raise GridError(f"grid parameter {param.key!r} matches no zone of the labelled cameras")
+            hint = ""
+            if param.selector is not None and param.selector not in zone_types():
+                hint = (f" ({param.selector!r} is no zone id of theirs, nor a zone type: "
+                        f"{', '.join(zone_types())})")
+            raise GridError(f"grid parameter {param.key!r} matches no zone of the labelled cameras{hint}")
         out[param.key] = seen
     return out
 

@@ -35,8 +35,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
-import numpy as np
-
 from camera_config.schema import Camera, DetectorChoice, SiteConfig
 from core.coco import COCO80
 from core.errors import ModelError, PatrolError
@@ -45,6 +43,7 @@ from core.types import Detections, Frame
 from pipeline.health import HealthMonitor, HealthReport, publish_health
 from pipeline.metrics import CameraMetrics, make_registry
 from pipeline.sampler import LatestFrameSlot
+from pipeline.scores import ScoreThresholds
 from pipeline.sources import PacketListener, Source
 
 log = logging.getLogger("patrol.worker")
@@ -136,10 +135,6 @@ def lowest_score(choices: Sequence[DetectorChoice]) -> float:
     return min(min([c.default_score, *c.class_scores.values()]) for c in choices)
 
 
-def class_thresholds(choice: DetectorChoice) -> np.ndarray:
-    return np.array([choice.class_scores.get(n, choice.default_score) for n in COCO80], np.float32)
-
-
 @dataclass
 class CameraRuntime:
     """Everything the worker keeps for one camera."""
@@ -149,7 +144,7 @@ class CameraRuntime:
     slot: LatestFrameSlot
     analyzer: Analyzer
     metrics: CameraMetrics
-    thresholds: np.ndarray
+    thresholds: ScoreThresholds
     track_ids: set[int] = field(default_factory=set)
     analyzer_errors: int = 0
     stale_waiting: int = 0
@@ -194,7 +189,7 @@ class PatrolWorker:
                                         metrics=metrics,
                                         on_packet=packet_listeners(cam) if packet_listeners else None)
             self.cameras[cam.id] = CameraRuntime(cam, source, slot, analyzer_factory(cam, config), metrics,
-                                                 class_thresholds(cam.detector))
+                                                 ScoreThresholds(cam.detector))
         self.health = HealthMonitor(config.cameras)
         self.registry = make_registry(self._metrics_snapshot)
         self.started_at: float | None = None
@@ -399,8 +394,7 @@ class PatrolWorker:
         return time.monotonic() - rt.last_analysed <= STARVED_AFTER_INTERVALS / rt.camera.analysis_fps
 
     def _analyse_one(self, rt: CameraRuntime, frame: Frame, dets: Detections) -> None:
-        kept = dets[dets.score >= rt.thresholds[np.clip(dets.class_id, 0, len(COCO80) - 1)]] if len(dets) else dets
-        rt.metrics.add_detections(COCO80[c] if 0 <= c < len(COCO80) else str(c) for c in kept.class_id.tolist())
+        rt.metrics.add_detections(COCO80[c] for c in rt.thresholds(dets).class_id.tolist())
         t0 = time.perf_counter()
         try:
             events = rt.analyzer.process(frame, dets)

@@ -15,9 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from camera_config.schema import ALL_WEEKDAYS, KeepClearZone, NoParkingZone, NoVendingZone, Schedule
-
-AnyZone = NoParkingZone | NoVendingZone | KeepClearZone
+from camera_config.schema import ALL_WEEKDAYS, Schedule, ZoneBase
 
 
 def _minutes(t: time) -> int:
@@ -57,7 +55,7 @@ def schedule_active(schedule: Schedule | None, wall_time: float, tz: ZoneInfo) -
 class ZoneMask:
     """One zone rasterised for one frame size."""
 
-    zone: AnyZone
+    zone: ZoneBase
     width: int
     height: int
     polygon_px: npt.NDArray[np.int32]
@@ -97,7 +95,7 @@ class ZoneMask:
         return float(self.mask[y1:y2, x1:x2].mean())
 
 
-def build_zone_mask(zone: AnyZone, width: int, height: int) -> ZoneMask:
+def build_zone_mask(zone: ZoneBase, width: int, height: int) -> ZoneMask:
     """Rasterise ``zone``'s normalised polygon for a ``width`` x ``height`` frame."""
     if width <= 0 or height <= 0:
         raise ValueError(f"zone {zone.id!r}: frame size must be positive, got {width}x{height}")

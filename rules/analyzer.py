@@ -1,7 +1,9 @@
 """The per-camera analyzer: detections in, incident events out.
 
 ``CameraAnalyzer.process(frame, detections) -> list[IncidentEvent]`` runs, for one analysed frame:
-detector score thresholds from the camera config -> tracker -> every zone's rule -> lifecycle.
+detector score thresholds from the camera config (:class:`pipeline.scores.ScoreThresholds`) ->
+tracker -> every zone's rule, built from its kind in :mod:`rules.registry` and gated by the zone's
+schedule here, for every zone alike -> lifecycle.
 It never runs a detector itself, so detection and analysis stay separable: :func:`replay`
 iterates frames, asks a ``detect(frame)`` callable (a live detector via :func:`detector_fn`, or a
 cache of per-frame detections) and feeds the analyzer. Rules are built on the first frame, when
@@ -12,26 +14,25 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from camera_config.schema import Camera, KeepClearZone, NoParkingZone, NoVendingZone
-from core.coco import CLASS_ID, COCO80
+from camera_config.schema import Camera, ZoneBase
+from core.coco import CLASS_ID
 from core.events import IncidentEvent
 from core.types import Detections, Frame, Track
 from pipeline.sampler import TimeSampler
+from pipeline.scores import ScoreThresholds
 from pipeline.tracking import ObjectTracker
 from pipeline.zones import schedule_active
-from rules.background import DualBackground
+from rules.background import DualBackground, StaticRegion
 from rules.findings import Finding, Rule
 from rules.lifecycle import IncidentLifecycle, ZonePolicy
-from rules.obstruction import ObstructionRule
-from rules.parking import ParkingRule
-from rules.stall import StallRule
+from rules.registry import OccupancyFed, RuleContext, RuleKind, kinds_of
 
 log = logging.getLogger("patrol.analyzer")
 
@@ -51,41 +52,39 @@ class FrameReport:
 
 
 class CameraAnalyzer:
-    """One camera's analysis state: tracker, rules per zone, incident lifecycle."""
+    """One camera's analysis state: tracker, rules per zone, incident lifecycle.
+
+    ``rules[i]`` is the rule of ``camera.zones[i]``, of the zone's kind (:attr:`kinds`); a zone
+    type without a registered kind is an :class:`rules.registry.UnknownRuleKind` here, at once.
+    """
 
     def __init__(self, camera: Camera, timezone: str = "UTC", tracker: ObjectTracker | None = None,
                  static_occupancy: bool = True) -> None:
-        """``static_occupancy=False`` skips the background model that feeds the stall rule (for
-        scripted scenes whose frames carry no pixels)."""
+        """``static_occupancy=False`` skips the camera's shared background model that feeds the rule
+        kinds with ``static_occupancy`` (for scripted scenes whose frames carry no pixels)."""
         self.camera = camera
+        self.kinds: tuple[RuleKind[Any], ...] = kinds_of(camera.zones, f"camera {camera.id!r}")
         self.static_occupancy = static_occupancy
         self.tz = ZoneInfo(timezone)
         self.tracker = tracker or ObjectTracker()
         self.lifecycle = IncidentLifecycle(camera.id, camera.grid_cell,
                                            {z.id: ZonePolicy.of(z) for z in camera.zones})
         self.rules: list[Rule] = []
-        self.stall_rules: list[StallRule] = []
         self.background: Any = None
         self.frame_size: tuple[int, int] | None = None
-        self._thresholds = np.array(
-            [camera.detector.class_scores.get(name, camera.detector.default_score) for name in COCO80],
-            dtype=np.float32)
+        self.thresholds = ScoreThresholds(camera.detector)
         self.last: FrameReport | None = None
+        self._context: RuleContext | None = None
+        self._on_schedule: list[bool] = []
         self._pts_offset = 0.0
         self._last: tuple[float, float] | None = None  # (analysis pts, wall time) of the last frame
 
     def _build(self, frame_size: tuple[int, int]) -> None:
         self.frame_size = frame_size
-        for zone in self.camera.zones:
-            if isinstance(zone, NoParkingZone):
-                self.rules.append(ParkingRule(zone, frame_size, self.tz))
-            elif isinstance(zone, NoVendingZone):
-                stall = StallRule(zone, frame_size, self.tz)
-                self.rules.append(stall)
-                self.stall_rules.append(stall)
-            elif isinstance(zone, KeepClearZone):
-                self.rules.append(ObstructionRule(zone, frame_size, timezone=self.tz))
-        if self.stall_rules and self.static_occupancy:
+        self._context = RuleContext(frame_size, self.tz)
+        self.rules = [kind.rule(zone, self._context) for zone, kind in zip(self.camera.zones, self.kinds, strict=True)]
+        self._on_schedule = [True] * len(self.rules)
+        if self.static_occupancy and any(kind.static_occupancy for kind in self.kinds):
             self.background = DualBackground(long_term_s=120.0, short_term_s=10.0)
 
     def _continuous(self, frame: Frame) -> Frame:
@@ -105,13 +104,6 @@ class CameraAnalyzer:
         self._last = (pts, frame.wall_time)
         return frame if pts == frame.pts else _replace_pts(frame, pts)
 
-    def threshold(self, detections: Detections) -> Detections:
-        """Keep detections at or above the camera's per-class score thresholds."""
-        if len(detections) == 0:
-            return detections
-        cls = np.clip(detections.class_id, 0, len(COCO80) - 1)
-        return detections[(detections.score >= self._thresholds[cls]) & (detections.class_id < len(COCO80))]
-
     def process(self, frame: Frame, detections: Detections) -> list[IncidentEvent]:
         """Analyse one frame with its detections; return the lifecycle events it causes."""
         size = (frame.width, frame.height)
@@ -119,27 +111,38 @@ class CameraAnalyzer:
             if self.frame_size is not None:
                 log.warning("camera %s: frame size changed from %s to %s; zone rules start afresh",
                             self.camera.id, self.frame_size, size)
-            self.rules, self.stall_rules, self.background = [], [], None
+            self.rules, self.background = [], None
             self._build(size)
         frame = self._continuous(frame)
-        dets = self.threshold(detections)
+        dets = self.thresholds(detections)
         tracks = self.tracker.update(frame.pts, dets)
+        regions: list[StaticRegion] = []
         if self.background is not None:
             movers = dets[np.isin(dets.class_id, list(MOVERS))]
             regions = self.background.update(frame.image, frame.pts,
                                              ignore_boxes=[tuple(map(float, b)) for b in movers.xyxy])
-            for stall in self.stall_rules:
-                stall.static_regions = regions
         findings: list[Finding] = []
-        for rule in self.rules:
-            found = rule.update(frame, tracks, dets)
-            zone = getattr(rule, "zone", None)
-            if isinstance(zone, KeepClearZone) and not schedule_active(zone.schedule, frame.wall_time, self.tz):
-                found = []
-            findings.extend(found)
+        for i, (zone, kind) in enumerate(zip(self.camera.zones, self.kinds, strict=True)):
+            findings.extend(self._run_zone(i, zone, kind, frame, tracks, dets, regions))
         events = self.lifecycle.step(frame, findings)
         self.last = FrameReport(frame.pts, len(dets), tuple(tracks), tuple(findings), tuple(events))
         return events
+
+
+    def _run_zone(self, i: int, zone: ZoneBase, kind: RuleKind[Any], frame: Frame, tracks: Sequence[Track],
+                  dets: Detections, regions: Sequence[StaticRegion]) -> list[Finding]:
+        """Zone ``i``'s findings this frame, under its schedule (see :data:`rules.registry.OffSchedule`)."""
+        active = schedule_active(zone.schedule, frame.wall_time, self.tz)
+        was_active, self._on_schedule[i] = self._on_schedule[i], active
+        if not active and kind.off_schedule == "reset":
+            if was_active and self._context is not None:
+                self.rules[i] = kind.rule(zone, self._context)  # what it counted is forgotten
+            return []
+        rule = self.rules[i]
+        if kind.static_occupancy:
+            cast(OccupancyFed, rule).static_regions = regions
+        found = rule.update(frame, tracks, dets)
+        return found if active else []
 
 
 def _replace_pts(frame: Frame, pts: float) -> Frame:

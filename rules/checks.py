@@ -8,47 +8,50 @@ What counts as "still there" per zone type:
 * ``keep_clear`` — a detection of a class outside the zone's ignore list in the zone (the
   detector knows no branches by name; this is the weakest of the three checks).
 
+Each zone type's check is declared with its rule in :mod:`rules.registry`; :meth:`ZoneCheck.for_zone`
+reads it there, and a zone type with no registered rule kind is an error, never another type's check.
 The problem counts as present when it is seen in at least ``present_fraction`` of the frames.
 No frame at all means it cannot be verified: reported present, with an error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from camera_config.schema import KeepClearZone, NoParkingZone, NoVendingZone
-from core.coco import COCO80
+from camera_config.schema import KeepClearZone, NoParkingZone, NoVendingZone, ZoneBase
+from core.coco import CLASS_ID, COCO80
 from core.types import Detections, Frame
 from pipeline.zones import build_zone_mask
 
 Image = npt.NDArray[np.uint8]
 DetectFn = Callable[[Sequence[Image]], list[Detections]]
 
-AnyZone = NoParkingZone | NoVendingZone | KeepClearZone
-
 
 @dataclass(frozen=True, slots=True)
 class ZoneCheck:
     """Which detections count as the problem still being there, for one zone."""
 
-    zone: AnyZone
+    zone: ZoneBase
     class_ids: frozenset[int]
     min_score: float
 
     @classmethod
-    def for_zone(cls, zone: AnyZone, default_score: float) -> ZoneCheck:
-        if isinstance(zone, NoParkingZone):
-            names, score = set(zone.vehicle_classes), zone.min_score
-        elif isinstance(zone, NoVendingZone):
-            names, score = set(zone.stall_classes), zone.min_score
-        else:
-            names, score = set(COCO80) - set(zone.ignore_classes), default_score
-        return cls(zone, frozenset(COCO80.index(n) for n in names), score)
+    def of_classes(cls, zone: ZoneBase, names: Iterable[str], min_score: float) -> ZoneCheck:
+        """Detections of the COCO classes ``names`` at ``min_score`` or more, ground point in the zone."""
+        return cls(zone, frozenset(CLASS_ID[n] for n in names), min_score)
+
+    @classmethod
+    def for_zone(cls, zone: ZoneBase, default_score: float) -> ZoneCheck:
+        """The verification check registered for ``zone.type`` (:class:`rules.registry.UnknownRuleKind`
+        for a type no rule kind declares)."""
+        from rules.registry import rule_kind  # late: the registry imports this module
+
+        return rule_kind(zone.type).check(zone, default_score)
 
     def boxes_in_zone(self, dets: Detections, width: int, height: int) -> list[dict[str, Any]]:
         keep = np.array([int(c) in self.class_ids for c in dets.class_id], dtype=bool) \
@@ -63,6 +66,21 @@ class ZoneCheck:
             out.append({"label": COCO80[int(cls_id)], "score": round(float(score), 3),
                         "xyxy": [round(float(v), 1) for v in xyxy]})
         return out
+
+
+def vehicle_check(zone: NoParkingZone, default_score: float) -> ZoneCheck:
+    """``no_parking``: one of the zone's vehicle classes in the zone."""
+    return ZoneCheck.of_classes(zone, zone.vehicle_classes, zone.min_score)
+
+
+def stall_check(zone: NoVendingZone, default_score: float) -> ZoneCheck:
+    """``no_vending``: one of the zone's stall classes in the zone."""
+    return ZoneCheck.of_classes(zone, zone.stall_classes, zone.min_score)
+
+
+def not_ignored_check(zone: KeepClearZone, default_score: float) -> ZoneCheck:
+    """``keep_clear``: any class outside the zone's ignore list, at the camera's default score."""
+    return ZoneCheck.of_classes(zone, sorted(set(COCO80) - set(zone.ignore_classes)), default_score)
 
 
 def check_zone(frames: Sequence[Frame], detect: DetectFn, check: ZoneCheck, *,

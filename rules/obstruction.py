@@ -5,7 +5,9 @@ a class: it asks the camera's :class:`~rules.background.DualBackground` for *sta
 (new since the long-term background, still for longer than the short-term one) and reports each
 one whose ground point (bottom centre of its box) lies in the zone and that has been seen there,
 clear of people and vehicles, for at least ``zone.limit_s`` (``StaticRegion.seen_s``) while the
-zone's schedule is active. Once reported, a region is reported on every frame it is still there.
+zone's schedule is active (the analyzer applies schedules; off schedule this rule is still fed, so
+the background keeps learning, and its findings are dropped). Once reported, a region is reported
+on every frame it is still there.
 ``started_pts`` is when the object arrived (``StaticRegion.static_since_pts``). Tracks and detections of
 ``zone.ignore_classes`` (people, vehicles) are only used to tell the background model what to
 ignore — a parked car is the parking rule's business, a person sitting down is nobody's.
@@ -32,7 +34,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
 
 import cv2
 import numpy as np
@@ -42,7 +43,7 @@ from camera_config.schema import KeepClearZone
 from core.coco import CLASS_ID
 from core.events import Evidence, EvidenceBox, IncidentType
 from core.types import Detections, Frame, Track
-from pipeline.zones import build_zone_mask, schedule_active
+from pipeline.zones import build_zone_mask
 from rules.background import DualBackground, StaticRegion
 from rules.findings import Finding
 
@@ -124,17 +125,15 @@ class ObstructionRule:
 
     ``background`` may be shared with other rules of the camera (it is updated once per frame
     pts); by default the rule builds its own from the zone's ``long_term_s``, ``short_term_s``,
-    ``diff_threshold`` and ``min_area``. ``timezone`` is the site's, for the zone schedule.
+    ``diff_threshold`` and ``min_area``.
     """
 
     def __init__(self, zone: KeepClearZone, frame_size: tuple[int, int],
-                 background: DualBackground | None = None,
-                 timezone: ZoneInfo | str = "Asia/Shanghai") -> None:
+                 background: DualBackground | None = None) -> None:
         self.zone = zone
         self.zone_id = zone.id
         self.frame_size = frame_size
         self.mask = build_zone_mask(zone, *frame_size)
-        self.tz = timezone if isinstance(timezone, ZoneInfo) else ZoneInfo(timezone)
         self.background = background or DualBackground(
             long_term_s=zone.long_term_s, short_term_s=zone.short_term_s,
             diff_threshold=zone.diff_threshold, min_area=zone.min_area)
@@ -163,8 +162,6 @@ class ObstructionRule:
         in_zone = [r for r in regions if self.mask.contains([r.ground_point])[0]]
         known = [self._remember(r, frame.pts) for r in in_zone]
         self._forget(frame.pts)
-        if not schedule_active(self.zone.schedule, frame.wall_time, self.tz):
-            return []
         findings = []
         for region, memory in zip(in_zone, known, strict=True):
             if memory.type is None and region.seen_s < self.zone.limit_s - TIME_TOLERANCE_S:

@@ -1,5 +1,6 @@
 """Illegal parking: a vehicle standing still in a no_parking zone for at least the zone's limit,
-while the zone's schedule is active.
+while the zone's schedule is active (the analyzer applies schedules, for every zone: off schedule
+this rule is not fed and starts afresh, see :mod:`rules.registry`).
 
 Stillness is judged by place, not by track id (:class:`~pipeline.tracking.PlaceMemory`): a
 vehicle's ground point must stay within ``still_tolerance`` x its box size of where it stood
@@ -13,7 +14,6 @@ through one spot never adds up to a dwell.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from core.coco import CLASS_ID, COCO80
 from core.events import Evidence, EvidenceBox
 from core.types import Detections, Frame, Track
 from pipeline.tracking import PlaceMemory, Sighting, Station, covered_frac, is_moving, match_tracks
-from pipeline.zones import build_zone_mask, schedule_active
+from pipeline.zones import build_zone_mask
 from rules.findings import Finding
 
 DUPLICATE_COVER = 0.6
@@ -38,12 +38,11 @@ def _duplicates(a: Station, b: Station) -> bool:
 class ParkingRule:
     """One no_parking zone of one camera. ``update`` once per analysed frame."""
 
-    def __init__(self, zone: NoParkingZone, frame_size: tuple[int, int], tz: ZoneInfo | None = None) -> None:
+    def __init__(self, zone: NoParkingZone, frame_size: tuple[int, int]) -> None:
         self.zone = zone
         self.zone_id = zone.id
         self.frame_size = frame_size
         self.mask = build_zone_mask(zone, *frame_size)
-        self.tz = tz or ZoneInfo("UTC")
         self.classes = np.array(sorted(CLASS_ID[c] for c in zone.vehicle_classes), dtype=np.int32)
         self.memory = PlaceMemory(tolerance=zone.still_tolerance, forget_after_s=zone.occlusion_grace_s)
         self._duplicate_of: dict[int, int] = {}
@@ -62,10 +61,6 @@ class ParkingRule:
         return out
 
     def update(self, frame: Frame, tracks: Sequence[Track], detections: Detections) -> list[Finding]:
-        if not schedule_active(self.zone.schedule, frame.wall_time, self.tz):
-            self.memory.clear()  # dwell counts only while parking is forbidden
-            self._duplicate_of.clear()
-            return []
         occluders = detections[detections.score >= self.zone.min_score].xyxy
         self.memory.update(frame.pts, self._sightings(frame, tracks, detections), occluders)
         parked = [st for st in self.memory.alive() if self._parked(st, frame.pts)]

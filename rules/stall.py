@@ -22,7 +22,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
-from zoneinfo import ZoneInfo
 
 import numpy as np
 
@@ -31,7 +30,7 @@ from core.coco import CLASS_ID, COCO80
 from core.events import Evidence, EvidenceBox
 from core.types import Detections, Frame, Track
 from pipeline.tracking import PlaceMemory, Sighting, Station, box_size, ground_point, is_moving, match_tracks
-from pipeline.zones import build_zone_mask, schedule_active
+from pipeline.zones import build_zone_mask
 from rules.findings import Finding
 
 PERSON = CLASS_ID["person"]
@@ -86,12 +85,11 @@ class StallRule:
     """One no_vending zone of one camera. Set :attr:`static_regions` (from the camera's background
     model) before each ``update`` to use static occupancy; leave it empty otherwise."""
 
-    def __init__(self, zone: NoVendingZone, frame_size: tuple[int, int], tz: ZoneInfo | None = None) -> None:
+    def __init__(self, zone: NoVendingZone, frame_size: tuple[int, int]) -> None:
         self.zone = zone
         self.zone_id = zone.id
         self.frame_size = frame_size
         self.mask = build_zone_mask(zone, *frame_size)
-        self.tz = tz or ZoneInfo("UTC")
         self.classes = np.array(sorted(CLASS_ID[c] for c in zone.stall_classes), dtype=np.int32)
         self.weak = frozenset(CLASS_ID[c] for c in zone.weak_classes)
         self.objects = PlaceMemory(tolerance=zone.still_tolerance, forget_after_s=zone.occlusion_grace_s)
@@ -112,11 +110,6 @@ class StallRule:
         return out
 
     def update(self, frame: Frame, tracks: Sequence[Track], detections: Detections) -> list[Finding]:
-        if not schedule_active(self.zone.schedule, frame.wall_time, self.tz):
-            self.objects.clear()
-            self.people.clear()
-            self._clocks.clear()
-            return []
         confident = detections[detections.score >= self.zone.min_score]
         inside = confident[self.mask.contains_boxes(confident.xyxy)]
         stall = inside[np.isin(inside.class_id, self.classes)]

@@ -316,15 +316,21 @@ MORNINGS = {"windows": [{"start": "08:00", "end": "10:00"}]}
 
 @pytest.mark.parametrize("schedule, fires", [(None, True), (MORNINGS, True), (SUNDAY_ONLY, False)])
 def test_schedule(schedule: dict | None, fires: bool) -> None:
-    result = run(Scene(things=[Thing(BOX, start=5.0)]), 30.0, zone=keep_clear(schedule=schedule))
-    assert (result.first_pts == pytest.approx(15.0)) if fires else (result.findings == [])
+    """The analyzer applies zone schedules (for every zone, rules.analyzer); the site time zone is
+    tested in test_camera_analyzer_reads_keep_clear_schedules_in_the_site_time_zone."""
+    from camera_config.schema import Camera
+    from rules.analyzer import CameraAnalyzer
 
-
-def test_schedule_is_read_in_the_site_time_zone() -> None:
-    # 09:00 in Shanghai is 01:00 UTC: outside a 08:00-10:00 window in UTC
-    zone = keep_clear(schedule=MORNINGS)
-    rule = ObstructionRule(zone, (W, H), timezone="UTC")
-    assert run(Scene(things=[Thing(BOX, start=5.0)]), 30.0, rule=rule).findings == []
+    camera = Camera.model_validate({"id": "cam-1", "url": "clip.mp4", "grid_cell": "JD-0101", "analysis_fps": 2,
+                                    "zones": [keep_clear(schedule=schedule).model_dump(mode="json")]})
+    analyzer = CameraAnalyzer(camera, "Asia/Shanghai")
+    scene = Scene(things=[Thing(BOX, start=5.0)])
+    opened = []
+    for i in range(61):
+        t = i / 2
+        events = analyzer.process(Frame("cam-1", t, MONDAY_9AM + t, scene.image(t)), scene.detections(t))
+        opened += [e.stream_pts for e in events if e.event == "opened"]
+    assert opened == ([15.0] if fires else [])
 
 
 def test_two_rules_can_share_one_background() -> None:
