@@ -128,7 +128,6 @@ class CameraAnalyzer:
         self.last = FrameReport(frame.pts, len(dets), tuple(tracks), tuple(findings), tuple(events))
         return events
 
-
     def _run_zone(self, i: int, zone: ZoneBase, kind: RuleKind[Any], frame: Frame, tracks: Sequence[Track],
                   dets: Detections, regions: Sequence[StaticRegion]) -> list[Finding]:
         """Zone ``i``'s findings this frame, under its schedule (see :data:`rules.registry.OffSchedule`)."""
