@@ -125,6 +125,9 @@ def test_grid_values_checked_by_the_config_schema(clips: list[ClipLabels]) -> No
         sweep(clips, parse_grid({"no_vending:linger_s": [5]}), scripted_replay)
     with pytest.raises(GridError, match="matches no zone"):
         sweep(clips, parse_grid({"min_area_typo": [5]}), scripted_replay)
+    with pytest.raises(GridError, match=r"'no_parkin' is no zone id of theirs, nor a zone type: keep_clear, "
+                                        r"no_parking, no_vending"):
+        sweep(clips, parse_grid({"no_parkin:limit_s": [5]}), scripted_replay)
 
 
 def test_apply_setting_by_zone_id_and_nested_field(clips: list[ClipLabels]) -> None:
