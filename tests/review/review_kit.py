@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import fastapi.routing
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from core.events import Evidence, EvidenceBox, IncidentEvent
@@ -25,3 +29,12 @@ def login(client: TestClient, user: str = "alice", password: str = PASSWORD) -> 
     me = client.get("/api/me")
     assert me.status_code == 200
     return str(me.json()["csrf_token"])
+
+
+def routes_of(app: FastAPI) -> list[tuple[str, set[str], Any]]:
+    """(path, methods, route) of every route the app serves, routers included: FastAPI from 0.16x
+    keeps an included router as one entry of ``app.routes``, so walk its effective routes."""
+    walk = getattr(fastapi.routing, "iter_route_contexts", None)
+    if walk is None:  # older FastAPI copies the routers' routes into app.routes
+        return [(getattr(r, "path", ""), set(getattr(r, "methods", None) or ()), r) for r in app.routes]
+    return [(c.path or "", set(c.methods or ()), c.original_route) for c in walk(app.routes)]

@@ -118,3 +118,16 @@ def test_detail_page_flags_evidence_altered_since_recorded(client: TestClient, c
     (folder / "snapshot.jpg").write_bytes(b"\xff\xd8edited")
     page = client.get("/incidents/inc-a-000001").text
     assert "Altered or missing since recorded: snapshot.jpg" in page
+
+
+def test_two_apps_keep_their_own_context(ctx, db: Database) -> None:
+    """Routers reach the context through the app they are mounted in, never a global: two apps with
+    different sites in one process each show their own."""
+    from dataclasses import replace
+
+    from review.app import create_app
+
+    north = TestClient(create_app(replace(ctx, site_name="North district")), follow_redirects=False)
+    south = TestClient(create_app(replace(ctx, site_name="South district")), follow_redirects=False)
+    assert "North district" in north.get("/login").text and "South district" not in north.get("/login").text
+    assert "South district" in south.get("/login").text

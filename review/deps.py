@@ -1,0 +1,125 @@
+"""What every router of the review page shares: the context, the session, CSRF, rendering.
+
+The app built by :func:`review.app.create_app` keeps its :class:`ReviewContext` and its templates
+in ``app.state``; routers reach them through the dependencies here (:data:`Ctx`), never through
+globals, so two apps (two tests) in one process do not share anything.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.responses import Response
+from fastapi.templating import Jinja2Templates
+from prometheus_client.registry import CollectorRegistry
+
+from evidence.errors import EvidenceError
+from evidence.store import EvidenceStore
+from review.queue import STATUSES, QueueFilter, parse_local_time
+from review.security import COOKIE, Session, SessionCodec, csrf_ok, new_session
+from storage.db import Database
+
+
+@dataclass
+class ReviewContext:
+    """What the app needs, built once by :func:`review.server.build_context` or by a test."""
+
+    db: Database
+    store: EvidenceStore
+    codec: SessionCodec
+    topic_prefix: str = "patrol/v1"
+    timezone: str = "UTC"
+    site_name: str = "Bright Patrol"
+    wake_outbox: Callable[[], None] = lambda: None
+    registries: list[CollectorRegistry] = field(default_factory=list)
+    metrics_token: str | None = None
+    secure_cookies: bool = False
+    clock: Callable[[], float] = time.time
+
+
+def context(request: Request) -> ReviewContext:
+    ctx: ReviewContext = request.app.state.review
+    return ctx
+
+
+Ctx = Annotated[ReviewContext, Depends(context)]
+"""A route parameter ``ctx: Ctx`` receives the app's :class:`ReviewContext`."""
+
+
+def session_of(request: Request) -> Session | None:
+    """The session the authentication middleware decoded from the cookie (None: no valid cookie)."""
+    return getattr(request.state, "session", None)
+
+
+def operator_of(request: Request) -> str:
+    session = session_of(request)
+    if session is None or session.user is None:  # the middleware makes this unreachable
+        raise HTTPException(401, "login required")
+    return session.user
+
+
+async def require_csrf(request: Request) -> None:
+    """Every POST: the session's CSRF token, from the form field or the X-CSRF-Token header."""
+    token = request.headers.get("x-csrf-token")
+    if token is None and request.headers.get("content-type", "").startswith(
+            ("application/x-www-form-urlencoded", "multipart/form-data")):
+        form = await request.form()
+        value = form.get("csrf_token")
+        token = value if isinstance(value, str) else None
+    if not csrf_ok(session_of(request), token):
+        raise HTTPException(403, "CSRF token missing or wrong; reload the page")
+
+
+def set_session_cookie(ctx: ReviewContext, response: Response, session: Session) -> None:
+    response.set_cookie(COOKIE, ctx.codec.dumps(session), max_age=ctx.codec.max_age_s, httponly=True,
+                        samesite="lax", secure=ctx.secure_cookies, path="/")
+
+
+def render(request: Request, name: str, status: int = 200, **values: Any) -> Response:
+    """A page from ``review/templates`` with the session's CSRF token, user, site and time zone; a
+    visitor without a session gets one (so the login form has a token to send)."""
+    ctx = context(request)
+    templates: Jinja2Templates = request.app.state.templates
+    session = session_of(request)
+    fresh = session is None
+    if session is None:
+        session = new_session()
+    response = templates.TemplateResponse(request, name, {
+        "csrf": session.csrf, "user": session.user, "site": ctx.site_name, "tz": ctx.timezone, **values,
+    }, status_code=status)
+    if fresh:
+        set_session_cookie(ctx, response, session)
+    return response
+
+
+def queue_filter(ctx: ReviewContext, camera: str | None, grid_cell: str | None, type_: str | None,
+                 status: str | None, since: str | None, until: str | None) -> QueueFilter:
+    """The queue filter from query parameters; a bad value is a 422 naming the parameter."""
+    if status and status not in STATUSES:
+        raise HTTPException(422, f"status must be one of {', '.join(STATUSES)}")
+    try:
+        return QueueFilter(camera or None, grid_cell or None, type_ or None, status or "unreviewed",
+                           parse_local_time(since, ctx.timezone, "since"),
+                           parse_local_time(until, ctx.timezone, "until"))
+    except ValueError as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
+def evidence_urls(ctx: ReviewContext, incident_id: str) -> dict[str, str]:
+    """URLs of the incident's evidence files that are present in the store."""
+    try:
+        links = ctx.store.links(incident_id)
+    except EvidenceError:
+        return {}
+    out = {}
+    for kind, rel in links.items():
+        try:
+            ctx.store.resolve(rel)
+        except EvidenceError:
+            continue
+        out[kind] = "/evidence/" + rel
+    return out
