@@ -4,7 +4,7 @@ One incident per problem: an incident matches a label when type and zone agree, 
 the label's start window (and closes inside its end window, if one is given) and, when the label
 says ``where``, its place falls inside that box. Each label takes at most one incident; a second
 incident for the same label is a *duplicate* false positive. Incidents are taken in opening order
-and each goes to the open label whose window starts first (then: whose box's ground point is
+and each goes to the open label whose window starts first (then: whose ground point is
 nearest), so the result does not depend on the order of the input lists.
 
 **An incident's place** is the ``location`` of its ``opened`` event: the normalised (x, y)
@@ -17,9 +17,9 @@ place and cannot match a label that says ``where``.
 width, y of its height), from the incident's place to the label's ground point: ``where.point``
 when the label gives one, else the bottom centre of the box (where a box drawn around an object
 has the object's foot): how far the reported place is from where the labeller put the problem.
-It is 0 for a perfect report and at most the box's half-width plus height for one that matched.
-A *wrong_place* false positive (right type, zone and time, outside every such label's box)
-carries its distance to the nearest of those boxes instead (0 would be inside).
+It is 0 for a perfect report and at most the box's diagonal for one that matched. A
+*wrong_place* false positive (right type, zone and time, outside every such label's box) carries
+its distance to the nearest of those boxes instead (0 would be inside).
 """
 
 from __future__ import annotations
