@@ -42,7 +42,8 @@ ground point (``point: [x, y]``, same units, inside the box); place errors are m
 by default to the bottom centre of the box.
 
 **Validation.** :func:`validate_label_files` checks every file (YAML, schema, clip present and
-pinned checksum, config valid, camera and zones known, ``where`` inside the frame) and reports
+pinned checksum, config valid, camera and zones known, ``where`` inside the frame and overlapping
+its zone) and reports
 every problem of every file, each with file and field, before anything is replayed.
 """
 
@@ -368,14 +369,36 @@ def parse_labels(raw: Any, path: Path, *, check_clip: bool = True) -> ClipLabels
         except LabelError as exc:
             problems.extend(p if p.startswith(f"{path}:") else f"{path}: clip: {p}" for p in _problem(exc))
     if frame_size is not None:
-        for i, exp in enumerate(doc.expected):
-            why = exp.where.outside(frame_size) if exp.where is not None else None
-            if why:
-                problems.append(f"{path}: expected[{i}].where: {why}")
+        problems.extend(_where_problems(doc, camera, frame_size, path))
     if problems:
         raise LabelError("\n".join(problems), problems)
     assert site is not None and camera is not None
     return ClipLabels(path=path, clip=clip, site=site, camera=camera, doc=doc, frame_size=frame_size)
+
+
+def _where_problems(doc: LabelDoc, camera: Camera | None, frame_size: tuple[int, int], path: Path) -> list[str]:
+    """A ``where`` box must lie inside the frame and overlap its zone (membership is tested at an
+    incident's ground point, so a box wholly outside the zone could never be matched)."""
+    from pipeline.zones import build_zone_mask
+
+    zones = {z.id: z for z in camera.zones} if camera is not None else {}
+    w, h = frame_size
+    out = []
+    for i, exp in enumerate(doc.expected):
+        if exp.where is None:
+            continue
+        why = exp.where.outside(frame_size)
+        if why:
+            out.append(f"{path}: expected[{i}].where: {why}")
+            continue
+        zone = zones.get(exp.zone)
+        if zone is None:
+            continue
+        x1, y1, x2, y2 = exp.where.normalised(frame_size).box
+        if build_zone_mask(zone, w, h).overlap_frac((x1 * w, y1 * h, x2 * w, y2 * h)) == 0.0:
+            out.append(f"{path}: expected[{i}].where: box {list(exp.where.box)} ({exp.where.units}) lies wholly "
+                       f"outside zone {exp.zone!r}; no incident of that zone can be there")
+    return out
 
 
 def _zone_problems(doc: LabelDoc, camera: Camera, path: Path) -> list[str]:

@@ -99,8 +99,11 @@ def test_every_problem_of_every_file_is_reported(folder: Path) -> None:
     two = label_doc("missing.mp4", camera="other")
     three = label_doc("block.mp4")
     three["expected"][0]["where"] = {"box": [0.2, 0.2, 1.4, 0.6], "units": "norm"}
+    four = label_doc("block.mp4")  # a zone over the left half; the box on the right
+    four["config"]["cameras"][0]["zones"][0]["polygon"] = [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]
+    four["expected"][0]["where"] = {"box": [0.6, 0.1, 0.9, 0.9], "units": "norm"}
     paths = [write(folder, "one.yaml", one), write(folder, "two.yaml", two), write(folder, "three.yaml", three),
-             write(folder, "fine.yaml", label_doc("block.mp4"))]
+             write(folder, "four.yaml", four), write(folder, "fine.yaml", label_doc("block.mp4"))]
     with pytest.raises(LabelError) as err:
         validate_label_files(paths)
     text = str(err.value)
@@ -110,10 +113,12 @@ def test_every_problem_of_every_file_is_reported(folder: Path) -> None:
                    "96x64 frame",
                    f"{paths[1]}: camera: no camera 'other'",
                    f"{paths[1]}: clip: clip 'missing.mp4'",
-                   f"{paths[2]}: expected.0.where: box [0.2, 0.2, 1.4, 0.6] is in units 'norm' but goes past 1"):
+                   f"{paths[2]}: expected.0.where: box [0.2, 0.2, 1.4, 0.6] is in units 'norm' but goes past 1",
+                   f"{paths[3]}: expected[0].where: box [0.6, 0.1, 0.9, 0.9] (norm) lies wholly outside zone "
+                   "'kerb'"):
         assert needle in text, (needle, text)
-    assert text.startswith("6 problem(s) in 3 of 4 label file(s)")
-    assert len(err.value.problems) == 6
+    assert text.startswith("7 problem(s) in 4 of 5 label file(s)")
+    assert len(err.value.problems) == 7
 
 
 def test_pixel_where_is_normalised_with_the_clip_frame_size(folder: Path) -> None:
