@@ -10,15 +10,20 @@ import time
 from typing import Any
 
 from benchmarks.analysis import CameraAnalysis
-from benchmarks.fastpath import TimeSampler
-from benchmarks.trial import FrameRecord, RunnerState, TrialSpec
+from benchmarks.records import FrameRecord, RunnerState, TrialSpec
 from core.types import Frame
+from pipeline.sampler import TimeSampler
 
 # what a careful user sets so RTSP runs over TCP, as in our runner
 os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
 
 import cv2
 import numpy as np
+
+BASELINE_TOLERANCE_S = 0.002
+"""OpenCV reports positions in whole milliseconds, so a frame due at 2.0 s can read 1.999 s: two
+milliseconds of clock rounding count as on time (the sampler is pipeline.sampler.TimeSampler, the
+one the pipeline uses; at 25 fps the next frame is 40 ms away, so this never picks an early frame)."""
 
 
 class OpenCvThreadRunner:
@@ -46,7 +51,7 @@ class OpenCvThreadRunner:
         if not cap.isOpened():
             self.state.fail(camera, "VideoCapture could not open the stream")
             return
-        sampler = TimeSampler(self.spec.analysis_fps)
+        sampler = TimeSampler(1.0 / self.spec.analysis_fps, tolerance_s=BASELINE_TOLERANCE_S)
         analysis: CameraAnalysis | None = None
         try:
             while not stop.is_set():

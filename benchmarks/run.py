@@ -5,10 +5,10 @@ then capacity searches over live RTSP streams from the local GStreamer server (o
 trial): our pipeline (:class:`pipeline.worker.PatrolWorker`, as shipped: over as many worker
 processes as ``patrol run`` would use, pipeline/shards.py) on 1080p at 0.5 analysed fps, the same
 in one process, the same with keyframe-only decoding forced when the worker did not choose it, the OpenCV
-baseline on the same 1080p streams, 704x576 at 0.5 fps, 1080p at 2 fps, and the benchmark's fast
-path (what the profile recommends). About 11 minutes on 2 cores, plus the tuning benchmark
-(``benchmarks/bench_tune.py``) when present (``--skip-tune`` leaves it out). Smoke run (CI, about
-a minute): the same code on a short 704x576 clip, few iterations, one 2-camera trial per runner.
+baseline on the same 1080p streams, 704x576 at 0.5 fps and 1080p at 2 fps. About 11 minutes on 2
+cores, plus the tuning benchmark (``benchmarks/bench_tune.py``) when present (``--skip-tune`` leaves
+it out). Smoke run (CI, about a minute): the same code on a short 704x576 clip, few iterations,
+one 2-camera trial per runner.
 
 Results go to ``var/bench/bench-<UTC time>.json`` and ``var/bench/latest.json``; the exit status is
 1 when a budget line fails (full run) — the failing lines are printed.
@@ -112,7 +112,7 @@ def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int 
     if smoke:
         base = TrialSpec(runner="ours", urls=(), model=model, warmup_s=4.0, window_s=6.0, stagger_s=1.0,
                          ort_threads=threads, providers=providers)
-        for runner in ("ours", "fastpath", "baseline"):
+        for runner in ("ours", "baseline"):
             r = trial(replace(base, runner=runner, urls=(urls["smoke"],) * 2))
             progress(trial_line(r))
             out[f"{runner}_smoke"] = r
@@ -150,12 +150,7 @@ def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int 
             progress(f"capacity {kf}: {out[kf]['capacity']}")
     ours, baseline = out["ours_1080p_0.5fps"]["capacity"], out["baseline_1080p_0.5fps"]["capacity"]
     out["ratio_vs_baseline"] = round(ours / baseline, 2) if baseline else None
-    fast = "fastpath_threads1_1080p_0.5fps"
-    progress(f"capacity {fast}: keyframe-only, decode to model size, ORT 1 thread, batches of 8, analysis thread")
-    out[fast] = search(replace(base, runner="fastpath", ort_threads=1, max_batch=8), urls["cam1080"], 24, 96,
-                       min(3, trials_cap or 3), trial=trial, on_trial=lambda r: progress(trial_line(r)))
-    progress(f"capacity {fast}: {out[fast]['capacity']}")
-    for key in ("ours_keyframe_only_forced_threads1_1080p_0.5fps", "ours_1process_1080p_0.5fps", fast):
+    for key in ("ours_keyframe_only_forced_threads1_1080p_0.5fps", "ours_1process_1080p_0.5fps"):
         if key in out and baseline:
             out[f"ratio_{key.removesuffix('_1080p_0.5fps')}_vs_baseline"] = round(out[key]["capacity"] / baseline, 2)
     return out
@@ -178,7 +173,7 @@ def table(results: dict[str, Any], verdicts: list[Verdict]) -> str:
     dec, conv = st.get("decode", {}), st.get("convert", {})
     lines += [_row("decode: every frame", dec.get("every_frame")), _row("decode: keyframe", dec.get("keyframe"))]
     rc = st.get("reader_cpu", {})
-    for k in ("source_as_shipped", "source_keyframe_only_forced", "fastpath_reader"):
+    for k in ("source_as_shipped", "source_keyframe_only_forced", "keyframes_to_model_size"):
         if k in rc:
             lines.append(f"  {'reader CPU @ 0.5 fps: ' + k:<44} {rc[k]['cpu_ms_per_camera_s']:>9.1f} cpu-ms per "
                          f"camera-second (keyframe-only: {rc[k]['keyframe_only']})")

@@ -16,91 +16,13 @@ import json
 import os
 import resource
 import sys
-import threading
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from dataclasses import asdict
+from typing import Any
 
+from benchmarks.records import Runner, RunnerState, TrialSpec, rss_mb
+from benchmarks.runners import make_runner
 from benchmarks.stats import lag_growth_s, percentiles
-
-
-@dataclass(frozen=True, slots=True)
-class TrialSpec:
-    """What one trial runs. Times in seconds."""
-
-    runner: str
-    urls: tuple[str, ...]
-    analysis_fps: float = 0.5
-    model: str = "yolox_nano_416"
-    warmup_s: float = 6.0
-    window_s: float = 20.0
-    stagger_s: float = 2.0
-    e2e_budget_s: float = 1.0
-    max_lag_growth_s: float = 0.5
-    ort_threads: int | None = None
-    providers: tuple[str, ...] = ()
-    max_batch: int = 64
-    keyframe_only: bool | None = None
-    """None: the pipeline decides from the stream (as shipped); True/False: forced."""
-    stream_timeout_s: float = 30.0
-    processes: int | None = None
-    """Worker processes of the ``ours`` runner. None: as ``patrol run`` picks them
-    (:func:`pipeline.shards.auto_processes`); a number: forced."""
-
-    @property
-    def n(self) -> int:
-        return len(self.urls)
-
-
-@dataclass(slots=True)
-class FrameRecord:
-    """Timings of one analysed frame (monotonic seconds, durations in seconds)."""
-
-    camera: int
-    pts: float
-    arrival: float
-    decided: float
-    decode_s: float = 0.0
-    convert_s: float = 0.0
-    wait_s: float = 0.0
-    infer_s: float = 0.0
-    batch: int = 1
-    track_s: float = 0.0
-    rules_s: float = 0.0
-
-
-@dataclass(slots=True)
-class RunnerState:
-    """What every runner shares with the trial: records, per-camera errors and drop counts."""
-
-    records: list[FrameRecord] = field(default_factory=list)
-    errors: dict[int, str] = field(default_factory=dict)
-    dropped: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def add(self, rec: FrameRecord) -> None:
-        with self.lock:
-            self.records.append(rec)
-
-    def fail(self, camera: int, message: str) -> None:
-        with self.lock:
-            self.errors.setdefault(camera, message)
-
-
-class Runner(Protocol):
-    state: RunnerState
-
-    def start(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def rss_mb() -> float:
-    """Resident memory of this process now, MiB."""
-    with open("/proc/self/statm") as fh:
-        pages = int(fh.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def machine_busy() -> tuple[float, float]:
@@ -192,55 +114,6 @@ def summarise(spec: TrialSpec, state: RunnerState, window: tuple[float, float],
         "mean_batch": round(sum(batches) / len(batches), 2) if batches else 0.0,
         **extra,
     }
-
-
-RUNNERS = ("ours", "fastpath", "baseline")
-"""ours: pipeline.worker.PatrolWorker as shipped; fastpath: the same architecture with decoding
-straight to the model's input size (what the profile suggests); baseline: OpenCV thread per camera."""
-
-
-def warm_analysis() -> None:
-    """Pay the analyzer's one-off costs (importing supervision/trackers, first allocations) before
-    measuring: a long-running worker pays them once, not per trial."""
-    import numpy as np
-
-    from benchmarks.analysis import CameraAnalysis
-    from core.types import Detections, Frame
-
-    analysis = CameraAnalysis("warmup")
-    car = Detections(np.array([[10, 100, 60, 130]], np.float32), np.array([0.9], np.float32),
-                     np.array([2], np.int32))
-    for pts in (0.0, 2.0):
-        analysis.step(Frame("warmup", pts, time.time(), np.zeros((234, 416, 3), np.uint8)), car)
-
-
-def make_runner(spec: TrialSpec, state: RunnerState) -> Runner:
-    from models.factory import load_detector
-    from pipeline.shards import auto_processes
-
-    if spec.runner == "ours":
-        processes = spec.processes or auto_processes(spec.n)
-        if processes > 1:  # the worker processes load their own detectors
-            from benchmarks.worker_runner import ShardedWorkerRunner
-
-            return ShardedWorkerRunner(spec, state, processes)
-    warm_analysis()
-
-    detector = load_detector(spec.model, threads=spec.ort_threads, providers=list(spec.providers) or None)
-    detector.warmup()
-    if spec.runner == "ours":
-        from benchmarks.worker_runner import PatrolWorkerRunner
-
-        return PatrolWorkerRunner(spec, state, detector)
-    if spec.runner == "fastpath":
-        from benchmarks.fastpath import FastPathRunner
-
-        return FastPathRunner(spec, state, detector)
-    if spec.runner == "baseline":
-        from benchmarks.baseline import OpenCvThreadRunner
-
-        return OpenCvThreadRunner(spec, state, detector)
-    raise ValueError(f"unknown runner {spec.runner!r}; expected one of {RUNNERS}")
 
 
 def wait_all_streaming(spec: TrialSpec, state: RunnerState) -> float | None:

@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from benchmarks.analysis import TimedTracking, bench_camera
-from benchmarks.trial import FrameRecord, RunnerState, TrialSpec
+from benchmarks.records import FrameRecord, RunnerState, TrialSpec, rss_mb
+from benchmarks.warmup import warm_detector
 from camera_config.schema import Camera, SiteConfig
 from core.events import IncidentEvent
 from core.types import Detections, Frame
@@ -193,20 +194,17 @@ class ForwardingState(RunnerState):
 def bench_shard(config: SiteConfig, outlet: Any, stop: Any, options: dict[str, Any]) -> None:
     """One worker process of :class:`ShardedWorkerRunner` (a :mod:`pipeline.shards` entry): the
     instrumented :class:`PatrolWorkerRunner` on this shard's cameras."""
-    from benchmarks.trial import make_runner, rss_mb
-
     raw = dict(options["spec"])
     spec = TrialSpec(**{**raw, "urls": tuple(cam.url.get_secret_value() for cam in config.cameras),
                         "providers": tuple(raw.get("providers", ())), "processes": 1})
     state = ForwardingState(outlet, [int(cam.id.removeprefix("cam")) for cam in config.cameras])
-    runner = make_runner(spec, state)
+    runner = PatrolWorkerRunner(spec, state, warm_detector(spec))
     outlet.send("base_rss", rss_mb())
     outlet.send("ready")
     runner.start()
     stop.wait()
     runner.close()
-    extra = runner.extra() if isinstance(runner, PatrolWorkerRunner) else {}
-    outlet.send("closed", {"dropped": state.dropped, "extra": extra})
+    outlet.send("closed", {"dropped": state.dropped, "extra": runner.extra()})
 
 
 class ShardedWorkerRunner:

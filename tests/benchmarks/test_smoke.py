@@ -1,5 +1,5 @@
 """The smoke benchmark runs end to end (so `make bench` cannot rot): real clip, real RTSP server,
-real detector, our worker, the fast path and the OpenCV baseline, budget check, JSON and table.
+real detector, our worker (in one process and over two) and the OpenCV baseline, budget check, JSON and table.
 
 It asserts that every stage produced measurements and every runner analysed frames from every
 camera — not that this (shared, noisy) machine met the budget; `make bench` judges that.
@@ -43,7 +43,7 @@ def test_smoke_benchmark_runs_and_reports(tmp_path: Path) -> None:
             node = node[key]
         assert node.get("n", 0) > 0 and node["p95_ms"] >= node["p50_ms"] > 0, (path, node)
 
-    for runner in ("ours", "fastpath", "baseline", "ours_2processes"):
+    for runner in ("ours", "baseline", "ours_2processes"):
         trial = results["capacity"][f"{runner}_smoke"]
         assert trial["cameras"] == 2
         assert not any("failed" in r for r in trial["reasons"]), trial["reasons"]

@@ -1,14 +1,16 @@
 """Pure parts of the capacity benchmark: percentiles, the lag test, the trial verdict, the search,
-and the fast path's sampling decisions. No streams, no timing."""
+the runner names and the baseline's sampling. No streams, no timing."""
 
 from __future__ import annotations
 
 import pytest
 
 from benchmarks.capacity import search
-from benchmarks.fastpath import KeyframeClock, TimeSampler, analysis_size
+from benchmarks.records import FrameRecord, RunnerState, TrialSpec
+from benchmarks.runners import RUNNERS, make_runner
 from benchmarks.stats import lag_growth_s, percentiles
-from benchmarks.trial import FrameRecord, RunnerState, TrialSpec, summarise
+from benchmarks.trial import summarise
+from pipeline.sampler import TimeSampler
 
 
 def test_percentiles_in_ms() -> None:
@@ -100,35 +102,22 @@ def test_search_brackets_the_capacity(true_capacity: int, start: int, most: int,
     assert out["limit_reached"] == (expected >= most)
 
 
-def test_time_sampler_picks_by_stream_time() -> None:
-    s = TimeSampler(0.5)
-    picked = [t / 25 for t in range(0, 25 * 10) if s.due(t / 25)]
-    assert picked == [0.0, 2.0, 4.0, 6.0, 8.0]
-    s2 = TimeSampler(0.5)
-    assert [p for p in (0.0, 2.0, 9.0, 11.0, 11.5) if s2.due(p)] == [0.0, 2.0, 9.0, 11.0]  # gap resyncs
+def test_unknown_runner_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"unknown runner 'fastpath'; expected one of \('ours', 'baseline'\)"):
+        make_runner(TrialSpec(runner="fastpath", urls=("rtsp://x",)), RunnerState())
+    assert RUNNERS == ("ours", "baseline")
 
 
-def test_keyframe_clock_decides_keyframe_only_decoding() -> None:
-    every_2s = KeyframeClock(interval_s=2.0)
-    for t in (0.0, 2.0, 4.0):
-        every_2s.saw_keyframe(t)
-    assert every_2s.period == pytest.approx(2.0)
-    assert every_2s.keyframes_only  # 0.5 fps over a 2 s GOP: every keyframe, nothing else
-    fast = KeyframeClock(interval_s=0.5)
-    for t in (0.0, 2.0):
-        fast.saw_keyframe(t)
-    assert not fast.keyframes_only
+def test_baseline_sampling_takes_the_frame_whose_position_reads_a_millisecond_early() -> None:
+    """OpenCV positions are whole milliseconds, so at 25 fps the frame for the 2 s slot can read
+    1.999 s. The baseline's tolerance lets it serve the slot; without it the next frame, 40 ms later,
+    would be analysed instead (same rate, but the baseline's latency would carry 40 ms of our making)."""
+    from benchmarks.baseline import BASELINE_TOLERANCE_S
 
-
-@pytest.mark.parametrize(("native", "net", "resize", "expected"), [
-    ((1920, 1080), (416, 416), "letterbox", (416, 234)),
-    ((704, 576), (416, 416), "letterbox", (416, 340)),
-    ((1920, 1080), (352, 352), "stretch", (352, 352)),
-    ((320, 240), (416, 416), "letterbox", (320, 240)),  # never upscaled
-])
-def test_analysis_size(native: tuple[int, int], net: tuple[int, int], resize: str,
-                       expected: tuple[int, int]) -> None:
-    assert analysis_size(native, net, resize) == expected
+    positions = [max(0.0, k * 0.040 - 0.001) for k in range(25 * 10)]  # 0, 0.039, ..., 1.999, 2.039, ...
+    strict, tolerant = TimeSampler(2.0), TimeSampler(2.0, tolerance_s=BASELINE_TOLERANCE_S)
+    assert [round(p, 3) for p in positions if tolerant.due(p)] == [0.0, 1.999, 3.999, 5.999, 7.999]
+    assert [round(p, 3) for p in positions if strict.due(p)] == [0.0, 2.039, 4.039, 6.039, 8.039]
 
 
 def test_bench_site_is_a_valid_config_with_every_zone_type() -> None:
