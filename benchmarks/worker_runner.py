@@ -123,7 +123,8 @@ class TimedAnalyzer:
 
 class PatrolWorkerRunner:
     def __init__(self, spec: TrialSpec, state: RunnerState, detector: Any) -> None:
-        from pipeline.worker import PatrolWorker, default_analyzer
+        from pipeline.worker import PatrolWorker
+        from rules.analyzer import CameraAnalyzer
 
         self.spec = spec
         self.state = state
@@ -133,7 +134,7 @@ class PatrolWorkerRunner:
         self.arrivals = {cam.id: ArrivalLog() for cam in site.cameras}
 
         def analyzer(cam: Camera, cfg: SiteConfig) -> TimedAnalyzer:
-            return TimedAnalyzer(default_analyzer(cam, cfg), index[cam.id], state, self.detector,
+            return TimedAnalyzer(CameraAnalyzer(cam, cfg.site.timezone), index[cam.id], state, self.detector,
                                  self.arrivals[cam.id])
 
         self.worker = PatrolWorker(site, detector_loader=lambda _model, _score: self.detector,

@@ -15,7 +15,7 @@ PASSWORD = "correct horse battery"
 
 def incident(incident_id: str, camera: str = "cam-a", cell: str = "G-01", type_: str = "illegal_parking",
              started: float = 1_790_000_000.0) -> IncidentEvent:
-    return IncidentEvent(incident_id=incident_id, seq=1, event="opened", type=type_, camera_id=camera,  # type: ignore[arg-type]
+    return IncidentEvent(incident_id=incident_id, seq=1, event="opened", type=type_, camera_id=camera,
                          grid_cell=cell, zone_id="kerb", started_at=started, event_at=started + 30,
                          evidence=Evidence(boxes=(EvidenceBox(label="car", score=0.8, xyxy=(1, 2, 3, 4)),)))
 
