@@ -41,9 +41,10 @@ def create_app(ctx: ReviewContext) -> FastAPI:
     app.state.review = ctx
     app.state.templates = templates(ctx.timezone)
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
-    # the last added runs first: authentication decides, then the headers go on whatever it answered
-    app.middleware("http")(security_headers)
+    # the last added runs outermost: the headers go on every answer, the login gate's redirects and
+    # 401s included, and the gate runs before any route
     app.middleware("http")(authenticate)
+    app.middleware("http")(security_headers)
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -181,3 +181,12 @@ def test_literal_dot_segments_reaching_the_app_are_refused(client: TestClient, p
     cookie = f"patrol_session={client.cookies.get('patrol_session')}"
     status, body = _raw_asgi_get(client.app, path, cookie)
     assert status == 400 and b"SECRET" not in body and b"fakejpeg" not in body
+
+
+@pytest.mark.parametrize("path", ["/queue", "/api/me", "/login", "/static/review.css"])
+def test_security_headers_on_every_answer_including_the_login_gates(client: TestClient, path: str) -> None:
+    r = client.get(path)
+    assert r.status_code in (200, 303, 401), (path, r.status_code)
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
