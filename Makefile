@@ -47,4 +47,4 @@ bench-smoke: assets
 	$(BIN)/python -m benchmarks.run --smoke
 
 clean:
-	rm -rf var/cache var/demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf var/cache var/demo .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
