@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from camera_config.schema import Camera, ZoneBase
+from camera_config.schema import Camera, SiteConfig, ZoneBase
 from core.coco import CLASS_ID
 from core.events import IncidentEvent
 from core.types import Detections, Frame, Track
@@ -49,6 +49,11 @@ class FrameReport:
     tracks: tuple[Track, ...]
     findings: tuple[Finding, ...]
     events: tuple[IncidentEvent, ...]
+    kept: Detections | None = None
+    """Debug mode only: the detections past the camera's score thresholds (what the rules saw)."""
+    rule_states: tuple[dict[str, Any], ...] = ()
+    """Debug mode only: each zone's ``rule.debug_state(pts)`` (its clocks and why it fires or not), in
+    zone order; ``{"zone", "rule", "items": [...]}``, ``"off_schedule": True`` while the zone sleeps."""
 
 
 class CameraAnalyzer:
@@ -59,9 +64,11 @@ class CameraAnalyzer:
     """
 
     def __init__(self, camera: Camera, timezone: str = "UTC", tracker: ObjectTracker | None = None,
-                 static_occupancy: bool = True) -> None:
+                 static_occupancy: bool = True, debug: bool = False) -> None:
         """``static_occupancy=False`` skips the camera's shared background model that feeds the rule
-        kinds with ``static_occupancy`` (for scripted scenes whose frames carry no pixels)."""
+        kinds with ``static_occupancy`` (for scripted scenes whose frames carry no pixels).
+        ``debug=True`` fills :attr:`last` with each rule's state (:attr:`FrameReport.rule_states`)."""
+        self.debug = debug
         self.camera = camera
         self.kinds: tuple[RuleKind[Any], ...] = kinds_of(camera.zones, f"camera {camera.id!r}")
         self.static_occupancy = static_occupancy
@@ -125,8 +132,18 @@ class CameraAnalyzer:
         for i, (zone, kind) in enumerate(zip(self.camera.zones, self.kinds, strict=True)):
             findings.extend(self._run_zone(i, zone, kind, frame, tracks, dets, regions))
         events = self.lifecycle.step(frame, findings)
-        self.last = FrameReport(frame.pts, len(dets), tuple(tracks), tuple(findings), tuple(events))
+        self.last = FrameReport(frame.pts, len(dets), tuple(tracks), tuple(findings), tuple(events),
+                                *((dets, self._rule_states(frame)) if self.debug else ()))
         return events
+
+    def _rule_states(self, frame: Frame) -> tuple[dict[str, Any], ...]:
+        """Each zone's rule state after this frame (its ``debug_state(pts)``, when it has one)."""
+        states = []
+        for zone, rule, on in zip(self.camera.zones, self.rules, self._on_schedule, strict=True):
+            hook = getattr(rule, "debug_state", None)
+            state: dict[str, Any] = hook(frame.pts) if hook is not None else {"zone": zone.id, "items": []}
+            states.append({**state, "off_schedule": not on})
+        return tuple(states)
 
     def _run_zone(self, i: int, zone: ZoneBase, kind: RuleKind[Any], frame: Frame, tracks: Sequence[Track],
                   dets: Detections, regions: Sequence[StaticRegion]) -> list[Finding]:
@@ -142,6 +159,12 @@ class CameraAnalyzer:
             cast(OccupancyFed, rule).static_regions = regions
         found = rule.update(frame, tracks, dets)
         return found if active else []
+
+
+def camera_analyzer(camera: Camera, site: SiteConfig) -> CameraAnalyzer:
+    """The analyzer factory ``patrol run`` gives :class:`pipeline.worker.PatrolWorker` (the worker never
+    imports the rules: they build on the pipeline)."""
+    return CameraAnalyzer(camera, site.site.timezone)
 
 
 def _replace_pts(frame: Frame, pts: float) -> Frame:

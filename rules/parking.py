@@ -105,3 +105,26 @@ class ParkingRule:
         )
         return Finding(type="illegal_parking", zone_id=self.zone_id, place=(gx / w, gy / h),
                        started_pts=st.since, severity=self.zone.severity, evidence=evidence)
+
+    def debug_state(self, pts: float) -> dict[str, object]:
+        """What the rule sees now, for engineers (``patrol replay --trace/--debug-video``): every
+        remembered station with its dwell clock, and why it fires or not. Reads state only."""
+        parked = {st.station_id for st in self.memory.alive()  # what update kept (one per vehicle)
+                  if self._parked(st, pts) and st.station_id not in self._duplicate_of}
+        items = []
+        for st in self.memory.alive():
+            dwell = st.last_seen - st.since
+            coverage = st.coverage(st.last_seen)
+            if st.station_id in parked:
+                why = "fires: standing vehicle past the limit"
+            elif st.station_id in self._duplicate_of:
+                why = f"duplicate of station {self._duplicate_of[st.station_id]}"
+            elif dwell < self.zone.limit_s:
+                why = f"dwell {dwell:.1f} s < limit {self.zone.limit_s:g} s"
+            else:
+                why = f"seen {coverage:.2f} of its dwell < min_coverage {self.zone.min_coverage:g}"
+            items.append({"id": f"s{st.station_id}", "box": [round(v, 1) for v in st.last_box],
+                          "label": COCO80[st.class_id], "clock_s": round(dwell, 3),
+                          "limit_s": self.zone.limit_s, "coverage": round(coverage, 3),
+                          "fires": st.station_id in parked, "why": why})
+        return {"zone": self.zone_id, "rule": "parking", "items": items}

@@ -206,3 +206,24 @@ class StallRule:
         )
         return Finding(type="street_stall", zone_id=self.zone_id, place=(gx / w, gy / h),
                        started_pts=clock.since, severity=self.zone.severity, evidence=evidence)
+
+    def debug_state(self, pts: float) -> dict[str, object]:
+        """What the rule sees now, for engineers (``patrol replay --trace/--debug-video``): every
+        candidate stall place with its signals, score and evidence clock, and why it fires or not.
+        Call right after :meth:`update` of the same frame; reads state only."""
+        z = self.zone
+        items = []
+        for p in self._places(pts):
+            clock = self._clocks.get(p.key)
+            clock_s = 0.0 if clock is None else clock.last_true - clock.since
+            if p.score < z.evidence_threshold - 1e-9:
+                why = f"score {p.score:.2f} < evidence_threshold {z.evidence_threshold:g}"
+            elif clock_s < z.limit_s:
+                why = f"evidence {clock_s:.1f} s < limit {z.limit_s:g} s"
+            else:
+                why = "fires: " + ", ".join(sorted(p.signals))
+            items.append({"id": p.key, "box": [round(float(v), 1) for v in p.anchor], "label": "stall",
+                          "score": round(p.score, 3), "signals": {k: round(v, 3) for k, v in sorted(p.signals.items())},
+                          "clock_s": round(clock_s, 3), "limit_s": z.limit_s,
+                          "fires": why.startswith("fires"), "why": why})
+        return {"zone": self.zone_id, "rule": "stall", "items": items}

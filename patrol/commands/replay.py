@@ -23,6 +23,8 @@ from zoneinfo import ZoneInfo
 from camera_config.loader import load_config
 from camera_config.schema import Camera
 from core.errors import ConfigError, PatrolError, SourceError
+from core.events import IncidentEvent
+from core.progress import progress
 from core.types import Frame
 from rules.analyzer import detector_fn, replay
 
@@ -41,6 +43,12 @@ def register(sub: Any) -> None:
                         f"(default {DEFAULT_START})")
     p.add_argument("--model", default=None, help="detector name or ONNX file (default: the camera's)")
     p.add_argument("--analysis-fps", type=float, default=None, help="override the camera's analysis_fps")
+    p.add_argument("--trace", metavar="OUT.jsonl",
+                   help="write one JSON line per analysed frame: detections, tracks, each rule's state "
+                        "(clocks, limits, why it fires or not), findings and events")
+    p.add_argument("--debug-video", metavar="OUT.mp4",
+                   help="write the analysed frames annotated: zones, detections with scores, track ids, "
+                        "each rule's candidates with their clocks, reasons and events")
     p.set_defaults(func=run_replay)
 
 
@@ -113,10 +121,40 @@ def run_replay(args: argparse.Namespace) -> int:
     choice = camera.detector
     detector = load_detector(args.model or choice.model,
                              score_threshold=min([choice.default_score, *choice.class_scores.values()]))
-    frames = clip_frames(source, camera, fps, wall_start)
+    frames = progress(clip_frames(source, camera, fps, wall_start), desc=f"replay {camera.id}",
+                      total=expected_frames(source, fps), unit="frame", quiet=getattr(args, "log_json", False))
     # sampled again by the analyzer: a no-op for well-formed files, a guard for files whose
     # frame times go backwards (AVI with B-frames), which restart the source's sampler
-    for event in replay(camera, frames, detector_fn(detector), timezone, analysis_fps=fps):
-        sys.stdout.write(event.to_json() + "\n")
-        sys.stdout.flush()
+    if not (args.trace or args.debug_video):
+        for event in replay(camera, frames, detector_fn(detector), timezone, analysis_fps=fps):
+            _print(event)
+        return 0
+    from evaluation.debug import DebugVideo, debug_replay
+
+    with contextlib.ExitStack() as stack:
+        trace = None
+        if args.trace:
+            Path(args.trace).parent.mkdir(parents=True, exist_ok=True)
+            trace = stack.enter_context(Path(args.trace).open("w", encoding="utf-8"))
+        video = stack.enter_context(DebugVideo(Path(args.debug_video), fps)) if args.debug_video else None
+        for event in debug_replay(camera, frames, detector_fn(detector), timezone, fps, trace=trace, video=video):
+            _print(event)
     return 0
+
+
+def _print(event: IncidentEvent) -> None:
+    sys.stdout.write(event.to_json() + "\n")
+    sys.stdout.flush()
+
+
+def expected_frames(path: Path, fps: float) -> int | None:
+    """About how many frames a replay of ``path`` analyses (its duration x ``fps``), for the progress
+    bar; None when the file does not say its duration."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            duration = container.duration
+    except (av.FFmpegError, OSError):
+        return None
+    return None if not duration else int(duration / 1e6 * fps) + 1

@@ -1,0 +1,80 @@
+"""Progress bars for engineers at a terminal, and none anywhere else.
+
+A bar (tqdm, on stderr) is shown only when stderr is a terminal, ``CI`` is not set to a true value
+and the command does not speak JSON (``quiet=True``: ``--json``, ``--log-json``). Piped output,
+CI logs and JSON stay free of carriage returns and bar lines. ``PATROL_PROGRESS=0`` turns bars off,
+``PATROL_PROGRESS=1`` forces them on (for a terminal tqdm cannot detect).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any, TextIO, TypeVar
+
+from tqdm import tqdm
+
+T = TypeVar("T")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+
+def bars_wanted(stream: TextIO | None = None, *, quiet: bool = False) -> bool:
+    """Whether a progress bar belongs on ``stream`` (default: sys.stderr) now."""
+    forced = os.environ.get("PATROL_PROGRESS", "").strip().lower()
+    if quiet or forced in ("0", "false", "no", "off"):
+        return False
+    if forced in _TRUE:
+        return True
+    if os.environ.get("CI", "").strip().lower() in _TRUE:
+        return False
+    stream = stream or sys.stderr
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # a closed or fake stream
+        return False
+
+
+def progress(items: Iterable[T], *, desc: str, total: int | None = None, unit: str = "it",
+             quiet: bool = False) -> Iterator[T]:
+    """``items`` unchanged, with a bar on stderr when :func:`bars_wanted`."""
+    if not bars_wanted(quiet=quiet):
+        yield from items
+        return
+    with tqdm(items, desc=desc, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True,
+              leave=False) as bar:
+        yield from bar
+
+
+class Counter:
+    """A bar advanced by hand (``step(n)``), e.g. from a ``progress(done, total)`` callback; a no-op
+    when no bar is wanted."""
+
+    def __init__(self, *, desc: str, total: int | None = None, unit: str = "it", quiet: bool = False) -> None:
+        self._bar: Any = None
+        if bars_wanted(quiet=quiet):
+            self._bar = tqdm(desc=desc, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def step(self, n: int = 1) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+
+    def goto(self, done: int, total: int | None = None) -> None:
+        """Set the bar to ``done`` of ``total`` (a sweep's ``progress(i, total)`` callback)."""
+        if self._bar is None:
+            return
+        if total is not None and self._bar.total != total:
+            self._bar.total = total
+        self._bar.update(done - self._bar.n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> Counter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
