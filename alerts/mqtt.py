@@ -29,6 +29,8 @@ from core.topics import Topics, matches, split_shared
 log = logging.getLogger(__name__)
 
 QOS = 1
+"""At least once, for every message: consumers drop redeliveries by (incident id, seq) or request id,
+so exactly once (QoS 2, two more round trips per message) would buy nothing."""
 SESSION_EXPIRY_S = 7 * 86_400
 """A persistent session outlives a week away (a pipeline or ticket service down over a long weekend
 still gets what was queued for it); mosquitto's own default is to keep sessions forever."""
@@ -90,7 +92,8 @@ class MqttTransport:
 
     Subscriptions are sent again after every (re)connect, so a broker restart never leaves a
     consumer deaf; then the ``on_connected`` callbacks run, then "online" goes (retained) to the
-    endpoint's availability topic.
+    endpoint's availability topic. ``connected`` turns true once the broker acknowledged those
+    subscriptions (SUBACK): a message published after ``wait_connected`` returns reaches them.
     """
 
     def __init__(self, cfg: MqttConfig, endpoint: Endpoint) -> None:
@@ -98,12 +101,15 @@ class MqttTransport:
         self._endpoint = endpoint
         self.client = make_client(cfg, endpoint.client_id, manual_ack=endpoint.manual_ack)
         self._connected = threading.Event()
+        self._live = False  # the session is up: a new subscription goes straight to the broker
+        self._suback_mid: int | None = None  # the reconnect's SUBSCRIBE, until acknowledged
         self._lock = threading.Lock()
         self._subscriptions: list[_Subscription] = []
         self._on_connected: list[Callable[[], None]] = []
         if endpoint.availability:
             self.client.will_set(endpoint.availability, OFFLINE, qos=QOS, retain=True)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._dispatch
 
@@ -136,7 +142,7 @@ class MqttTransport:
             self.publish(self._endpoint.availability, OFFLINE, retain=True).wait(STOP_ACK_S)
         self.client.disconnect()
         self.client.loop_stop()
-        self._connected.clear()
+        self._down()
 
     def kill(self) -> None:
         """End as a crash would: the socket closes without DISCONNECT, so the broker sends the last will."""
@@ -145,7 +151,13 @@ class MqttTransport:
             with contextlib.suppress(OSError):
                 sock.shutdown(2)  # type: ignore[attr-defined]  # a real socket here, not a websocket
         self.client.loop_stop()
-        self._connected.clear()
+        self._down()
+
+    def _down(self) -> None:
+        with self._lock:
+            self._live = False
+            self._suback_mid = None
+            self._connected.clear()
 
     def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> Ack:
         try:
@@ -160,7 +172,7 @@ class MqttTransport:
         _group, inner = split_shared(subscription)
         with self._lock:  # with _on_connect's snapshot: either it sends this one, or we do
             self._subscriptions.append(_Subscription(subscription, inner, handler))
-            if self.connected:
+            if self._live:
                 self.client.subscribe(subscription, qos=QOS)
 
     def on_connected(self, callback: Callable[[], None]) -> None:
@@ -199,9 +211,8 @@ class MqttTransport:
         with self._lock:
             subscriptions = list(dict.fromkeys(s.subscription for s in self._subscriptions))
             callbacks = list(self._on_connected)
-            if subscriptions:
-                client.subscribe([(s, QOS) for s in subscriptions])
-            self._connected.set()
+            self._live = True
+            self._suback_mid = client.subscribe([(s, QOS) for s in subscriptions])[1] if subscriptions else None
         for callback in callbacks:
             try:
                 callback()
@@ -209,12 +220,24 @@ class MqttTransport:
                 log.exception("mqtt on-connect callback failed", extra={"client_id": self.client_id})
         if self._endpoint.availability:
             client.publish(self._endpoint.availability, ONLINE, qos=QOS, retain=True)
+        with self._lock:
+            if self._suback_mid is None:
+                self._connected.set()
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, reasons: list[Any], _p: Any) -> None:
+        refused = [str(r) for r in reasons if getattr(r, "is_failure", False)]
+        if refused:
+            log.warning("mqtt subscription refused", extra={"client_id": self.client_id, "reasons": ",".join(refused)})
+        with self._lock:
+            if mid == self._suback_mid:
+                self._suback_mid = None
+                self._connected.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if self.connected:
             level = logging.WARNING if getattr(reason, "is_failure", True) else logging.INFO  # ours: info
             log.log(level, "mqtt disconnected", extra={"client_id": self.client_id, "reason": str(reason)})
-        self._connected.clear()
+        self._down()
 
 
 def mqtt_transports(cfg: MqttConfig) -> TransportFactory:

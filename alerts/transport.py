@@ -99,7 +99,10 @@ class Transport(Protocol):
         """End cleanly: "offline" to the availability topic first (unless ``offline=False``); no last will."""
         ...
 
-    def wait_connected(self, timeout: float) -> bool: ...
+    def wait_connected(self, timeout: float) -> bool:
+        """True once connected with every subscription made so far in place (a message published
+        after this returns reaches them); False after ``timeout``."""
+        ...
 
     def publish(self, topic: str, payload: bytes | str, *, retain: bool = False) -> Ack:
         """Send at QoS 1; ``retain`` keeps it as the topic's state for later subscribers (empty clears)."""

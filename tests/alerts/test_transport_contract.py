@@ -121,6 +121,22 @@ def test_publish_is_acknowledged_and_reaches_a_subscriber(bus: Bus, started: Any
     assert b"not an incident" not in [m.payload for m in until_heard(pub, inbox, TOPICS.incident("p", "c"), b"p2")]
 
 
+def test_once_connected_its_subscriptions_are_in_place(bus: Bus, started: Any) -> None:
+    """What the ticket service relies on: no message published after ``wait_connected`` is missed
+    (a SUBSCRIBE still on its way would miss it, as this test did before the SUBACK was awaited)."""
+    pub = started(bus.transports(Endpoint("contract-first-pub")))
+    for round_ in range(3):
+        inbox = Inbox()
+        sub = bus.transports(Endpoint(f"contract-first-{round_}", persistent=True))
+        # a group of its own: a stopped persistent member still takes its turn (queued for it)
+        sub.subscribe(TOPICS.incidents, inbox, shared_group=f"first-{round_}")
+        sub.subscribe(TOPICS.verify_result(), inbox, shared_group=f"first-{round_}")
+        started(sub)
+        assert pub.publish(TOPICS.incident("illegal_parking", "cam-1"), f"first-{round_}").wait(5)
+        assert inbox.wait_payload(f"first-{round_}".encode())[0].payload == f"first-{round_}".encode()
+        sub.stop(offline=False)
+
+
 def test_a_transport_that_is_not_connected_refuses_to_publish(bus: Bus) -> None:
     never_started = bus.transports(Endpoint("contract-idle"))
     ack = never_started.publish(TOPICS.incident("illegal_parking", "cam-1"), b"{}")
