@@ -34,7 +34,8 @@ from alerts.transport import Endpoint, Message, TransportFactory
 from camera_config.schema import Camera, SiteConfig
 from core.topics import VERIFIERS_GROUP, Topics
 from core.types import Detections, Frame
-from rules.checks import ZoneCheck, check_zone
+from rules.checks import check_zone
+from rules.registry import zone_check
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class Verifier:
                 result = {"present": True, "frames": len(frames), "frames_present": 0, "boxes": [],
                           "error": f"camera {camera.id!r} has no zone {zone_id!r}"}
             else:
-                check = ZoneCheck.for_zone(zone, camera.detector.default_score)
+                check = zone_check(zone, camera.detector.default_score)
                 result = check_zone(frames, self._detect_for(camera), check)
         return {**base, **result, "checked_at": time.time()}
 

@@ -8,7 +8,7 @@ camera's source the hook that feeds that camera's packet ring.
 Usage with :class:`pipeline.worker.PatrolWorker`::
 
     recorder, writer = build_recorder(config)
-    worker = PatrolWorker(config, analyzer_factory=with_evidence(default_analyzer, recorder),
+    worker = PatrolWorker(config, analyzer_factory=with_evidence(camera_analyzer, recorder),
                           packet_listeners=packet_listeners(recorder))
 """
 

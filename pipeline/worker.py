@@ -115,14 +115,6 @@ class JsonLinesSink:
         (self.stream or sys.stdout).flush()
 
 
-def default_analyzer(camera: Camera, site: SiteConfig) -> Analyzer:
-    """The camera's rules: tracker, zones, rules and incident lifecycle (rules.analyzer)."""
-    from rules.analyzer import CameraAnalyzer  # imported here: alerts builds on pipeline
-
-    analyzer: Analyzer = CameraAnalyzer(camera, site.site.timezone)
-    return analyzer
-
-
 def default_detector_loader(model: str, score_threshold: float) -> DetectorLike:
     from models.factory import load_detector
 
@@ -159,7 +151,7 @@ class PatrolWorker:
     """Runs every camera of one site config until stopped, the duration ends or all files end."""
 
     def __init__(self, config: SiteConfig, *, detector_loader: DetectorLoader = default_detector_loader,
-                 analyzer_factory: AnalyzerFactory = default_analyzer, sink: EventSink | None = None,
+                 analyzer_factory: AnalyzerFactory, sink: EventSink | None = None,
                  realtime: bool = True, keyframe_only: bool | None = None,
                  packet_listeners: PacketListenerFactory | None = None, max_batch: int = 8,
                  stale_after_s: float | None = STALE_AFTER_S) -> None:

@@ -8,7 +8,7 @@ What counts as "still there" per zone type:
 * ``keep_clear`` — a detection of a class outside the zone's ignore list in the zone (the
   detector knows no branches by name; this is the weakest of the three checks).
 
-Each zone type's check is declared with its rule in :mod:`rules.registry`; :meth:`ZoneCheck.for_zone`
+Each zone type's check is declared with its rule in :mod:`rules.registry`; :func:`rules.registry.zone_check`
 reads it there, and a zone type with no registered rule kind is an error, never another type's check.
 The problem counts as present when it is seen in at least ``present_fraction`` of the frames.
 No frame at all means it cannot be verified: reported present, with an error.
@@ -44,14 +44,6 @@ class ZoneCheck:
     def of_classes(cls, zone: ZoneBase, names: Iterable[str], min_score: float) -> ZoneCheck:
         """Detections of the COCO classes ``names`` at ``min_score`` or more, ground point in the zone."""
         return cls(zone, frozenset(CLASS_ID[n] for n in names), min_score)
-
-    @classmethod
-    def for_zone(cls, zone: ZoneBase, default_score: float) -> ZoneCheck:
-        """The verification check registered for ``zone.type`` (:class:`rules.registry.UnknownRuleKind`
-        for a type no rule kind declares)."""
-        from rules.registry import rule_kind  # late: the registry imports this module
-
-        return rule_kind(zone.type).check(zone, default_score)
 
     def boxes_in_zone(self, dets: Detections, width: int, height: int) -> list[dict[str, Any]]:
         keep = np.array([int(c) in self.class_ids for c in dets.class_id], dtype=bool) \

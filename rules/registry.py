@@ -10,7 +10,7 @@ subclass whose ``type`` is ``Literal["<name>"]``), registered here::
 :func:`register` also registers the schema class with the config's zone-type table, so site files
 accept the new type, ``patrol config-schema`` lists it, and every other place reads this registry:
 the per-camera analyzer (:mod:`rules.analyzer`) builds each zone's rule from its kind and applies
-the zone's schedule the way the kind says; the verifier (:meth:`rules.checks.ZoneCheck.for_zone`)
+the zone's schedule the way the kind says; the verifier (:func:`zone_check`)
 takes the kind's check; replay and tuning (:mod:`evaluation`) ask whether the kind reads pixels.
 A zone type with no registered kind is an :class:`UnknownRuleKind` error wherever it is met, never
 another kind's behaviour.
@@ -132,6 +132,12 @@ def rule_kind(zone_type: str) -> RuleKind[Any]:
 def rule_kinds() -> tuple[RuleKind[Any], ...]:
     """Every registered kind, by zone type."""
     return tuple(_KINDS[name] for name in sorted(_KINDS))
+
+
+def zone_check(zone: ZoneBase, default_score: float) -> ZoneCheck:
+    """The verification check registered for ``zone.type`` (:class:`UnknownRuleKind` for a type no rule
+    kind declares, never another kind's check)."""
+    return rule_kind(zone.type).check(zone, default_score)
 
 
 def kinds_of(zones: Sequence[ZoneBase], where: str) -> tuple[RuleKind[Any], ...]:

@@ -34,6 +34,7 @@ from core.errors import ConfigError
 from core.redact import redact_text
 from patrol.signals import stop_on_signals
 from pipeline.shards import CAMERAS_PER_PROCESS, auto_processes
+from rules.analyzer import camera_analyzer
 
 log = logging.getLogger("patrol.run")
 
@@ -133,17 +134,16 @@ def open_sink(config: SiteConfig, args: argparse.Namespace, stack: contextlib.Ex
 def attach_evidence(config: SiteConfig, on_written: Any, stack: contextlib.ExitStack) -> dict[str, Any]:
     """Worker arguments that record evidence for every opened incident; drained by ``stack``."""
     from evidence.attach import build_recorder, drain, packet_listeners, with_evidence
-    from pipeline.worker import default_analyzer
 
     recorder, writer = build_recorder(config, on_written=on_written)
     stack.callback(drain, recorder, writer, [c.id for c in config.cameras])
-    return {"analyzer_factory": with_evidence(default_analyzer, recorder),
+    return {"analyzer_factory": with_evidence(camera_analyzer, recorder),
             "packet_listeners": packet_listeners(recorder)}
 
 
 def wire_outputs(config: SiteConfig, args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]:
     """Sink, analyzer factory and packet listeners for the worker, per the flags; closed by ``stack``."""
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"analyzer_factory": camera_analyzer}
     kwargs["sink"], db = open_sink(config, args, stack)
     if not args.no_evidence:
         from evidence.keep import reference_writer
@@ -258,7 +258,7 @@ def shard_entry(config: SiteConfig, outlet: Any, stop: Any, options: dict[str, A
 
     setup_logging(options.get("log_level", "info"), options.get("log_json", False))
     with contextlib.ExitStack() as stack:
-        kwargs: dict[str, Any] = {"sink": OutletSink(outlet)}
+        kwargs: dict[str, Any] = {"sink": OutletSink(outlet), "analyzer_factory": camera_analyzer}
         if options.get("evidence"):
             def on_written(incident_id: str, manifest: dict[str, Any]) -> None:
                 outlet.send("evidence", (incident_id, manifest))

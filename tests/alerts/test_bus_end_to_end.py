@@ -34,6 +34,7 @@ from core.topics import Topics
 from core.types import Detections, Frame
 from patrol.commands.run import FanOutSink
 from pipeline.worker import PatrolWorker
+from rules.analyzer import camera_analyzer
 from storage import repository as repo
 from storage.db import Database, open_database
 from tickets.desk import transition
@@ -109,7 +110,8 @@ def test_replay_health_and_verification_over_the_in_memory_transport(tmp_path: P
     listed = ListSink()
     try:
         with Outbox.from_site(site, "pipe-e2e", transports=broker.transport) as outbox:
-            worker = PatrolWorker(site, realtime=False, sink=FanOutSink(outbox.sink, listed),
+            worker = PatrolWorker(site, analyzer_factory=camera_analyzer,
+                                  realtime=False, sink=FanOutSink(outbox.sink, listed),
                                   detector_loader=lambda _m, _s: ScriptedDetector(
                                       lambda i: _car() if i < CAR_CALLS else Detections.empty()))
             worker.run()

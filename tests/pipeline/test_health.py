@@ -16,6 +16,7 @@ from patrol.commands.run import FanOutSink
 from pipeline.health import CameraHealth, HealthMonitor, outage_id, publish_health
 from pipeline.sources import SourceState
 from pipeline.worker import PatrolWorker
+from rules.analyzer import camera_analyzer
 from storage import repository as repo
 from storage.db import Database
 
@@ -163,7 +164,8 @@ def test_worker_reports_a_file_that_failed(tmp_path: Any) -> None:
     bad.write_bytes(b"not a video at all" * 100)
     cfg = parse_config({"site": {"name": "h"}, "cameras": [{"id": "bad", "url": str(bad), "grid_cell": "G3"}]})
     sink = ListSink()
-    worker = PatrolWorker(cfg, detector_loader=lambda _m, _s: ScriptedDetector.nothing(), sink=sink, realtime=False)
+    worker = PatrolWorker(cfg, analyzer_factory=camera_analyzer,
+                          detector_loader=lambda _m, _s: ScriptedDetector.nothing(), sink=sink, realtime=False)
     worker.run(duration=20)
     assert worker.cameras["bad"].source.state is SourceState.FAILED
     (ev,) = sink.events

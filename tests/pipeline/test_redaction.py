@@ -22,6 +22,7 @@ from patrol.commands.run import format_summary
 from patrol.logs import JsonFormatter, RedactingFilter, TextFormatter
 from pipeline.sources import Source, SourceState
 from pipeline.worker import PatrolWorker
+from rules.analyzer import camera_analyzer
 
 SECRET = "S3cretPass"
 REPO = Path(__file__).resolve().parents[2]
@@ -47,7 +48,8 @@ def test_unreachable_camera_never_shows_its_password(caplog: pytest.LogCaptureFi
     cfg = parse_config({"site": {"name": "r"}, "cameras": [{
         "id": "gate", "url": url, "grid_cell": "G1",
         "watchdog": {"backoff_initial_s": 0.1, "backoff_max_s": 0.2, "open_timeout_s": 2}}]})
-    worker = PatrolWorker(cfg, detector_loader=lambda _m, _s: ScriptedDetector.nothing())
+    worker = PatrolWorker(cfg, analyzer_factory=camera_analyzer,
+                          detector_loader=lambda _m, _s: ScriptedDetector.nothing())
     src = worker.cameras["gate"].source
     caplog.set_level(logging.DEBUG)
     t = threading.Thread(target=worker.run)

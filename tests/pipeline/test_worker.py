@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import io
 import json
 import threading
@@ -21,7 +23,8 @@ from core.events import IncidentEvent
 from core.fakes import ListSink
 from core.types import Detections, Frame
 from pipeline.sources import SourceState
-from pipeline.worker import JsonLinesSink, PatrolWorker, default_analyzer, lowest_score
+from pipeline.worker import JsonLinesSink, PatrolWorker, lowest_score
+from rules.analyzer import camera_analyzer
 
 IMAGE = np.zeros((36, 64, 3), np.uint8)
 
@@ -214,10 +217,16 @@ def test_json_lines_sink_writes_one_event_per_line() -> None:
     assert line["incident_id"] == "inc-a-0001" and line["stream_pts"] == 3.0 and sink.published == 1
 
 
-def test_default_analyzer_is_the_rules_analyzer() -> None:
+def test_patrol_run_gives_the_worker_the_rules_analyzer() -> None:
+    """The worker never imports the rules; ``patrol run`` injects them through the factory."""
+    from patrol.commands.run import wire_outputs
+
     cfg = site({"a": "a.mp4"})
-    analyzer = default_analyzer(cfg.cameras[0], cfg)
-    assert type(analyzer).__name__ == "CameraAnalyzer"
+    args = argparse.Namespace(no_publish=True, no_evidence=True, db=None)
+    with contextlib.ExitStack() as stack:
+        factory = wire_outputs(cfg, args, stack)["analyzer_factory"]
+    assert factory is camera_analyzer
+    assert type(factory(cfg.cameras[0], cfg)).__name__ == "CameraAnalyzer"
 
 
 def test_run_analyses_on_its_own_thread_in_order_and_loses_nothing_at_the_end(asset_path: Any) -> None:

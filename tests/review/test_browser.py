@@ -79,10 +79,11 @@ def _site(tmp: Path, clip: Path, broker_port: int) -> SiteConfig:
 def run_pipeline(config: SiteConfig, db: Database) -> None:
     """The real worker over the first 18 s of the clip at the camera's own pace (a live camera feeds
     frames in real time; read faster, the latest-frame slot would drop most frames), evidence hooked in."""
-    from pipeline.worker import PatrolWorker, default_analyzer
+    from pipeline.worker import PatrolWorker
+    from rules.analyzer import camera_analyzer
 
     recorder, writer = build_recorder(config, on_written=reference_writer(db))
-    worker = PatrolWorker(config, analyzer_factory=with_evidence(default_analyzer, recorder),
+    worker = PatrolWorker(config, analyzer_factory=with_evidence(camera_analyzer, recorder),
                           packet_listeners=packet_listeners(recorder), sink=_Sink(db, config.mqtt.topic_prefix),
                           realtime=True)
     worker.run(duration=18)

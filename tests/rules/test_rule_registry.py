@@ -27,7 +27,16 @@ from pipeline.zones import build_zone_mask
 from rules.analyzer import CameraAnalyzer
 from rules.checks import ZoneCheck, check_zone
 from rules.findings import Finding
-from rules.registry import RuleContext, RuleKind, UnknownRuleKind, register, rule_kind, rule_kinds, unregister
+from rules.registry import (
+    RuleContext,
+    RuleKind,
+    UnknownRuleKind,
+    register,
+    rule_kind,
+    rule_kinds,
+    unregister,
+    zone_check,
+)
 
 # --- the toy kind: one schema class, one rule, one check -------------------------------------------
 
@@ -156,7 +165,7 @@ def test_toy_zone_errors_keep_their_field_location(toy_kind) -> None:
 
 def test_toy_check_is_what_the_verifier_runs(toy_kind) -> None:
     zone = ToyVehiclesZone(id="toy", type="toy_vehicles", polygon=((0, 0.5), (1, 0.5), (1, 1), (0, 1)))
-    check = ZoneCheck.for_zone(zone, 0.3)
+    check = zone_check(zone, 0.3)
     assert check.class_ids == {CLASS_ID["car"], CLASS_ID["truck"], CLASS_ID["bus"]} and check.min_score == 0.3
     frames = [Frame("cam-1", float(i), float(i), np.zeros((100, 200, 3), np.uint8)) for i in range(4)]
     car_low = Detections(np.array([[10, 60, 50, 90]], np.float32), np.array([0.9], np.float32),
@@ -187,7 +196,7 @@ def test_zone_without_a_type_names_the_known_types() -> None:
 def test_unregistered_zone_has_no_verification_check() -> None:
     zone = ToyVehiclesZone(id="toy", type="toy_vehicles", polygon=((0, 0), (1, 0), (1, 1)))
     with pytest.raises(UnknownRuleKind, match="zone type 'toy_vehicles' has no registered rule kind"):
-        ZoneCheck.for_zone(zone, 0.3)
+        zone_check(zone, 0.3)
 
 
 def test_a_schema_without_a_rule_kind_is_an_error_for_the_analyzer_and_the_verifier() -> None:
@@ -201,7 +210,7 @@ def test_a_schema_without_a_rule_kind_is_an_error_for_the_analyzer_and_the_verif
                                                   "registered rule kind"):
             CameraAnalyzer(camera)
         with pytest.raises(UnknownRuleKind):
-            ZoneCheck.for_zone(camera.zones[0], 0.3)
+            zone_check(camera.zones[0], 0.3)
     finally:
         unregister_zone_schema("toy_vehicles")
 

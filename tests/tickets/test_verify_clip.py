@@ -15,7 +15,8 @@ import pytest
 
 from alerts.verify import Verifier, VerifierService, grab_frames
 from camera_config.schema import MqttConfig, SiteConfig, TicketsConfig
-from rules.checks import ZoneCheck, check_zone
+from rules.checks import check_zone
+from rules.registry import zone_check
 from storage import repository as repo
 from storage.db import Database
 from tickets.desk import apply_event, transition
@@ -53,8 +54,8 @@ def test_zone_check_on_the_clip(asset_path) -> None:  # type: ignore[no-untyped-
     from alerts.verify import _load_detect
 
     detect = _load_detect(camera)
-    parked = check_zone(frames, detect, ZoneCheck.for_zone(camera.zones[0], 0.3))
-    empty = check_zone(frames, detect, ZoneCheck.for_zone(camera.zones[1], 0.3))
+    parked = check_zone(frames, detect, zone_check(camera.zones[0], 0.3))
+    empty = check_zone(frames, detect, zone_check(camera.zones[1], 0.3))
     print(f"\nparked zone: {parked['frames_present']}/{parked['frames']} frames; "
           f"empty zone: {empty['frames_present']}/{empty['frames']}")
     assert parked["present"] and parked["boxes"][0]["label"] == "car"
