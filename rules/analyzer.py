@@ -167,12 +167,6 @@ def camera_analyzer(camera: Camera, site: SiteConfig) -> CameraAnalyzer:
     return CameraAnalyzer(camera, site.site.timezone)
 
 
-def camera_analyzer(camera: Camera, site: SiteConfig) -> CameraAnalyzer:
-    """The analyzer factory ``patrol run`` gives :class:`pipeline.worker.PatrolWorker` (the worker never
-    imports the rules: they build on the pipeline)."""
-    return CameraAnalyzer(camera, site.site.timezone)
-
-
 def _replace_pts(frame: Frame, pts: float) -> Frame:
     return Frame(camera_id=frame.camera_id, pts=pts, wall_time=frame.wall_time, image=frame.image,
                  keyframe=frame.keyframe)
