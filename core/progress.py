@@ -42,9 +42,21 @@ def progress(items: Iterable[T], *, desc: str, total: int | None = None, unit: s
     if not bars_wanted(quiet=quiet):
         yield from items
         return
-    with tqdm(items, desc=desc, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True,
-              leave=False) as bar:
+    with tqdm(items, desc=desc, total=total, unit=unit, file=sys.stderr, leave=False, **_width()) as bar:
         yield from bar
+
+
+def _width() -> dict[str, Any]:
+    """Follow the terminal's width; a terminal that reports 0 columns (a fresh pseudo-terminal whose
+    size nobody set) gets 80, where tqdm would print an empty bar."""
+    try:
+        columns = os.get_terminal_size(sys.stderr.fileno()).columns
+    except (AttributeError, ValueError, OSError):
+        columns = 0
+    return {"dynamic_ncols": True} if columns > 0 else {"ncols": DEFAULT_COLUMNS}
+
+
+DEFAULT_COLUMNS = 80
 
 
 class Counter:
@@ -54,7 +66,7 @@ class Counter:
     def __init__(self, *, desc: str, total: int | None = None, unit: str = "it", quiet: bool = False) -> None:
         self._bar: Any = None
         if bars_wanted(quiet=quiet):
-            self._bar = tqdm(desc=desc, total=total, unit=unit, file=sys.stderr, dynamic_ncols=True, leave=False)
+            self._bar = tqdm(desc=desc, total=total, unit=unit, file=sys.stderr, leave=False, **_width())
 
     def step(self, n: int = 1) -> None:
         if self._bar is not None:

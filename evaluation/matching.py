@@ -49,6 +49,8 @@ class Observed:
     opened: float
     closed: float | None = None
     place: Point | None = None
+    box: tuple[float, float, float, float] | None = None
+    """Normalised (x1, y1, x2, y2) of the opened event's first evidence box (for reports); None without one."""
 
 
 def place_of(event: IncidentEvent) -> Point | None:
@@ -61,6 +63,16 @@ def place_of(event: IncidentEvent) -> Point | None:
         w, h = ev.frame_size
         return ((x1 + x2) / 2 / w, y2 / h)
     return None
+
+
+def box_of(event: IncidentEvent) -> tuple[float, float, float, float] | None:
+    """The event's first evidence box, normalised by its frame size; None without either."""
+    ev = event.evidence
+    if not ev.boxes or ev.frame_size is None:
+        return None
+    x1, y1, x2, y2 = ev.boxes[0].xyxy
+    w, h = ev.frame_size
+    return (x1 / w, y1 / h, x2 / w, y2 / h)
 
 
 def _norm_box(label: Expected) -> Box | None:
@@ -117,7 +129,7 @@ def incidents_from_events(events: Iterable[IncidentEvent]) -> list[Observed]:
     out = []
     for iid, ev in opened.items():
         t = ev.stream_pts if ev.stream_pts is not None else ev.event_at
-        out.append(Observed(iid, ev.type, ev.zone_id, t, closed.get(iid), place_of(ev)))
+        out.append(Observed(iid, ev.type, ev.zone_id, t, closed.get(iid), place_of(ev), box_of(ev)))
     out.sort(key=lambda o: (o.opened, o.incident_id))
     return out
 

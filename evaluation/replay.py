@@ -324,6 +324,17 @@ class MemoBackground:
             self.recording.append(_BgStep(pts, digest, regions, self.model.static_mask))
         return regions
 
+    def still_there(self, xyxy: Any, ignore_boxes: Sequence[Any] = ()) -> float:
+        """The real model's :meth:`~rules.background.DualBackground.still_there`: it reads the model's
+        state, so a playback catches the real model up on every input so far and goes on live."""
+        if not self.live:
+            self.live = True
+            for img, p, b in self._inputs:
+                self.model.update(img, p, b)
+            self._inputs.clear()
+        share: float = self.model.still_there(xyxy, ignore_boxes)
+        return share
+
 
 def background_params(model: Any) -> tuple[Any, ...]:
     names = ("long_term_s", "short_term_s", "diff_threshold", "min_area", "work_width", "max_static_s",

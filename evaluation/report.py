@@ -8,7 +8,8 @@ from typing import Any, get_args
 
 from core.events import IncidentType
 from evaluation.matching import OVERALL, ClipResult, Observed, Score
-from evaluation.tune import Trial
+from evaluation.snapshots import Shot
+from evaluation.tune import CameraTuning, Trial
 
 RULE_OF_TYPE: dict[str, str] = {
     "illegal_parking": "parking (`rules/parking.py`)",
@@ -86,8 +87,9 @@ def clip_lines(results: Sequence[ClipResult]) -> list[str]:
                        + ("" if err is None else f" place_error={err:.3f}"))
         for fp in r.false_positives:
             off = "" if fp.off_by is None else f", {fp.off_by:.3f} outside the label's box"
+            box = "" if fp.incident.box is None else f" box={_fmt_box(fp.incident.box)}"
             out.append(f"  FP {fp.incident.type} zone={fp.incident.zone} opened={fp.incident.opened:.1f}s "
-                       f"{_at(fp.incident)} ({fp.reason}{off})")
+                       f"{_at(fp.incident)}{box} ({fp.reason}{off})")
         for miss in r.missed:
             hi = "end" if miss.start.hi is None else f"{miss.start.hi:g}"
             where = "" if miss.where is None else " where=[" + ", ".join(f"{v:.3f}" for v in miss.where.box) + "]"
@@ -152,17 +154,57 @@ def plot_eval(scores: Mapping[str, Score], png: Path) -> Path:
 
 
 def eval_markdown(scores: Mapping[str, Score], results: Sequence[ClipResult], png_name: str,
-                  label_files: Sequence[str]) -> str:
+                  label_files: Sequence[str], shots: Mapping[str, Sequence[Shot]] | None = None,
+                  snapshot_dir: str = "snapshots") -> str:
     """report.md: the per-rule table in the README's form (paste it into "Evaluation and tuning"),
-    the plot, and every match, false positive and miss per clip."""
+    the plot, each false positive and miss with its time, place, box and snapshot crop
+    (:func:`evaluation.snapshots.write_snapshots`), and every match, false positive and miss per clip."""
     names = ", ".join(f"`{Path(f).name}`" for f in label_files)
     parts = ["# Evaluation report", "", f"Label files ({len(label_files)}): {names}", "",
              rule_table(scores), "",
              "Start delay: from the label's start[0] to the incident opening, median over matches. Place "
              "error: normalised distance from the incident's place to the label's ground point (`where.point`, "
              "else the bottom centre of the `where` box), median over matches whose label has one.", "",
-             f"![scores]({png_name})", "", "## Per clip", "", "```", *clip_lines(results), "```", ""]
+             f"![scores]({png_name})", "", *errors_markdown(results, shots or {}, snapshot_dir),
+             "## Per clip", "", "```", *clip_lines(results), "```", ""]
     return "\n".join(parts)
+
+
+def _fmt_box(box: Sequence[float] | None) -> str:
+    return "-" if box is None else "[" + ", ".join(f"{v:.3f}" for v in box) + "]"
+
+
+def errors_markdown(results: Sequence[ClipResult], shots: Mapping[str, Sequence[Shot]],
+                    snapshot_dir: str) -> list[str]:
+    """The false positives and misses, clip by clip: when (stream seconds), where (place and box,
+    normalised), why, and the snapshot crop when one was written."""
+    rows = ["## False positives and misses", "",
+            "Time: a false positive's opening; a miss's start window (its snapshot: the window's middle, or "
+            "its start when open-ended). Place and box in fractions of the frame (x right, y down).", ""]
+    any_row = False
+    for r in results:
+        if not r.false_positives and not r.missed:
+            continue
+        any_row = True
+        pics = {(s.kind, s.index): f"![{s.kind} {s.index}]({snapshot_dir}/{s.file})" for s in shots.get(r.clip, ())}
+        rows += [f"### {r.clip}", "", "| | type | zone | time (s) | place | box | why | snapshot |",
+                 "|---|---|---|---|---|---|---|---|"]
+        for i, fp in enumerate(r.false_positives, 1):
+            inc = fp.incident
+            place = "-" if inc.place is None else f"({inc.place[0]:.3f}, {inc.place[1]:.3f})"
+            why = fp.reason + ("" if fp.off_by is None else f", {fp.off_by:.3f} outside the label's box")
+            rows.append(f"| FP {i} | {inc.type} | {inc.zone} | {inc.opened:.1f} | {place} | {_fmt_box(inc.box)} "
+                        f"| {why} | {pics.get(('FP', i), '-')} |")
+        for i, m in enumerate(r.missed, 1):
+            hi = "open" if m.start.hi is None else f"{m.start.hi:g}"
+            point = "-" if m.where is None else f"({m.where.ground[0]:.3f}, {m.where.ground[1]:.3f})"
+            box = None if m.where is None else m.where.box
+            rows.append(f"| FN {i} | {m.type} | {m.zone} | {m.start.lo:g}-{hi} | {point} | {_fmt_box(box)} "
+                        f"| {m.note or 'missed'} | {pics.get(('FN', i), '-')} |")
+        rows.append("")
+    if not any_row:
+        rows += ["None: every incident matched a label and every label was matched.", ""]
+    return rows
 
 
 def tune_table(default: Trial, trials: Sequence[Trial], chosen: Trial, top: int = 15) -> str:
@@ -214,6 +256,22 @@ def plot_pr(default: Trial, trials: Sequence[Trial], chosen: Trial, png: Path) -
     return png
 
 
-def tune_markdown(table: str, png_name: str, patch_yaml_text: str) -> str:
-    return "\n".join(["# Tuning report", "", "```", table, "```", "", f"![precision-recall]({png_name})", "",
+def tune_markdown(table: str, pngs: Sequence[str], patch_yaml_text: str) -> str:
+    plots = [f"![precision-recall]({png})" for png in pngs]
+    return "\n".join(["# Tuning report", "", "```", table, "```", "", *plots, "",
                       "## Config patch", "", "```yaml", patch_yaml_text, "```", ""])
+
+
+def camera_tune_table(t: CameraTuning, top: int = 10) -> str:
+    """One camera's sweep: what was swept and held, the plateau of best settings, and the table."""
+    head = f"camera {t.camera} ({', '.join(lab.name for lab in t.labels)})"
+    if not t.trials:
+        why = "no grid parameter selects its zones" + (f" but the held {', '.join(t.held)}" if t.held else "")
+        return f"{head}: nothing to sweep ({why}); as configured F1 {t.default.overall.f1:.3f}"
+    held = f"; held fixed: {', '.join(t.held)}" if t.held else ""
+    chosen = "the configured setting (no trial scores better)" if t.chosen.is_default else \
+        ", ".join(f"{k}={v}" for k, v in t.chosen.setting.items())
+    lines = [f"{head}: {len(t.trials)} settings of {', '.join(p.key for p in t.params)}{held}",
+             f"best score shared by {len(t.plateau)} settings; chosen: {chosen}",
+             tune_table(t.default, t.trials, t.chosen, top)]
+    return "\n".join(lines)

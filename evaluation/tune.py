@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -226,35 +227,152 @@ def meets(objective: str, trial: Trial) -> bool:
     return objective != "recall@precision>=0.9" or trial.overall.precision >= 0.9
 
 
-def choose(objective: str, default: Trial, trials: Sequence[Trial]) -> Trial:
-    """The best trial for the objective; the default setting wins ties (change nothing needlessly)."""
-    best = default
+def score_key(objective: str, trial: Trial) -> tuple[float, ...]:
+    """What the objective scores (larger is better), without the tie-breaks: trials with equal keys
+    form a plateau."""
+    return rank_key(objective, trial)[:3]
+
+
+def _axes(trials: Sequence[Trial]) -> dict[str, list[Any]]:
+    """Each parameter's values in grid order (the order the Cartesian product visits them)."""
+    axes: dict[str, list[Any]] = {}
     for t in trials:
-        if rank_key(objective, t) > rank_key(objective, best):
-            best = t
-    return best
+        for k, v in t.setting.items():
+            values = axes.setdefault(k, [])
+            if v not in values:
+                values.append(v)
+    return axes
+
+
+def margins(trial: Trial, plateau: set[tuple[int, ...]], axes: Mapping[str, Sequence[Any]]) -> list[int]:
+    """Per parameter, how many grid steps ``trial`` may move either way and stay on the plateau:
+    1 + the smaller of the plateau runs below and above it along that parameter, the others held
+    (at the grid's first or last value the run on that side is 0)."""
+    keys = list(axes)
+    here = [list(axes[k]).index(trial.setting[k]) for k in keys]
+    out = []
+    for a, k in enumerate(keys):
+        runs = []
+        for step in (-1, 1):
+            n, pos = 0, list(here)
+            while True:
+                pos[a] += step
+                if not 0 <= pos[a] < len(axes[k]) or tuple(pos) not in plateau:
+                    break
+                n += 1
+            runs.append(n)
+        out.append(1 + min(runs))
+    return out
+
+
+def _off_centre(trial: Trial, plateau_points: Sequence[tuple[int, ...]], axes: Mapping[str, Sequence[Any]],
+                only: Sequence[int]) -> float:
+    """Squared distance, in grid steps over each parameter's span, from the middle of the plateau's
+    extent, over the parameters numbered in ``only``."""
+    keys = list(axes)
+    total = 0.0
+    for a in only:
+        k = keys[a]
+        lo = min(p[a] for p in plateau_points)
+        hi = max(p[a] for p in plateau_points)
+        span = max(len(axes[k]) - 1, 1)
+        total += ((list(axes[k]).index(trial.setting[k]) - (lo + hi) / 2) / span) ** 2
+    return total
+
+
+def _at_edge(trial: Trial, plateau: set[tuple[int, ...]], axes: Mapping[str, Sequence[Any]],
+             only: Sequence[int]) -> int:
+    """How many of the parameters numbered in ``only`` sit at the grid's first or last value although
+    the plateau goes on inward from there (what lies beyond the grid's edge was never scored)."""
+    keys = list(axes)
+    here = tuple(list(axes[k]).index(trial.setting[k]) for k in keys)
+    n = 0
+    for a in only:
+        last = len(axes[keys[a]]) - 1
+        inward = 1 if here[a] == 0 else -1 if here[a] == last else 0
+        if inward and (*here[:a], here[a] + inward, *here[a + 1:]) in plateau:
+            n += 1
+    return n
+
+
+def indifferent_axes(plateau: set[tuple[int, ...]], axes: Mapping[str, Sequence[Any]]) -> list[int]:
+    """Parameters (by number) the best score does not depend on: from every plateau setting, every
+    value of the parameter is on the plateau too."""
+    sizes = [len(v) for v in axes.values()]
+    out = []
+    for a, n in enumerate(sizes):
+        if all((*p[:a], i, *p[a + 1:]) in plateau for p in plateau for i in range(n)):
+            out.append(a)
+    return out
+
+
+def plateau_of(objective: str, trials: Sequence[Trial]) -> list[Trial]:
+    """The trials that share the best objective score (empty without trials)."""
+    if not trials:
+        return []
+    best = max(score_key(objective, t) for t in trials)
+    return [t for t in trials if score_key(objective, t) == best]
+
+
+def choose(objective: str, default: Trial, trials: Sequence[Trial]) -> Trial:
+    """The best trial for the objective, robust to where the grid's values happen to lie.
+
+    The default setting wins when no trial scores better (change nothing needlessly). Otherwise,
+    among the trials tied at the best score (the plateau), the one whose every parameter the score
+    depends on can move furthest either way and stay on the plateau wins (maximin over those
+    parameters of :func:`margins`), then the one changing fewest parameters (a parameter the score
+    does not depend on, :func:`indifferent_axes`, keeps its configured value when the grid has it),
+    then the one nearest the middle of the plateau, then the shortest median start delay. A grid
+    value at the plateau's edge is a setting one step from scoring worse; the grid's first value
+    (the old tie-break's pick for ``limit_s``, by start delay) is chosen only when the plateau
+    allows nothing else.
+    """
+    plateau = plateau_of(objective, trials)
+    if not plateau or score_key(objective, default) >= score_key(objective, plateau[0]):
+        return default
+    axes = _axes(trials)
+    keys = list(axes)
+    points = [tuple(list(axes[k]).index(t.setting[k]) for k in keys) for t in plateau]
+    on = set(points)
+    indifferent = indifferent_axes(on, axes)
+    telling = [a for a in range(len(keys)) if a not in indifferent]
+
+    def robust(t: Trial) -> tuple[Any, ...]:
+        m = margins(t, on, axes)
+        m = [m[a] for a in telling]
+        return (sorted(m), sum(m), -_at_edge(t, on, axes, telling), -t.changes,
+                -_off_centre(t, points, axes, telling), -_off_centre(t, points, axes, indifferent), -_delay(t))
+
+    return max(plateau, key=robust)
+
+
+def _zone_changes(lab: ClipLabels, setting: Mapping[GridParam, Any]) -> dict[str, dict[str, Any]]:
+    """Per zone of the clip's camera, each field the setting changes: ``{field: {old, new}}``."""
+    zones_out: dict[str, Any] = {}
+    for zone in lab.camera.model_dump(mode="python")["zones"]:
+        changes: dict[str, Any] = {}
+        for param, value in setting.items():
+            if not param.applies_to(zone):
+                continue
+            node: Any = zone
+            for part in param.path:
+                node = node[part]
+            if node != value:
+                changes[".".join(param.path)] = {"old": node, "new": value}
+        if changes:
+            zones_out[zone["id"]] = changes
+    return zones_out
 
 
 def config_patch(labels: Sequence[ClipLabels], params: Sequence[GridParam], chosen: Trial, default: Trial,
                  objective: str, trials_run: int) -> dict[str, Any]:
-    """The reviewable patch: per camera and zone, each changed field ``{old, new}``, and the scores."""
+    """The reviewable patch of one setting for all clips: per camera and zone, each changed field
+    ``{old, new}``, and the scores (see :func:`camera_patch` for one setting per camera)."""
     by_key = {p.key: p for p in params}
     setting = {by_key[k]: v for k, v in chosen.setting.items()}
     cameras: dict[str, Any] = {}
     for lab in labels:
-        zones_out: dict[str, Any] = {}
-        for zone in lab.camera.model_dump(mode="python")["zones"]:
-            changes: dict[str, Any] = {}
-            for param, value in setting.items():
-                if not param.applies_to(zone):
-                    continue
-                node: Any = zone
-                for part in param.path:
-                    node = node[part]
-                if node != value:
-                    changes[".".join(param.path)] = {"old": node, "new": value}
-            if changes:
-                zones_out[zone["id"]] = changes
+        zones_out = _zone_changes(lab, setting)
         if zones_out:
             cam = cameras.setdefault(lab.camera.id, {"labels": [], "zones": {}})
             cam["labels"].append(str(lab.path))
@@ -266,6 +384,114 @@ def config_patch(labels: Sequence[ClipLabels], params: Sequence[GridParam], chos
         "settings_tried": trials_run,
         "clips": [str(lab.path) for lab in labels],
         "scores": {"before": default.summary(), "after": chosen.summary()},
+        "cameras": cameras,
+    }
+
+
+# --- per camera -------------------------------------------------------------------------------------
+
+LIMIT_FIELDS = frozenset({"limit_s"})
+"""Zone fields that are policy, not parameters to fit: how long a car may stand, how long an object
+may lie, is the operator's rule (DOMAIN.md), and on short clips every limit below the clip's dwell
+scores the same. Held at the configured value unless ``--tune-limits``."""
+
+
+def is_limit(param: GridParam) -> bool:
+    return param.path[-1] in LIMIT_FIELDS
+
+
+@dataclass
+class CameraTuning:
+    """The sweep of one camera over its own label files: its grid, its trials and its choice."""
+
+    camera: str
+    labels: list[ClipLabels]
+    params: list[GridParam]
+    held: list[str]
+    """Grid keys that select this camera's zones but were held at the configured values (limits)."""
+    default: Trial
+    trials: list[Trial]
+    chosen: Trial
+    objective: str
+
+    @property
+    def plateau(self) -> list[Trial]:
+        return plateau_of(self.objective, self.trials)
+
+
+def params_for(labels: Sequence[ClipLabels], params: Sequence[GridParam],
+               tune_limits: bool = False) -> tuple[list[GridParam], list[str]]:
+    """The grid parameters that select a zone of these clips' cameras, and the keys held fixed."""
+    zones = [z for lab in labels for z in lab.camera.model_dump(mode="python")["zones"]]
+    applies = [p for p in params if any(p.applies_to(z) for z in zones)]
+    used = [p for p in applies if tune_limits or not is_limit(p)]
+    return used, [p.key for p in applies if p not in used]
+
+
+def tune_per_camera(labels: Sequence[ClipLabels], params: Sequence[GridParam], replay_fn: ReplayFn,
+                    objective: str = "f1", *, tune_limits: bool = False,
+                    progress: Callable[[int, int], None] | None = None) -> list[CameraTuning]:
+    """Sweep each camera (the label files' ``camera``) over the grid parameters that select its zones,
+    limits held fixed unless ``tune_limits``, and choose per camera (:func:`choose`). A parameter
+    that selects no zone of any labelled camera is a :class:`GridError`."""
+    current_values(labels, params)  # every parameter must select some zone
+    groups: dict[str, list[ClipLabels]] = {}
+    for lab in labels:
+        groups.setdefault(lab.camera.id, []).append(lab)
+    plan = [(cam, group, *params_for(group, params, tune_limits)) for cam, group in groups.items()]
+    sizes = [math.prod(len(p.values) for p in used) if used else 0 for _, _, used, _ in plan]
+    total, done = sum(sizes), 0
+    out = []
+    for (cam, group, used, held), size in zip(plan, sizes, strict=True):
+        if used:
+            step = None if progress is None else (lambda i, _n, base=done: progress(base + i, total))
+            default, trials = sweep(group, used, replay_fn, progress=step)
+        else:
+            res = evaluate_setting(group, {}, replay_fn)
+            default, trials = Trial({}, score(res), is_default=True, results=res), []
+        done += size
+        out.append(CameraTuning(cam, group, used, held, default, trials, choose(objective, default, trials),
+                                objective))
+    return out
+
+
+def combined(trials: Sequence[Trial]) -> Trial:
+    """One trial scoring the clip results of several (each camera's choice, say) together."""
+    results = [r for t in trials for r in t.results]
+    return Trial({}, score(results), results=results)
+
+
+def camera_patch(tunings: Sequence[CameraTuning], objective: str, tune_limits: bool = False) -> dict[str, Any]:
+    """The reviewable patch of a per-camera sweep: per camera its labels, the setting chosen, its
+    scores before and after, and per zone each changed field ``{old, new}``
+    (``patrol config apply`` reads ``cameras.<id>.zones``)."""
+    cameras: dict[str, Any] = {}
+    for t in tunings:
+        by_key = {p.key: p for p in t.params}
+        setting = {by_key[k]: v for k, v in t.chosen.setting.items()}
+        zones: dict[str, Any] = {}
+        for lab in t.labels:
+            for zid, ch in _zone_changes(lab, setting).items():
+                zones.setdefault(zid, {}).update(ch)
+        cameras[t.camera] = {
+            "labels": [str(lab.path) for lab in t.labels],
+            "settings_tried": len(t.trials),
+            "best_plateau": len(t.plateau),
+            "held_fixed": t.held,
+            "objective_met": meets(objective, t.chosen),
+            "setting": "as configured" if t.chosen.is_default else dict(t.chosen.setting),
+            "scores": {"before": t.default.summary(), "after": t.chosen.summary()},
+            "zones": zones,
+        }
+    before, after = combined([t.default for t in tunings]), combined([t.chosen for t in tunings])
+    return {
+        "objective": objective,
+        "objective_met": all(meets(objective, t.chosen) for t in tunings),
+        "per_camera": True,
+        "tune_limits": tune_limits,
+        "settings_tried": sum(len(t.trials) for t in tunings),
+        "clips": [str(lab.path) for t in tunings for lab in t.labels],
+        "scores": {"before": before.summary(), "after": after.summary()},
         "cameras": cameras,
     }
 

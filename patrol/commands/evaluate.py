@@ -13,11 +13,13 @@ from typing import Any
 
 from camera_config.schema import Camera
 from core.assets import default_cache_dir
+from core.progress import Counter, progress
 from evaluation import report
 from evaluation.labels import ClipLabels, validate_label_files
 from evaluation.matching import ClipResult, Observed, match_clip, score
 from evaluation.replay import Replayer, default_detector_factory
-from evaluation.tune import OBJECTIVES, choose, config_patch, load_grid, meets, patch_yaml, sweep
+from evaluation.snapshots import write_snapshots
+from evaluation.tune import OBJECTIVES, camera_patch, load_grid, meets, patch_yaml, tune_per_camera
 
 log = logging.getLogger("patrol.eval")
 
@@ -51,9 +53,11 @@ def register(sub: Any) -> None:
 
     t = sub.add_parser(
         "tune", help="sweep zone parameters over cached detections and propose a config patch",
-        description="Sweep every combination of the grid's zone parameters over the labelled clips "
-                    "(detections from the cache: only tracking and rules re-run), report the "
-                    "precision/recall trade-off and write the best setting as a reviewable config patch.")
+        description="Per camera (each label file's camera), sweep every combination of the grid's zone "
+                    "parameters that select its zones over its labelled clips (detections from the cache: only "
+                    "tracking and rules re-run; limit_s held fixed unless --tune-limits), report the "
+                    "precision/recall trade-off and write each camera's most robust best setting (the middle "
+                    "of the best plateau) as a reviewable config patch for `patrol config apply`.")
     t.add_argument("labels", nargs="+", metavar="LABELS", help="label YAML files")
     t.add_argument("--grid", required=True, metavar="PARAMS", help="YAML: zone parameter -> list of values")
     t.add_argument("--objective", default="f1", choices=OBJECTIVES, help="what the chosen setting maximises")
@@ -61,6 +65,8 @@ def register(sub: Any) -> None:
                    help="write the config patch (YAML) here; default: stdout (the table then goes to stderr)")
     t.add_argument("--report", metavar="DIR", help="write tune.md, pr.png and trials.json into DIR")
     t.add_argument("--json", metavar="FILE", help="write every trial's scores as JSON ('-': stdout)")
+    t.add_argument("--tune-limits", action="store_true",
+                   help="sweep the zones' limit_s too (by default a limit is policy: held at the configured value)")
     _cache_args(t)
     t.set_defaults(func=run_tune)
 
@@ -99,7 +105,9 @@ def run_eval(args: argparse.Namespace) -> int:
 
         return run_export(args)
     replayer = Replayer(_cache_dir(args), default_detector_factory, refresh=args.refresh)
-    results = evaluate(args.labels, replayer)  # validates every file before the first replay
+    labels = validate_label_files(args.labels)  # every file checked before the first replay
+    results = [match_clip(lab.name, replayer(lab, lab.camera), lab.expected, lab.quiet, lab.exhaustive)
+               for lab in progress(labels, desc="eval", unit="clip", quiet=_json_mode(args))]
     scores = score(results)
     text_out = sys.stderr if args.json == "-" else sys.stdout  # stdout stays pure JSON when it carries JSON
     print(report.score_table(scores), file=text_out)
@@ -111,7 +119,8 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.report:
         folder = Path(args.report)
         report.plot_eval(scores, folder / "scores.png")
-        (folder / "report.md").write_text(report.eval_markdown(scores, results, "scores.png", args.labels),
+        shots = write_snapshots(labels, results, folder / "snapshots")
+        (folder / "report.md").write_text(report.eval_markdown(scores, results, "scores.png", args.labels, shots),
                                           encoding="utf-8")
         print(f"report: {folder / 'report.md'}", file=sys.stderr)
     return 0
@@ -121,34 +130,50 @@ def run_tune(args: argparse.Namespace) -> int:
     labels = validate_label_files(args.labels)
     params = load_grid(args.grid)
     replayer = Replayer(_cache_dir(args), default_detector_factory, refresh=args.refresh)
-    for lab in labels:
+    quiet = _json_mode(args)
+    for lab in progress(labels, desc="load clips", unit="clip", quiet=quiet):
         replayer.load(lab)  # detect (or load) every clip before timing the sweep
     started = time.perf_counter()
-    default, trials = sweep(labels, params, replayer)
+    with Counter(desc="tune", unit="setting", quiet=quiet) as bar:
+        tunings = tune_per_camera(labels, params, replayer, args.objective, tune_limits=args.tune_limits,
+                                  progress=bar.goto)
     elapsed = time.perf_counter() - started
-    chosen = choose(args.objective, default, trials)
-    patch = config_patch(labels, params, chosen, default, args.objective, len(trials))
+    patch = camera_patch(tunings, args.objective, args.tune_limits)
     text = patch_yaml(patch)
-    table = report.tune_table(default, trials, chosen)
+    table = "\n\n".join(report.camera_tune_table(t) for t in tunings)
     # stdout carries one thing: the JSON (--json -), else the patch (no --out), else the table
     patch_to_stdout = not args.out and args.json != "-"
     print(table, file=sys.stderr if args.json == "-" or patch_to_stdout else sys.stdout)
-    print(f"\n{len(trials)} settings x {len(labels)} clips in {elapsed:.1f} s; objective {args.objective}"
-          + ("" if meets(args.objective, chosen) else " NOT met by any setting (best shown)"), file=sys.stderr)
+    unmet = [t.camera for t in tunings if not meets(args.objective, t.chosen)]
+    tried = sum(len(t.trials) for t in tunings)
+    print(f"\n{tried} settings over {len(tunings)} camera(s), {len(labels)} clips in {elapsed:.1f} s; "
+          f"objective {args.objective}" + (f" NOT met by any setting for {', '.join(unmet)} (best shown)"
+                                           if unmet else "")
+          + ("" if args.tune_limits else "; limits held at the configured values (--tune-limits to sweep them)"),
+          file=sys.stderr)
     if args.out:
         _write(args.out, text)
-        print(f"config patch: {args.out}", file=sys.stderr)
+        print(f"config patch: {args.out} (review, then: patrol config apply {args.out})", file=sys.stderr)
     elif patch_to_stdout:
         sys.stdout.write(text)
     if args.json:
-        _write(args.json, json.dumps({"default": default.summary(), "chosen": chosen.summary(),
-                                      "trials": [t.summary() for t in trials]}, indent=2) + "\n")
+        _write(args.json, json.dumps({"cameras": {t.camera: {
+            "default": t.default.summary(), "chosen": t.chosen.summary(), "held_fixed": t.held,
+            "trials": [x.summary() for x in t.trials]} for t in tunings}}, indent=2) + "\n")
     if args.report:
         folder = Path(args.report)
-        report.plot_pr(default, trials, chosen, folder / "pr.png")
-        (folder / "tune.md").write_text(report.tune_markdown(table, "pr.png", text), encoding="utf-8")
-        (folder / "trials.json").write_text(json.dumps([t.summary() for t in trials], indent=2),
-                                            encoding="utf-8")
+        pngs = []
+        for t in tunings:
+            if t.trials:
+                png = f"pr-{t.camera}.png"
+                report.plot_pr(t.default, t.trials, t.chosen, folder / png)
+                pngs.append(png)
+        (folder / "tune.md").write_text(report.tune_markdown(table, pngs, text), encoding="utf-8")
+        (folder / "trials.json").write_text(json.dumps({t.camera: [x.summary() for x in t.trials]
+                                                        for t in tunings}, indent=2), encoding="utf-8")
     return 0
 
 
+def _json_mode(args: argparse.Namespace) -> bool:
+    """JSON on stdout or in the log: no progress bar (core.progress)."""
+    return args.json == "-" or bool(getattr(args, "log_json", False))

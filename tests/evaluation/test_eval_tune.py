@@ -62,13 +62,14 @@ def test_sweep_picks_a_better_setting_and_writes_a_patch(clips: list[ClipLabels]
     assert (default.overall.tp, default.overall.fp, default.overall.fn) == (0, 2, 2)  # 30 s is too late
     chosen = choose("f1", default, trials)
     assert chosen.overall.f1 == 1.0
-    # limit 10 and 20 both score 1.0; 10 opens sooner; keep_clear stays as configured (fewer changes)
-    assert chosen.setting == {"no_parking:limit_s": 10, "still_tolerance": 0.25, "keep_clear:limit_s": 20}
+    # limit 10 and 20 both score 1.0; 10 opens sooner but sits at the grid's first value with the
+    # plateau going on inward (20): 20 is chosen; keep_clear stays as configured (fewer changes)
+    assert chosen.setting == {"no_parking:limit_s": 20, "still_tolerance": 0.25, "keep_clear:limit_s": 20}
     patch = config_patch(clips, params, chosen, default, "f1", len(trials))
-    assert patch["cameras"]["cam"]["zones"] == {"kerb": {"limit_s": {"old": 30.0, "new": 10}}}
+    assert patch["cameras"]["cam"]["zones"] == {"kerb": {"limit_s": {"old": 30.0, "new": 20}}}
     assert patch["scores"]["before"]["f1"] == 0.0 and patch["scores"]["after"]["f1"] == 1.0
     text = patch_yaml(patch)
-    assert yaml.safe_load(text)["cameras"]["cam"]["zones"]["kerb"]["limit_s"] == {"old": 30.0, "new": 10}
+    assert yaml.safe_load(text)["cameras"]["cam"]["zones"]["kerb"]["limit_s"] == {"old": 30.0, "new": 20}
     assert "secret" not in text
 
 
