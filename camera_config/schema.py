@@ -111,6 +111,9 @@ class StallWeights(Strict):
     stall_object: float = Field(default=1.0, ge=0, le=10)
     lingering_person: float = Field(default=0.5, ge=0, le=10)
     static_occupancy: float = Field(default=0.5, ge=0, le=10)
+    stall_model: float = Field(default=1.0, ge=0, le=10, description=(
+        "Weight of a region the learned stall signal (models/stall_signal.py) calls cart, where the "
+        "analyzer runs it; 0 turns the signal off."))
 
 
 class NoVendingZone(ZoneBase):
@@ -142,6 +145,9 @@ class NoVendingZone(ZoneBase):
     min_coverage: float = Field(default=0.5, gt=0, le=1,
                                 description="Least fraction of its life a stall object must have been seen.")
     min_score: float = Field(default=0.25, ge=0, le=1)
+    model_interval_s: float = Field(default=10.0, gt=0, le=600, description=(
+        "Stream seconds between two runs of the learned stall signal on the camera (its regions hold "
+        "in between): a stall must stand for limit_s (minutes), a run costs about one detector pass."))
 
     _classes = field_validator("stall_classes", "weak_classes")(_check_classes)
 

@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "patrol.commands.evaluate",
     "patrol.commands.review",
     "patrol.commands.replay",
+    "patrol.commands.train",
 )
 
 log = logging.getLogger("patrol")

@@ -21,10 +21,12 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from camera_config.schema import Camera, SiteConfig, ZoneBase
+from camera_config.schema import Camera, NoVendingZone, SiteConfig, ZoneBase
 from core.coco import CLASS_ID
+from core.errors import PatrolError
 from core.events import IncidentEvent
 from core.types import Detections, Frame, Track
+from models.stall_signal import StallRegion, StallScorer, shared_scorer
 from pipeline.sampler import TimeSampler
 from pipeline.scores import ScoreThresholds
 from pipeline.tracking import ObjectTracker
@@ -33,6 +35,7 @@ from rules.background import DualBackground, StaticRegion
 from rules.findings import Finding, Rule
 from rules.lifecycle import IncidentLifecycle, ZonePolicy
 from rules.registry import OccupancyFed, RuleContext, RuleKind, kinds_of
+from rules.stall import StallRule
 
 log = logging.getLogger("patrol.analyzer")
 
@@ -64,10 +67,15 @@ class CameraAnalyzer:
     """
 
     def __init__(self, camera: Camera, timezone: str = "UTC", tracker: ObjectTracker | None = None,
-                 static_occupancy: bool = True, debug: bool = False) -> None:
+                 static_occupancy: bool = True, debug: bool = False, stall_scorer: StallScorer | None = None) -> None:
         """``static_occupancy=False`` skips the camera's shared background model that feeds the rule
         kinds with ``static_occupancy`` (for scripted scenes whose frames carry no pixels).
-        ``debug=True`` fills :attr:`last` with each rule's state (:attr:`FrameReport.rule_states`)."""
+        ``debug=True`` fills :attr:`last` with each rule's state (:attr:`FrameReport.rule_states`).
+        ``stall_scorer`` (:func:`models.stall_signal.shared_scorer`) feeds the no_vending zones'
+        ``stall_model`` signal, run every ``model_interval_s`` of stream time."""
+        self.stall_scorer = stall_scorer
+        self._stall_regions: list[StallRegion] = []
+        self._stall_scored_at: float | None = None
         self.debug = debug
         self.camera = camera
         self.kinds: tuple[RuleKind[Any], ...] = kinds_of(camera.zones, f"camera {camera.id!r}")
@@ -91,6 +99,7 @@ class CameraAnalyzer:
         self._context = RuleContext(frame_size, self.tz)
         self.rules = [kind.rule(zone, self._context) for zone, kind in zip(self.camera.zones, self.kinds, strict=True)]
         self._on_schedule = [True] * len(self.rules)
+        self._stall_regions, self._stall_scored_at = [], None
         if self.static_occupancy and any(kind.static_occupancy for kind in self.kinds):
             self.background = DualBackground(long_term_s=120.0, short_term_s=10.0)
 
@@ -128,6 +137,7 @@ class CameraAnalyzer:
             movers = dets[np.isin(dets.class_id, list(MOVERS))]
             regions = self.background.update(frame.image, frame.pts,
                                              ignore_boxes=[tuple(map(float, b)) for b in movers.xyxy])
+        self._score_stalls(frame)
         findings: list[Finding] = []
         for i, (zone, kind) in enumerate(zip(self.camera.zones, self.kinds, strict=True)):
             findings.extend(self._run_zone(i, zone, kind, frame, tracks, dets, regions))
@@ -157,14 +167,38 @@ class CameraAnalyzer:
         rule = self.rules[i]
         if kind.static_occupancy:
             cast(OccupancyFed, rule).static_regions = regions
+        if isinstance(rule, StallRule):
+            rule.model_regions = self._stall_regions
         found = rule.update(frame, tracks, dets)
         return found if active else []
+
+    def _score_stalls(self, frame: Frame) -> None:
+        """The learned stall signal's regions, renewed every ``model_interval_s`` (the shortest of the
+        camera's no_vending zones that weigh it) and held in between."""
+        if self.stall_scorer is None:
+            return
+        intervals = [z.model_interval_s for z in self.camera.zones
+                     if isinstance(z, NoVendingZone) and z.weights.stall_model > 0]
+        if intervals and (self._stall_scored_at is None or frame.pts - self._stall_scored_at >= min(intervals)):
+            self._stall_regions = self.stall_scorer.regions(frame.image)
+            self._stall_scored_at = frame.pts
 
 
 def camera_analyzer(camera: Camera, site: SiteConfig) -> CameraAnalyzer:
     """The analyzer factory ``patrol run`` gives :class:`pipeline.worker.PatrolWorker` (the worker never
-    imports the rules: they build on the pipeline)."""
-    return CameraAnalyzer(camera, site.site.timezone)
+    imports the rules: they build on the pipeline). A camera with a no_vending zone that weighs
+    ``stall_model`` gets the process's shared stall scorer; one that cannot load runs without it."""
+    return CameraAnalyzer(camera, site.site.timezone, stall_scorer=_stall_scorer_for(camera))
+
+
+def _stall_scorer_for(camera: Camera) -> StallScorer | None:
+    if not any(isinstance(z, NoVendingZone) and z.weights.stall_model > 0 for z in camera.zones):
+        return None
+    try:
+        return shared_scorer()
+    except PatrolError as exc:
+        log.warning("camera %s: the learned stall signal is off: %s", camera.id, exc)
+        return None
 
 
 def _replace_pts(frame: Frame, pts: float) -> Frame:

@@ -1,6 +1,6 @@
 """Street stalls: evidence of vending that stays in a no_vending zone past the zone's limit.
 
-Three kinds of evidence, each a named signal with a weight from the zone config:
+Four kinds of evidence, each a named signal with a weight from the zone config:
 
 - ``stall_object``: a stall-class object (umbrella, table, chair, cart proxies...) standing still
   in the zone (remembered by place, so occlusion and id swaps do not reset it). Classes in
@@ -9,6 +9,9 @@ Three kinds of evidence, each a named signal with a weight from the zone config:
 - ``lingering_person``: a person who has stayed near that evidence for ``linger_s``.
 - ``static_occupancy``: a static region of the background model (something new standing on
   the ground, :class:`rules.background.DualBackground`) near that evidence.
+- ``stall_model``: a region the learned stall signal calls cart (:mod:`models.stall_signal`, run by
+  the analyzer and set in :attr:`StallRule.model_regions`), standing still like a stall object; its
+  evidence box carries the model's score.
 
 Evidence near each other forms one place (one stall). A place whose weighted score reaches
 ``evidence_threshold`` starts its clock; the clock survives gaps of up to ``occlusion_grace_s``
@@ -35,6 +38,16 @@ from rules.findings import Finding
 
 PERSON = CLASS_ID["person"]
 Box = tuple[float, float, float, float]
+
+
+class ModelRegionLike(Protocol):
+    """What the stall rule reads of :class:`models.stall_signal.StallRegion`."""
+
+    @property
+    def xyxy(self) -> Box: ...
+
+    @property
+    def score(self) -> float: ...
 
 
 class StaticRegionLike(Protocol):
@@ -96,6 +109,8 @@ class StallRule:
         self.people = PlaceMemory(tolerance=zone.person_tolerance, forget_after_s=zone.occlusion_grace_s,
                                   size_ratio=2.5)
         self.static_regions: Sequence[StaticRegionLike] = ()
+        self.model_regions: Sequence[ModelRegionLike] = ()
+        self.model_places = PlaceMemory(tolerance=zone.still_tolerance, forget_after_s=zone.occlusion_grace_s)
         self._clocks: dict[str, _Clock] = {}
 
     def _sightings(self, frame: Frame, tracks: Sequence[Track], dets: Detections, moving_ok: bool,
@@ -118,6 +133,9 @@ class StallRule:
                             confident.xyxy)
         self.people.update(frame.pts, self._sightings(frame, tracks, people, True, self.zone.person_tolerance),
                            confident.xyxy)
+        if self.zone.weights.stall_model > 0:
+            regions = [r for r in self.model_regions if self.mask.contains_boxes(np.asarray([r.xyxy]))[0]]
+            self.model_places.update(frame.pts, [Sighting(r.xyxy, float(r.score), -1) for r in regions])
         places = self._places(frame.pts)
         return self._clock(frame.pts, places)
 
@@ -135,6 +153,13 @@ class StallRule:
             p.boxes.append(_ebox(COCO80[st.class_id], st.last_box, st.mean_score,
                                  max(st.track_ids) if st.track_ids else None))
             p.signals["stall_object"] = w.stall_object * (0.5 if weak else 1.0)
+            anchors.append(p)
+        for st in self.model_places.alive() if w.stall_model > 0 else ():
+            if not self._standing(st):
+                continue
+            p = _Place(anchor=st.anchor, key=f"m{st.station_id}", since=st.since, seen_now=st.last_seen == now)
+            p.boxes.append(_ebox("stall_model", st.last_box, st.mean_score))
+            p.signals["stall_model"] = w.stall_model
             anchors.append(p)
         regions = [r for r in self.static_regions if self.mask.contains_boxes(np.asarray([r.xyxy]))[0]]
         for r in regions:
