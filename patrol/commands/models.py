@@ -15,6 +15,7 @@ import yaml
 
 from core.assets import Asset, AssetCache, data_assets, folder_manifest, get_asset
 from core.errors import AssetError
+from core.progress import progress
 from models.registry import registry
 
 
@@ -82,7 +83,7 @@ def models_list(args: argparse.Namespace) -> int:
 def models_fetch(args: argparse.Namespace) -> int:
     specs = registry()
     cache = AssetCache()
-    for name in _select(args, list(specs), "model"):
+    for name in progress(_select(args, list(specs), "model"), desc="fetch models", unit="model"):
         if name not in specs:
             raise AssetError(f"unknown model {name!r}; known: {', '.join(specs)}")
         print(f"{name}: {cache.fetch(specs[name].asset())}")
@@ -106,7 +107,7 @@ def assets_list(args: argparse.Namespace) -> int:
 
 def assets_fetch(args: argparse.Namespace) -> int:
     cache = AssetCache()
-    for name in _select(args, list(data_assets()), "data asset"):
+    for name in progress(_select(args, list(data_assets()), "data asset"), desc="fetch assets", unit="asset"):
         print(f"{name}: {cache.fetch(get_asset(name))}")
     return 0
 

@@ -1,0 +1,44 @@
+"""core.progress: a bar only at a terminal, never in CI, JSON or a pipe (the eval command's own run in a
+pseudo-terminal is in tests/evaluation/test_eval_errors_progress.py)."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+from collections.abc import Iterator
+
+import pytest
+
+from core.progress import bars_wanted
+
+
+@pytest.fixture()
+def terminal() -> Iterator[io.TextIOWrapper]:
+    master, slave = pty.openpty()
+    stream = io.TextIOWrapper(os.fdopen(slave, "wb"))
+    yield stream
+    stream.close()
+    os.close(master)
+
+
+@pytest.mark.parametrize(("env", "quiet", "at_terminal", "wanted"), [
+    ({}, False, True, True),
+    ({}, False, False, False),                       # piped
+    ({}, True, True, False),                         # --json - / --log-json
+    ({"CI": "true"}, False, True, False),
+    ({"CI": "1"}, False, True, False),
+    ({"CI": "false"}, False, True, True),
+    ({"PATROL_PROGRESS": "0"}, False, True, False),
+    ({"PATROL_PROGRESS": "1"}, False, False, True),  # forced on for a terminal tqdm cannot see
+    ({"PATROL_PROGRESS": "1", "CI": "true"}, False, True, True),
+    ({"PATROL_PROGRESS": "1"}, True, True, False),   # JSON output wins over everything
+])
+def test_bars_wanted(monkeypatch: pytest.MonkeyPatch, terminal: io.TextIOWrapper, env: dict[str, str],
+                     quiet: bool, at_terminal: bool, wanted: bool) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("PATROL_PROGRESS", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    stream = terminal if at_terminal else io.StringIO()
+    assert bars_wanted(stream, quiet=quiet) is wanted
