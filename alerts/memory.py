@@ -76,7 +76,6 @@ class InMemoryBroker:
         self._turn: dict[str, int] = {}
         self._tokens = itertools.count(1)
         self.running = True
-        self.published = 0
 
     def transport(self, endpoint: Endpoint) -> InMemoryTransport:
         return InMemoryTransport(self, endpoint)
@@ -178,7 +177,6 @@ class InMemoryBroker:
     def _route(self, topic: str, payload: bytes, *, retain: bool) -> None:
         if any(c in topic for c in "+#") or not topic:
             raise ValueError(f"publish: {topic!r} is not a topic name (no wildcards, not empty)")
-        self.published += 1
         if retain:
             if payload:
                 self._retained[topic] = payload
