@@ -45,8 +45,7 @@ def service(db: Database, mosquitto):  # type: ignore[no-untyped-def]
     stop = threading.Event()
     thread = threading.Thread(target=svc.run, args=(stop,), daemon=True)
     thread.start()
-    assert svc.transport.wait_connected(10)
-    time.sleep(0.3)  # the SUBSCRIBE is on its way
+    assert svc.transport.wait_connected(10)  # subscribed: SUBACK received
     yield svc
     stop.set()
     thread.join(10)
