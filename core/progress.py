@@ -18,12 +18,20 @@ from tqdm import tqdm
 T = TypeVar("T")
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
+_silenced = False
+
+
+def silence(on: bool = True) -> None:
+    """No bars anywhere in this process from now on (a command that writes JSON says so once, and bars
+    deep in a library, a clip's detection say, stay off too)."""
+    global _silenced
+    _silenced = on
 
 
 def bars_wanted(stream: TextIO | None = None, *, quiet: bool = False) -> bool:
     """Whether a progress bar belongs on ``stream`` (default: sys.stderr) now."""
     forced = os.environ.get("PATROL_PROGRESS", "").strip().lower()
-    if quiet or forced in ("0", "false", "no", "off"):
+    if quiet or _silenced or forced in ("0", "false", "no", "off"):
         return False
     if forced in _TRUE:
         return True

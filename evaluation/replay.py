@@ -38,6 +38,7 @@ import numpy.typing as npt
 from camera_config.schema import Camera
 from core.errors import PatrolError, SourceError
 from core.events import IncidentEvent
+from core.progress import progress
 from core.types import Detections, Frame
 from evaluation.cache import CachedClip, CacheKey, CacheMismatch, CacheMissing, load_cache, save_cache
 from evaluation.labels import ClipLabels, sha256_file
@@ -157,7 +158,8 @@ def detect_clip(labels: ClipLabels, detector: DetectorLike, key: CacheKey) -> Ca
     """Decode the clip at the camera's analysis fps and run the detector on every sampled frame."""
     camera = labels.camera
     clip: CachedClip | None = None
-    for frame in sample_frames(labels.clip, camera.id, camera.analysis_fps, labels.wall_start):
+    frames = sample_frames(labels.clip, camera.id, camera.analysis_fps, labels.wall_start)
+    for frame in progress(frames, desc=f"detect {labels.name}", unit="frame"):
         if clip is None:
             clip = CachedClip(key, (frame.width, frame.height))
         clip.append(frame.pts, detector.detect([frame.image])[0])

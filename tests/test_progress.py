@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from core.progress import bars_wanted
+from core.progress import bars_wanted, silence
 
 
 @pytest.fixture()
@@ -42,3 +42,14 @@ def test_bars_wanted(monkeypatch: pytest.MonkeyPatch, terminal: io.TextIOWrapper
         monkeypatch.setenv(k, v)
     stream = terminal if at_terminal else io.StringIO()
     assert bars_wanted(stream, quiet=quiet) is wanted
+
+
+def test_silence_turns_every_bar_off(monkeypatch: pytest.MonkeyPatch, terminal: io.TextIOWrapper) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("PATROL_PROGRESS", "1")
+    silence()
+    try:
+        assert bars_wanted(terminal) is False
+    finally:
+        silence(False)
+    assert bars_wanted(terminal) is True

@@ -13,7 +13,7 @@ from typing import Any
 
 from camera_config.schema import Camera
 from core.assets import default_cache_dir
-from core.progress import Counter, progress
+from core.progress import Counter, progress, silence
 from evaluation import report
 from evaluation.labels import ClipLabels, validate_label_files
 from evaluation.matching import ClipResult, Observed, match_clip, score
@@ -175,5 +175,8 @@ def run_tune(args: argparse.Namespace) -> int:
 
 
 def _json_mode(args: argparse.Namespace) -> bool:
-    """JSON on stdout or in the log: no progress bar (core.progress)."""
-    return args.json == "-" or bool(getattr(args, "log_json", False))
+    """JSON on stdout or in the log: no progress bar anywhere (core.progress.silence)."""
+    quiet = args.json == "-" or bool(getattr(args, "log_json", False))
+    if quiet:
+        silence()
+    return quiet
