@@ -1,7 +1,7 @@
 """``patrol run`` publishes: a real clip, the real detector and rules, a real broker and database.
 
 The street clip has a silver car standing at the right-hand kerb for the whole clip (ground point
-about (0.965, 0.543), see tests/alerts/test_parking_footage.py). With an 8 s limit the parking rule
+about (0.965, 0.543), see tests/rules/test_parking_footage.py). With an 8 s limit the parking rule
 fires about 8 s into the clip; the run lasts 16 s of real time at the clip's own pace. Afterwards
 the incident must be in the database, its event on the broker (valid against the committed
 schema), and its evidence (clip, snapshot, manifest) on disk and referenced from the database.
@@ -22,7 +22,7 @@ import yaml
 from patrol.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
-SCHEMA = json.loads((REPO / "alerts" / "schema" / "incident_event.v1.json").read_text(encoding="utf-8"))
+SCHEMA = json.loads((REPO / "core" / "schema" / "incident_event.v1.json").read_text(encoding="utf-8"))
 KERB = {"id": "kerb-right", "type": "no_parking", "limit_s": 8,
         "polygon": [[0.85, 0.40], [1.0, 0.40], [1.0, 0.65], [0.85, 0.65]]}
 

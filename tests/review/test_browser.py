@@ -3,7 +3,7 @@
 The pipeline (file source -> 2 fps -> YOLOX-Nano -> tracker -> parking rule -> lifecycle -> outbox)
 runs over the first 18 s of vehicle_counting_input_video.mp4 with two no_parking zones: the kerb on the right where a
 silver car stands all clip, and the far side where a queue of cars waits at the junction for ~20 s
-(see tests/alerts/test_parking_footage.py for what the footage shows). Evidence (remuxed clip,
+(see tests/rules/test_parking_footage.py for what the footage shows). Evidence (remuxed clip,
 snapshots, manifest) is written by the recorder hooked into the worker. Then the review page runs
 under uvicorn with a real outbox publisher to a real mosquitto, and Chromium logs in, lists the
 queue, plays a clip, sees the snapshot, confirms one incident and rejects another with a reason.
