@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -230,7 +229,3 @@ class StallScorer:
 def shared_scorer() -> StallScorer:
     """One scorer per process (its sessions are read-only and may serve every camera)."""
     return StallScorer()
-
-
-def scores_in(regions: Sequence[StallRegion]) -> list[float]:
-    return [r.score for r in regions]

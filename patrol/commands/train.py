@@ -71,6 +71,8 @@ def register(sub: Any) -> None:
                    help="folder for the model and card (default: models/, or a temporary folder with --smoke)")
     q.add_argument("--skip-measure", action="store_true", help="train and write only; no rule figures")
     q.add_argument("--json", type=Path, default=None, help="also write the figures as JSON here")
+    q.add_argument("--compare", type=Path, default=None,
+                   help="an earlier run's --json: the card then says how far this run's figures are from it")
     q.set_defaults(func=train_stall)
 
 
@@ -185,8 +187,24 @@ def write_registry_entry(sha256: str, size: int, threshold: float, path: Path = 
     path.write_text(head + block, encoding="utf-8")
 
 
+def comparison(previous: dict[str, Any], sha256: str, figures: RuleFigures | None) -> list[str]:
+    """Card lines: this run against an earlier run's JSON (``--compare``)."""
+    lines = ["## Repeatability",
+             f"Against an earlier run ({previous.get('cache', '?')} cache): model bytes "
+             + ("identical" if previous.get("sha256") == sha256 else f"differ (earlier {previous.get('sha256')})")
+             + "."]
+    rule = previous.get("rule")
+    if figures is not None and isinstance(rule, dict):
+        for key in ("val_rate_model", "street_rate_model"):
+            diff = 100 * abs(getattr(figures, key) - float(rule[key]))
+            lines.append(f"- {key}: {getattr(figures, key):.3f} now, {float(rule[key]):.3f} then "
+                         f"({diff:.1f} points apart)")
+    return [*lines, ""]
+
+
 def card_text(result: TrainResult, sha256: str, size: int, threshold: float, figures: RuleFigures | None,
-              train_names: Sequence[str], val_names: Sequence[str], total_s: float) -> str:
+              train_names: Sequence[str], val_names: Sequence[str], total_s: float,
+              compared: Sequence[str] = ()) -> str:
     s = result.settings
     lines = [
         f"# Model card: {SIGNAL_NAME} (learned stall signal)",
@@ -249,6 +267,7 @@ def card_text(result: TrainResult, sha256: str, size: int, threshold: float, fig
             "",
         ]
     lines += [
+        *compared,
         "## Training time",
         f"{total_s:.0f} s for the whole command (training and the figures above) on this machine (2 shared CPU "
         f"cores, other work running); of it features "
@@ -287,12 +306,14 @@ def train_stall(args: argparse.Namespace) -> int:
         scorer = StallScorer(spec, cache, classifier_path=None if committed else model_path)
         figures = measure(scorer, folder, val_names[:6] if args.smoke else val_names, cache)
     total = time.perf_counter() - t0
-    card = card_text(result, sha, size, spec.threshold, figures, train_names, val_names, total)
+    compared = comparison(json.loads(args.compare.read_text(encoding="utf-8")), sha, figures) if args.compare else []
+    card = card_text(result, sha, size, spec.threshold, figures, train_names, val_names, total, compared)
     (out / f"{SIGNAL_NAME}.md").write_text(card, encoding="utf-8")
     summary = {"model": str(model_path), "sha256": sha, "size": size, "threshold": spec.threshold,
                "oof_photo_recall": result.oof_photo_recall, "oof_negative_rate": result.oof_negative_rate,
                "oof_far_rate": result.oof_far_rate,
-               "seconds": round(total, 1), **({"rule": asdict(figures)} if figures else {})}
+               "seconds": round(total, 1), "cache": str(cache.cache_dir),
+               **({"rule": asdict(figures)} if figures else {})}
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2), encoding="utf-8")
     print(json.dumps({k: v for k, v in summary.items() if k != "rule"}))
