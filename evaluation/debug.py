@@ -11,12 +11,14 @@
   rule candidate (red when it fires, yellow while its clock runs) with its clock against its limit,
   and a panel with each zone's reasons and the frame's events.
 
-The events are the same as a plain replay's: debug mode only reads the rules' state.
+With ``--log-level debug`` the same state goes to the log, one line per analysed frame. The events
+are the same as a plain replay's: debug mode only reads the rules' state.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -35,6 +37,7 @@ from core.types import Frame
 from rules.analyzer import CameraAnalyzer, DetectFn, FrameReport, sample
 
 Image = npt.NDArray[np.uint8]
+log = logging.getLogger("patrol.replay")
 
 # colours (BGR) of what is drawn; distinct from each other on street footage
 DETECTION_BGR = (255, 160, 0)
@@ -165,15 +168,31 @@ class DebugVideo:
         self.close()
 
 
+def frame_summary(report: FrameReport) -> str:
+    """One log line per analysed frame: counts, then each zone's candidates with clock and reason."""
+    parts = [f"pts {report.pts:.2f}: {report.detections} detections, {len(report.tracks)} tracks, "
+             f"{len(report.findings)} findings, {len(report.events)} events"]
+    for state in report.rule_states:
+        items = "; ".join(f"{i.get('id')} {i.get('clock_s', 0.0):.1f}/{i.get('limit_s', 0.0):g}s {i.get('why')}"
+                          for i in state.get("items", []))
+        off = " (off schedule)" if state.get("off_schedule") else ""
+        parts.append(f"{state.get('zone')}{off}: {items or 'nothing'}")
+    return " | ".join(parts)
+
+
 def debug_replay(camera: Camera, frames: Iterable[Frame], detect: DetectFn, timezone: str, analysis_fps: float,
-                 *, trace: TextIO | None = None, video: DebugVideo | None = None) -> Iterator[IncidentEvent]:
+                 *, trace: TextIO | None = None, video: DebugVideo | None = None,
+                 log_frames: bool = False) -> Iterator[IncidentEvent]:
     """:func:`rules.analyzer.replay` with the analyzer in debug mode: the same events, and each
-    analysed frame written to ``trace`` (one JSON line) and ``video`` (annotated)."""
+    analysed frame written to ``trace`` (one JSON line), ``video`` (annotated) and, with
+    ``log_frames``, the log at DEBUG (:func:`frame_summary`)."""
     analyzer = CameraAnalyzer(camera, timezone, debug=True)
     for frame in sample(frames, analysis_fps):
         events = analyzer.process(frame, detect(frame))
         report = analyzer.last
         assert report is not None  # set by every process()
+        if log_frames:
+            log.debug("camera %s: %s", camera.id, frame_summary(report))
         if trace is not None:
             trace.write(json.dumps(trace_line(camera.id, report)) + "\n")
         if video is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import queue
 import sys
 import threading
@@ -125,7 +126,8 @@ def run_replay(args: argparse.Namespace) -> int:
                       total=expected_frames(source, fps), unit="frame", quiet=getattr(args, "log_json", False))
     # sampled again by the analyzer: a no-op for well-formed files, a guard for files whose
     # frame times go backwards (AVI with B-frames), which restart the source's sampler
-    if not (args.trace or args.debug_video):
+    log_frames = logging.getLogger("patrol.replay").isEnabledFor(logging.DEBUG)
+    if not (args.trace or args.debug_video or log_frames):
         for event in replay(camera, frames, detector_fn(detector), timezone, analysis_fps=fps):
             _print(event)
         return 0
@@ -137,7 +139,8 @@ def run_replay(args: argparse.Namespace) -> int:
             Path(args.trace).parent.mkdir(parents=True, exist_ok=True)
             trace = stack.enter_context(Path(args.trace).open("w", encoding="utf-8"))
         video = stack.enter_context(DebugVideo(Path(args.debug_video), fps)) if args.debug_video else None
-        for event in debug_replay(camera, frames, detector_fn(detector), timezone, fps, trace=trace, video=video):
+        for event in debug_replay(camera, frames, detector_fn(detector), timezone, fps, trace=trace, video=video,
+                                  log_frames=log_frames):
             _print(event)
     return 0
 

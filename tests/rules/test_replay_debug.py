@@ -53,9 +53,13 @@ def site_of(label: str, clip: Path, tmp_path: Path) -> tuple[Path, str]:
 
 
 def replay(site: Path, camera: str, clip: Path, *extra: str) -> list[str]:
+    return replay_with([], site, camera, clip, *extra)
+
+
+def replay_with(flags: list[str], site: Path, camera: str, clip: Path, *extra: str) -> list[str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["replay", "--config", str(site), "--camera", camera, "--source", str(clip), *extra])
+        code = main([*flags, "replay", "--config", str(site), "--camera", camera, "--source", str(clip), *extra])
     assert code == 0
     return out.getvalue().splitlines()
 
@@ -143,3 +147,18 @@ def test_debug_video_differs_from_the_clean_frame_inside_each_drawn_box(debug_ru
     assert checked > 0
     print(f"{debug_run['label']}: {checked} drawn boxes over {len(frames)} frames; outline difference "
           f">= {lowest:.1f}, median difference elsewhere <= {highest_rest:.1f} grey levels")
+
+
+@pytest.mark.slow
+def test_log_level_debug_logs_each_frames_rule_state(asset_path: Any, tmp_path: Path) -> None:
+    clip = asset_path(CASES["vehicle_counting_kerb"])
+    site, camera = site_of("vehicle_counting_kerb", clip, tmp_path)
+    handlers = logging.getLogger().handlers[:]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):  # main() points the log at the sys.stderr of the moment
+        lines = replay_with(["--log-level", "debug"], site, camera, clip)
+    logging.getLogger().handlers[:] = handlers
+    frames = [m for m in err.getvalue().splitlines() if "DEBUG" in m and "patrol.replay" in m and " pts " in m]
+    assert len(frames) > 10 and lines  # one line per analysed frame; the events still printed
+    assert any("kerb-east: s" in m and "< limit 8 s" in m for m in frames)  # a clock still running
+    assert any("fires: standing vehicle past the limit" in m for m in frames)
