@@ -60,7 +60,39 @@ GreyImage = npt.NDArray[np.float32]
 BoolMask = npt.NDArray[np.bool_]
 
 MERGE_GAP = 0.015
-"""Static pieces closer than this fraction of the working width are one object."""
+"""Static pieces closer than this fraction of the working width are one object, whatever their size."""
+FRAGMENT_REACH = 0.5
+"""Pieces closer than this times the smaller one's size (larger side of its box) are one object:
+the pasted branch on the kerb clip broke into pieces 4-12 working px apart, each 20-30 px across."""
+NOISE_K = 4.0
+"""Foreground is a difference over this many times the pixel's mean absolute noise (about 3.2
+standard deviations for Gaussian noise: a quiet pixel flips by chance about once in 700 frames)."""
+MIN_DIFF = 18.0
+"""The lowest threshold any pixel gets (grey levels, working image). Measured 2026-12-02 on the real
+clips at 2 fps: at 15-16 a man's reflection in the polished AVSS platform floor, standing still for
+40 s, became a static object and the wheeled-away suitcase's incident closed late; at 17 that
+close still came 2.6 s late; at 18 the platform gives exactly the suitcase. At 18 the ABODA
+backpack with its contrast cut to a mean 22.7 grey levels still fires (the fixed threshold of 30
+lost it at 29); at 20.1 it does not."""
+WARMUP_FLOOR = 3.0
+"""While the long-term model is younger than ``long_term_s`` its time constant is its age, but
+never under this many short-term constants: a running mean of the first frames, steady enough
+that an object arriving in the first seconds still stands out (see :meth:`DualBackground._long_tau`)."""
+SHIFT_GAIN = 0.9
+"""A measured camera shift is undone only if it brings the frame at least this much closer to the
+long-term model (median absolute difference): a large new object biases phase correlation by
+about a pixel, and undoing a shake that did not happen, learnt into the model frame after frame,
+made it drift (a 100x100 px box on a still synthetic street crept 2 px a second)."""
+GHOST_RING_FG = 0.5
+"""A region whose surrounding ring is more than this share foreground to the long-term model is a
+piece of a larger new object (the flat inside of a box that became static before its textured
+edge), never a ghost: a departed object's place is surrounded by background."""
+TOGETHER_S = 10.0
+"""Pieces whose onsets (mean) lie further apart than this are different objects, and healing a
+ghost or a light change spares pixels whose onset is this far from the region's: on the AVSS
+platform a departing train's region (onset ~95 s) touched the suitcase (onset ~45 s); healed as
+one, it wiped the suitcase into the background. Ten seconds is two short-term time constants:
+pieces of one object set down show up within one."""
 _EPS = 1.0  # added to grey levels before taking ratios, so black pixels do not explode the gain
 
 
@@ -82,6 +114,9 @@ class StaticRegion:
     static_since_pts: float
     seen_s: float
     mask: BoolMask | None = None
+    contrast: float = 0.0
+    """Mean absolute grey difference (0..255, after gain normalisation) of its pixels from the
+    long-term background: how much the object stands out."""
 
     @property
     def ground_point(self) -> tuple[float, float]:
@@ -97,15 +132,23 @@ def _gradient(image: GreyImage) -> GreyImage:
     return out
 
 
-def _group_nearby(stats: npt.NDArray[np.int32], gap: int) -> list[list[int]]:
-    """Indices of components (rows of ``stats``: x, y, w, h, area) grouped when their boxes,
-    grown by ``gap`` pixels, touch: one object that thresholding broke into pieces."""
-    x1 = stats[:, 0].astype(np.int64) - gap
-    y1 = stats[:, 1].astype(np.int64) - gap
-    x2 = x1 + stats[:, 2] + 2 * gap
-    y2 = y1 + stats[:, 3] + 2 * gap
-    touch = ((x1[:, None] < x2[None, :]) & (x1[None, :] < x2[:, None])
-             & (y1[:, None] < y2[None, :]) & (y1[None, :] < y2[:, None]))
+def _group_nearby(stats: npt.NDArray[np.int32], onsets: npt.NDArray[np.float64], gap: int) -> list[list[int]]:
+    """Indices of components (rows of ``stats``: x, y, w, h, area; ``onsets``: each one's mean
+    onset pts) that are one object the threshold broke into pieces: their boxes lie within
+    ``gap`` pixels, or within ``FRAGMENT_REACH`` x the smaller piece's size, of each other, and
+    they began to differ from the background within ``TOGETHER_S`` of each other (pieces of one
+    object appear together; a bag set down by a train that came a minute earlier is not part of it)."""
+    x1 = stats[:, 0].astype(np.float64)
+    y1 = stats[:, 1].astype(np.float64)
+    x2 = x1 + stats[:, 2]
+    y2 = y1 + stats[:, 3]
+    size = np.maximum(stats[:, 2], stats[:, 3]).astype(np.float64)
+    reach = np.maximum(gap, FRAGMENT_REACH * np.minimum(size[:, None], size[None, :]))
+    dx = np.maximum(0.0, np.maximum(x1[:, None], x1[None, :]) - np.minimum(x2[:, None], x2[None, :]))
+    dy = np.maximum(0.0, np.maximum(y1[:, None], y1[None, :]) - np.minimum(y2[:, None], y2[None, :]))
+    together = np.abs(onsets[:, None] - onsets[None, :]) <= TOGETHER_S
+    together |= ~np.isfinite(onsets[:, None]) | ~np.isfinite(onsets[None, :])
+    touch = (dx <= reach) & (dy <= reach) & together
     parent = list(range(len(stats)))
 
     def root(i: int) -> int:
@@ -224,6 +267,9 @@ class DualBackground:
         self._seen_s: npt.NDArray[np.float64] | None = None
         self._window: npt.NDArray[np.float64] | None = None
         self._last_pts: float | None = None
+        self._first_pts: float | None = None
+        self._noise: GreyImage | None = None  # per-pixel mean |frame - long-term model| on background
+        self._still_fg: BoolMask | None = None
         self._last_regions: list[StaticRegion] = []
         self._static_mask: BoolMask | None = None
         self.ghost_edge_ratio = ghost_edge_ratio
@@ -256,9 +302,12 @@ class DualBackground:
         """Forget both models; the next update starts afresh."""
         self._input_size = None
         self._long = self._short = self._seen_s = None
+        self._noise = None
         self._onset = None
         self._known = None
         self._last_pts = None
+        self._first_pts = None
+        self._still_fg = None
         self._last_regions = []
         self._static_mask = None
 
@@ -333,8 +382,11 @@ class DualBackground:
         self._known = ~ignore
         self._onset = np.full(grey.shape, np.nan, np.float64)
         self._seen_s = np.zeros(grey.shape, np.float64)
+        self._noise = np.full(grey.shape, min(MIN_DIFF, self.diff_threshold) / NOISE_K, np.float32)
         self._static_mask = np.zeros(grey.shape, bool)
+        self._still_fg = np.zeros(grey.shape, bool)
         self._last_pts = pts
+        self._first_pts = pts
         self._last_regions = []
 
     def _shift(self, grey: GreyImage, ref: GreyImage) -> tuple[float, float]:
@@ -352,6 +404,11 @@ class DualBackground:
         return (float(dx), float(dy))
 
     @staticmethod
+    def _misfit(grey: GreyImage, ref: GreyImage) -> float:
+        """Median absolute difference (every 2nd row and column)."""
+        return float(np.median(np.abs(grey[::2, ::2] - ref[::2, ::2])))
+
+    @staticmethod
     def _gain(grey: GreyImage, ref: GreyImage, where: BoolMask) -> float:
         """Median brightness ratio over ``where`` (every 2nd row and column: plenty for a median)."""
         sub = where[::2, ::2]
@@ -359,8 +416,9 @@ class DualBackground:
             return 1.0
         return float(np.median((grey[::2, ::2][sub] + _EPS) / (ref[::2, ::2][sub] + _EPS)))
 
-    def _foreground(self, grey: GreyImage, ref: GreyImage, threshold: float) -> BoolMask:
-        """|grey - ref| > threshold, measured against ref's 3x3 min and max (1 px sway tolerant)."""
+    def _foreground(self, grey: GreyImage, ref: GreyImage, threshold: float | npt.NDArray[np.floating]) -> BoolMask:
+        """|grey - ref| > threshold (one number or one per pixel), measured against ref's 3x3 min and
+        max (1 px sway tolerant)."""
         kernel = np.ones((3, 3), np.uint8)
         hi = cv2.dilate(ref, kernel)
         lo = cv2.erode(ref, kernel)
@@ -383,8 +441,12 @@ class DualBackground:
         self.last_shift = (dx, dy)
         if dx or dy:
             m = np.array([[1, 0, -dx], [0, 1, -dy]], dtype=np.float32)
-            grey = np.asarray(cv2.warpAffine(grey, m, self._work_size, flags=cv2.INTER_LINEAR,
-                                             borderMode=cv2.BORDER_REPLICATE), dtype=np.float32)
+            warped = np.asarray(cv2.warpAffine(grey, m, self._work_size, flags=cv2.INTER_LINEAR,
+                                               borderMode=cv2.BORDER_REPLICATE), dtype=np.float32)
+            if self._misfit(warped, long) < SHIFT_GAIN * self._misfit(grey, long):
+                grey = warped
+            else:  # a large new object biases phase correlation (1.1 px for a 100x100 px box)
+                self.last_shift = (0.0, 0.0)
         clear = known & ~ignore
         gain_long = self._gain(grey, long, clear)
         gain_short = self._gain(grey, short, clear)
@@ -393,8 +455,9 @@ class DualBackground:
             return self._readapt(grey, pts)
         norm_long = (grey + _EPS) / gain_long - _EPS
         norm_short = (grey + _EPS) / gain_short - _EPS
-        fg_long = self._foreground(norm_long, long, self.diff_threshold) & known
-        fg_short = self._foreground(norm_short, short, self.diff_threshold)
+        threshold = self.threshold_map()
+        fg_long = self._foreground(norm_long, long, threshold) & known
+        fg_short = self._foreground(norm_short, short, threshold)
         n_clear = int(clear.sum())
         if n_clear and float((fg_long & clear).sum()) / n_clear > self.global_change_frac:
             return self._readapt(grey, pts)
@@ -404,7 +467,8 @@ class DualBackground:
         # and for how many seconds it has differed so while clear of every ignore box: a person
         # the detector misses for a frame or two shows up as a "static" silhouette whose onset is
         # old but who was seen only for those frames
-        still_fg = self._foreground(norm_long, long, self.diff_threshold / 2) & known
+        still_fg = self._foreground(norm_long, long, threshold / 2) & known
+        self._still_fg = fg_long
         background = ~still_fg & ~ignore
         onset[background] = np.nan
         seen[background] = 0.0
@@ -415,10 +479,13 @@ class DualBackground:
         # while they stand there); long-term only where it looks
         # like background, and static objects older than max_static_s
         a_short = learning_rate(dt, self.short_term_s)
-        a_long = learning_rate(dt, self.long_term_s)
+        a_long = learning_rate(dt, self._long_tau(pts))
         short += a_short * (grey - short)
         learn_long = known & ~ignore & ~fg_long
+        residual = np.abs(norm_long[learn_long] - long[learn_long])
         long[learn_long] += a_long * (grey[learn_long] - long[learn_long])
+        assert self._noise is not None
+        self._noise[learn_long] += a_long * (residual - self._noise[learn_long])
         expired = known & ~ignore & fg_long & (pts - onset > self.max_static_s)
         if expired.any():
             long[expired] = short[expired]
@@ -432,6 +499,44 @@ class DualBackground:
         self._static_mask = static.astype(bool)
         return self._regions(static, norm_long, long, ignore)
 
+    def threshold_map(self) -> GreyImage:
+        """Per-pixel foreground threshold (grey levels): ``NOISE_K`` x the pixel's own measured
+        noise (mean absolute difference of the frame from the long-term model while it showed
+        background), between ``MIN_DIFF`` and ``diff_threshold``. A new pixel starts at
+        ``diff_threshold`` and earns a lower one by staying quiet."""
+        if self._noise is None:
+            return np.full((self._work_size[1], self._work_size[0]), self.diff_threshold, np.float32)
+        out: GreyImage = np.clip(NOISE_K * self._noise, min(MIN_DIFF, self.diff_threshold),
+                                 self.diff_threshold).astype(np.float32)
+        return out
+
+    def _long_tau(self, pts: float) -> float:
+        """Time constant of the long-term model now: its age while younger than ``long_term_s``
+        (a running mean of every frame so far, never faster than the short-term model), then
+        ``long_term_s``. A model started from one frame would otherwise keep that frame's passing
+        light for minutes: on the AVSS platform the first frame has a departing train's shadow on the
+        platform edge, which reads as a new bright object there for 40 s at a fixed 120 s constant."""
+        age = pts - (self._first_pts if self._first_pts is not None else pts)
+        return min(self.long_term_s, max(WARMUP_FLOOR * self.short_term_s, age))
+
+    def still_there(self, xyxy: Box, ignore_boxes: Sequence[Box] = ()) -> float:
+        """Share (0..1) of the working pixels in the input-pixel box ``xyxy`` that, in the last update,
+        still differed from the long-term background (by the full threshold: the hysteresis half
+        held the floor under the wheeled-away AVSS suitcase) or lay under an ignore box: a reported object
+        hidden by passers-by or a train still scores high; one taken away scores low, its pixels
+        back to the background. 0 before the first update."""
+        if self._still_fg is None or self._input_size is None:
+            return 0.0
+        ww, wh = self._work_size
+        sx, sy = ww / self._input_size[0], wh / self._input_size[1]
+        x1, y1, x2, y2 = (float(v) for v in xyxy)
+        c1, r1 = max(0, math.floor(x1 * sx)), max(0, math.floor(y1 * sy))
+        c2, r2 = min(ww, math.ceil(x2 * sx)), min(wh, math.ceil(y2 * sy))
+        if c2 <= c1 or r2 <= r1:
+            return 0.0
+        hidden = self._still_fg[r1:r2, c1:c2] | self._ignore_mask(ignore_boxes)[r1:r2, c1:c2]
+        return float(hidden.mean())
+
     def _readapt(self, grey: GreyImage, pts: float) -> list[StaticRegion]:
         assert self._long is not None and self._short is not None
         assert self._onset is not None and self._seen_s is not None
@@ -441,6 +546,7 @@ class DualBackground:
         self._onset[:] = np.nan
         self._seen_s[:] = 0.0
         self._static_mask = np.zeros(grey.shape, bool)
+        self._still_fg = np.zeros(grey.shape, bool)
         return []
 
     def _regions(self, static: npt.NDArray[np.uint8], now: GreyImage, long: GreyImage,
@@ -454,7 +560,13 @@ class DualBackground:
         min_px = self.min_area * ww * wh
         _, labels, raw_stats, _ = cv2.connectedComponentsWithStats(static, connectivity=8)
         stats = np.asarray(raw_stats, dtype=np.int32)
-        groups = _group_nearby(stats[1:], gap=max(2, round(MERGE_GAP * ww)))
+        finite = np.isfinite(onset) & (labels > 0)
+        n_labels = int(stats.shape[0])
+        counts = np.bincount(labels[finite], minlength=n_labels).astype(np.float64)
+        sums = np.bincount(labels[finite], weights=onset[finite], minlength=n_labels)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean_onset = np.where(counts > 0, sums / np.maximum(counts, 1), np.nan)
+        groups = _group_nearby(stats[1:], mean_onset[1:], gap=max(2, round(MERGE_GAP * ww)))
         big = [g for g in groups if sum(int(stats[1 + i, cv2.CC_STAT_AREA]) for i in g) >= min_px]
         if not big:
             return []
@@ -473,9 +585,14 @@ class DualBackground:
             if ghost or self._is_lighting(pix, now, long):
                 # the long-term model still shows something that has gone, or the same surface in
                 # other light: learn what is there now
-                long[pix] = self._short[pix]
-                onset[pix] = np.nan
-                seen[pix] = 0.0
+                times = onset[pix]
+                median = float(np.median(times[np.isfinite(times)])) if np.isfinite(times).any() else math.nan
+                heal = pix & ~(np.abs(onset - median) > TOGETHER_S)  # NaN onsets heal too
+                if ghost:
+                    heal &= self._blends(pix, now, ignore)
+                long[heal] = self._short[heal]
+                onset[heal] = np.nan
+                seen[heal] = 0.0
                 if ghost:
                     self.ghosts_healed += 1
                 else:
@@ -495,8 +612,23 @@ class DualBackground:
                 static_since_pts=float(np.median(times)),
                 seen_s=float(np.median(seen[pix])),
                 mask=mask,
+                contrast=float(np.mean(np.abs(now[pix] - long[pix]))),
             ))
         return regions
+
+    def _blends(self, pix: BoolMask, now: GreyImage, ignore: BoolMask) -> BoolMask:
+        """Pixels of a ghost region that look like its surroundings now (within ``diff_threshold``
+        of the ring's median): the revealed background. The rest is something new that the
+        region happened to touch (on the AVSS platform a train's ghost touched the dark suitcase
+        just set down; healed whole, the suitcase became background) and is left to be judged
+        on its own next frame."""
+        u8 = pix.astype(np.uint8)
+        near = cv2.dilate(u8, np.ones((5, 5), np.uint8)).astype(bool)
+        ring = cv2.dilate(u8, np.ones((9, 9), np.uint8)).astype(bool) & ~near & ~ignore
+        if not ring.any():
+            return pix
+        out: BoolMask = np.abs(now - float(np.median(now[ring]))) <= self.diff_threshold
+        return out
 
     def _is_lighting(self, pix: BoolMask, now: GreyImage, long: GreyImage) -> bool:
         """A region that shows the long-term model's own texture, only brighter or darker, is the
@@ -531,6 +663,8 @@ class DualBackground:
         band = cv2.morphologyEx(u8, cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)).astype(bool)
         near = cv2.dilate(u8, np.ones((5, 5), np.uint8)).astype(bool)
         ring = cv2.dilate(u8, np.ones((9, 9), np.uint8)).astype(bool) & ~near
+        if self._still_fg is not None and ring.any() and float(self._still_fg[ring].mean()) > GHOST_RING_FG:
+            return False  # a piece of a larger new object (its surroundings are new too), not a ghost
         long_band = float(grad_long[band].mean())
         long_ring = float(grad_long[ring].mean()) if ring.any() else 0.0
         if long_band > 1.5 * long_ring and float(grad_now[band].mean()) < self.ghost_edge_ratio * long_band:

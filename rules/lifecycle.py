@@ -1,10 +1,16 @@
 """The incident lifecycle: findings in, :class:`~core.events.IncidentEvent` out.
 
-One incident per problem and place (camera + zone + type + location): a finding joins the open
-incident of its type and zone nearest its place (within ``place_radius``, one finding per
-incident per frame); otherwise it opens a new one, unless that place closed less than the
-zone's ``cooldown_s`` ago. An open incident is updated when its evidence changes materially,
-at most once per ``update_interval_s``, and closed once no finding has supported it for
+One incident per problem and place (camera + zone + location): a finding joins the open incident
+of its zone whose place overlaps its own — ground points within ``place_radius``, or the
+findings' evidence boxes (their places, see :func:`footprint`) intersecting — preferring one of
+its own type, then the nearest; one finding per incident per frame. A finding of another type
+changes the incident's type through an ``updated`` event (a fallen branch first seen as a plain
+obstruction), never through a second incident. A further finding overlapping an incident that
+already has one this frame (a second piece of the same object, a vehicle seen twice) only
+supports it. Only a finding overlapping no open incident of its zone opens a new one, unless
+that place closed (same type) less than the zone's ``cooldown_s`` ago; so the lifecycle never
+holds two open incidents of one zone whose places overlap. An open incident is updated when its
+evidence changes materially, at most once per ``update_interval_s``, and closed once no finding has supported it for
 ``close_grace_s``. Ids are derived from camera, zone, type, place, start and opening time, so
 the same input always gives the same ids (a replay, a redelivery) and a reopened place a new one.
 """
@@ -20,6 +26,8 @@ from camera_config.schema import ZoneBase
 from core.events import EventType, Evidence, IncidentEvent
 from core.types import Frame
 from rules.findings import Finding
+
+Footprint = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +53,9 @@ class _Open:
     reported: Evidence
     seq: int = 1
     pending: bool = False
+    extent: Footprint | None = None
+    """Union of the footprints of the findings that supported it: the whole place of the problem
+    (a suitcase whose pieces come and go as people pass keeps one place)."""
 
 
 @dataclass
@@ -57,6 +68,41 @@ class _Closed:
 
 def _distance(a: tuple[float, float], b: tuple[float, float]) -> float:
     return math.hypot(a[0] - b[0], a[1] - b[1])
+
+
+def footprint(f: Finding) -> Footprint | None:
+    """The finding's place as a normalised box: its first evidence box over the evidence's frame
+    size; None when it has neither."""
+    ev = f.evidence
+    if not ev.boxes or ev.frame_size is None:
+        return None
+    w, h = ev.frame_size
+    x1, y1, x2, y2 = ev.boxes[0].xyxy
+    return (x1 / w, y1 / h, x2 / w, y2 / h)
+
+
+def _inside(p: tuple[float, float], box: Footprint) -> bool:
+    return box[0] <= p[0] <= box[2] and box[1] <= p[1] <= box[3]
+
+
+def _union(a: Footprint | None, b: Footprint | None) -> Footprint | None:
+    if a is None or b is None:
+        return a or b
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+def places_overlap(a: Finding, b: Finding, radius: float, extent: Footprint | None = None) -> bool:
+    """Same zone, and ground points within ``radius`` or footprints intersecting (or one's ground
+    point inside the other's footprint); ``extent`` stands for ``a``'s footprint when given."""
+    if a.zone_id != b.zone_id:
+        return False
+    if _distance(a.place, b.place) <= radius:
+        return True
+    fa, fb = extent or footprint(a), footprint(b)
+    if fa is not None and fb is not None and min(fa[2], fb[2]) > max(fa[0], fb[0]) \
+            and min(fa[3], fb[3]) > max(fa[1], fb[1]):
+        return True
+    return (fb is not None and _inside(a.place, fb)) or (fa is not None and _inside(b.place, fa))
 
 
 def material_change(before: Evidence, after: Evidence, rel: float = 0.25) -> bool:
@@ -107,34 +153,42 @@ class IncidentLifecycle:
         events: list[IncidentEvent] = []
         offset = frame.wall_time - frame.pts
         pairs = sorted(
-            ((_distance(inc.finding.place, f.place), i, j) for i, inc in enumerate(self._open)
-             for j, f in enumerate(findings)
-             if inc.finding.type == f.type and inc.finding.zone_id == f.zone_id),
+            ((inc.finding.type != f.type, _distance(inc.finding.place, f.place), i, j)
+             for i, inc in enumerate(self._open) for j, f in enumerate(findings)
+             if places_overlap(inc.finding, f, self.place_radius, inc.extent)),
         )
         used_inc: set[int] = set()
         used_f: set[int] = set()
-        for d, i, j in pairs:
-            if d > self.place_radius or i in used_inc or j in used_f:
+        for _, _, i, j in pairs:
+            if i in used_inc or j in used_f:
                 continue
             used_inc.add(i)
             used_f.add(j)
             inc, f = self._open[i], findings[j]
+            retyped = inc.finding.type != f.type
             inc.finding = f
+            inc.extent = _union(inc.extent, footprint(f))
             inc.last_support_pts = frame.pts
-            if material_change(inc.reported, f.evidence):
+            if retyped or material_change(inc.reported, f.evidence):
                 inc.pending = True
-            if inc.pending and frame.pts - inc.last_event_pts >= self._policy(f.zone_id).update_interval_s:
+            if retyped or (inc.pending
+                           and frame.pts - inc.last_event_pts >= self._policy(f.zone_id).update_interval_s):
                 inc.seq += 1
                 inc.last_event_pts = frame.pts
                 inc.reported = f.evidence
                 inc.pending = False
                 events.append(self._event(inc, "updated", frame, f.evidence))
-        for j, f in enumerate(findings):
-            if j in used_f or self._cooling(f, frame.pts):
+        remaining = [j for j in range(len(findings)) if j not in used_f]
+        while remaining:
+            self._absorb(remaining, findings, frame.pts)
+            if not remaining:
+                break
+            f = findings[remaining.pop(0)]
+            if self._cooling(f, frame.pts):
                 continue
             started_at = offset + f.started_pts
             inc = _Open(self._incident_id(f, started_at, frame.wall_time), f, started_at, frame.pts, frame.pts,
-                        f.evidence)
+                        f.evidence, extent=footprint(f))
             self._open.append(inc)
             events.append(self._event(inc, "opened", frame, f.evidence))
         still_open: list[_Open] = []
@@ -154,6 +208,24 @@ class IncidentLifecycle:
         self._closed = [c for c in self._closed
                         if frame.pts - c.closed_pts < self._policy(c.zone_id).cooldown_s]
         return events
+
+    def _absorb(self, remaining: list[int], findings: Sequence[Finding], pts: float) -> None:
+        """Let every finding in ``remaining`` that overlaps an open incident of its zone support it
+        (a second piece of an object, a vehicle seen twice) and widen its extent, so pieces that
+        touch each other in a chain end in one incident; remove them from ``remaining``."""
+        changed = True
+        while changed:
+            changed = False
+            for j in list(remaining):
+                f = findings[j]
+                overlapped = [inc for inc in self._open
+                              if places_overlap(inc.finding, f, self.place_radius, inc.extent)]
+                if overlapped:
+                    for inc in overlapped:
+                        inc.last_support_pts = pts
+                        inc.extent = _union(inc.extent, footprint(f))
+                    remaining.remove(j)
+                    changed = True
 
     def _cooling(self, f: Finding, pts: float) -> bool:
         return any(c.type == f.type and c.zone_id == f.zone_id and _distance(c.place, f.place) <= self.place_radius

@@ -60,6 +60,16 @@ MIN_TEXTURE_PX = 100
 """A region with fewer inner pixels than this has no measurable texture (edge density 0)."""
 MATCH_IOU = 0.3
 """A region this much overlapping a remembered one is the same object."""
+IN_ZONE_SHARE = 1 / 3
+"""A region must have at least this share of its pixels inside the zone, besides its ground point:
+on the AVSS platform a train's region over the track (box 13..223 x 13..255 px, 8% of it on the
+platform) had its bottom centre just inside the platform zone. An upright object at the zone's
+far edge sticks out above it, so not a half."""
+HOLD_SHARE = 0.5
+"""A reported object whose box still differs from the long-term background (or lies under people,
+vehicles) over at least this share is hidden, not gone: its finding holds. On the AVSS platform
+the suitcase's box scores 0.8-1.0 while trains and passers-by hide it and under 0.2 once it is
+wheeled away (the floor is back); half is between the two."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +128,14 @@ class _Known:
     """Set when first reported, then kept."""
     place: tuple[float, float] | None = None
     """Normalised ground point when first reported, then kept (the outline may still grow)."""
+    vegetation_votes: int = 0
+    votes: int = 0
+    """Frames in which the whole region was typed vegetation, out of frames it was typed: the type
+    is the majority, so it may change (an ``updated`` event) but one object stays one incident."""
+    region_pts: float = 0.0
+    """When it was last seen as a region of its own (not hidden)."""
+    last: Finding | None = None
+    """The last finding made from the region itself, repeated while the object is hidden."""
 
 
 class ObstructionRule:
@@ -159,15 +177,50 @@ class ObstructionRule:
                              f"{self.frame_size[0]}x{self.frame_size[1]}")
         regions = self.background.update(frame.image, frame.pts, self.ignore_boxes(tracks, detections))
         self.last_regions = regions
-        in_zone = [r for r in regions if self.mask.contains([r.ground_point])[0]]
+        in_zone = [r for r in regions if self._in_zone(r)]
         known = [self._remember(r, frame.pts) for r in in_zone]
-        self._forget(frame.pts)
         findings = []
+        supported: set[int] = set()
         for region, memory in zip(in_zone, known, strict=True):
             if memory.type is None and region.seen_s < self.zone.limit_s - TIME_TOLERANCE_S:
                 continue
+            if id(memory) in supported:
+                continue  # a second piece of an object already reported this frame
+            supported.add(id(memory))
             findings.append(self._finding(frame, region, memory))
+        findings.extend(self._hidden(frame, supported, self.ignore_boxes(tracks, detections)))
+        self._forget(frame.pts)
         return findings
+
+    def _in_zone(self, region: StaticRegion) -> bool:
+        """Ground point in the zone and at least ``IN_ZONE_SHARE`` of the region's pixels too."""
+        if not self.mask.contains([region.ground_point])[0]:
+            return False
+        x1, y1, x2, y2 = (int(v) for v in region.xyxy)
+        inside = self.mask.mask[y1:y2, x1:x2]
+        pix = region.mask if region.mask is not None and region.mask.shape == inside.shape \
+            else np.ones(inside.shape, bool)
+        return bool(pix.any()) and float(inside[pix].mean()) >= IN_ZONE_SHARE
+
+    def _hidden(self, frame: Frame, supported: set[int], ignore: Sequence[Box]) -> list[Finding]:
+        """Findings of reported objects not seen as a region this frame whose place is still not
+        background (people, a train in front of them): hidden, not gone (see ``HOLD_SHARE``)."""
+        held = []
+        for memory in self._known:
+            if memory.last is None or id(memory) in supported:
+                continue
+            share = self.background.still_there(memory.xyxy, ignore)
+            if share < HOLD_SHARE:
+                continue
+            memory.last_seen = frame.pts
+            last = memory.last
+            durations = dict(last.evidence.durations)
+            durations["since_arrival_s"] = round(frame.pts - memory.since, 3)
+            durations["hidden_s"] = round(frame.pts - memory.region_pts, 3)
+            held.append(Finding(type=last.type, zone_id=last.zone_id, place=last.place,
+                                started_pts=last.started_pts, severity=last.severity,
+                                evidence=last.evidence.model_copy(update={"durations": durations})))
+        return held
 
     def _remember(self, region: StaticRegion, pts: float) -> _Known:
         best = max(self._known, key=lambda k: _iou(k.xyxy, region.xyxy), default=None)
@@ -177,6 +230,7 @@ class ObstructionRule:
         best.xyxy = region.xyxy
         best.since = min(best.since, region.static_since_pts)
         best.last_seen = pts
+        best.region_pts = pts
         return best
 
     def _forget(self, pts: float) -> None:
@@ -186,15 +240,18 @@ class ObstructionRule:
     def _finding(self, frame: Frame, region: StaticRegion, memory: _Known) -> Finding:
         veg = vegetation_signals(frame.image, region)
         w, h = self.frame_size
-        if memory.type is None or memory.place is None:
+        if memory.place is None:
             gx, gy = region.ground_point
-            memory.type = "fallen_branch" if veg.is_vegetation else "obstruction"
             memory.place = (gx / w, min(gy, h) / h)
+        memory.votes += 1
+        memory.vegetation_votes += int(veg.is_vegetation)
+        memory.type = "fallen_branch" if 2 * memory.vegetation_votes > memory.votes else "obstruction"
         zone = self.zone
         evidence = Evidence(
             boxes=(EvidenceBox(label="static_region", score=1.0, xyxy=region.xyxy),),
             durations={"static_s": round(region.seen_s, 3), "since_arrival_s": round(frame.pts - memory.since, 3)},
             signals={"area_frac": round(region.area_frac, 5),
+                     "contrast": round(region.contrast, 2),
                      "vegetation_score": round(veg.score, 4),
                      "green_brown_share": round(veg.green_brown_share, 4),
                      "edge_density": round(veg.edge_density, 4)},
@@ -205,5 +262,34 @@ class ObstructionRule:
                         "vegetation_edge_min": VEGETATION_EDGE_MIN},
             frame_size=(w, h),
         )
-        return Finding(type=memory.type, zone_id=zone.id, place=memory.place,
-                       started_pts=memory.since, severity=zone.severity, evidence=evidence)
+        memory.last = Finding(type=memory.type, zone_id=zone.id, place=memory.place,
+                              started_pts=memory.since, severity=zone.severity, evidence=evidence)
+        return memory.last
+
+    def debug_state(self, pts: float) -> dict[str, object]:
+        """What the rule sees now, for engineers (``patrol replay --trace/--debug-video``): every
+        static region of the last frame (in the zone or not) with its static clock, the reported
+        objects held while hidden, and why each fires or not. Call right after :meth:`update`."""
+        items: list[dict[str, object]] = []
+        shown: set[int] = set()
+        for r in self.last_regions:
+            box = [round(float(v), 1) for v in r.xyxy]
+            item: dict[str, object] = {"id": f"r{len(items)}", "box": box, "label": "static_region",
+                                       "clock_s": round(r.seen_s, 3), "limit_s": self.zone.limit_s,
+                                       "area_frac": round(r.area_frac, 5), "fires": False}
+            known = max(self._known, key=lambda k: _iou(k.xyxy, r.xyxy), default=None)
+            if not self._in_zone(r):
+                item["why"] = "outside the zone"
+            elif known is not None and _iou(known.xyxy, r.xyxy) >= MATCH_IOU and known.type is not None:
+                shown.add(id(known))
+                item.update(fires=True, label=known.type, why=f"fires: {known.type}, static {r.seen_s:.1f} s")
+            else:
+                item["why"] = f"static {r.seen_s:.1f} s < limit {self.zone.limit_s:g} s"
+            items.append(item)
+        for k in self._known:
+            if k.last is not None and id(k) not in shown and k.last_seen == pts:
+                items.append({"id": f"k{len(items)}", "box": [round(float(v), 1) for v in k.xyxy],
+                              "label": k.type or "obstruction", "clock_s": round(pts - k.since, 3),
+                              "limit_s": self.zone.limit_s, "fires": True,
+                              "why": "fires: reported object hidden, its place is not background"})
+        return {"zone": self.zone_id, "rule": "obstruction", "items": items}

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.events import Evidence
+from core.events import Evidence, EvidenceBox
 from core.types import Frame
 from rules.findings import Finding
 from rules.lifecycle import IncidentLifecycle, ZonePolicy, material_change
@@ -57,10 +57,54 @@ def test_jittering_place_is_one_incident_and_far_place_is_another() -> None:
     assert len({e.incident_id for e in events}) == 2
 
 
-def test_same_place_in_another_zone_or_type_is_another_incident() -> None:
-    script = {0.0: [finding(), finding(zone="z2"), finding(kind="street_stall")]}
+def test_same_place_in_another_zone_is_another_incident() -> None:
+    script = {0.0: [finding(), finding(zone="z2")]}
     events = run(lifecycle(), script, 0)
-    assert len({e.incident_id for e in events}) == 3
+    assert [e.event for e in events] == ["opened", "opened"]
+    assert len({e.incident_id for e in events}) == 2
+
+
+def boxed(xyxy: tuple[float, float, float, float], kind: str = "obstruction", started: float = 0.0,
+          signals: dict[str, float] | None = None) -> Finding:
+    """A finding placed like the obstruction rule's: ground point = bottom centre of its box, on a
+    100x100 frame (so pixel boxes read as percentages)."""
+    x1, _, x2, y2 = xyxy
+    evidence = Evidence(boxes=(EvidenceBox(label="static_region", score=1.0, xyxy=xyxy),),
+                        signals=signals or {"area_frac": 0.01}, frame_size=(100, 100))
+    return Finding(kind, "z1", ((x1 + x2) / 200, y2 / 100), started, "medium", evidence)  # type: ignore[arg-type]
+
+
+def test_another_type_at_the_same_place_retypes_the_incident_by_an_update() -> None:
+    # a branch first typed obstruction, then (the whole region seen) fallen_branch: one incident
+    script = {float(t): [boxed((40, 40, 60, 60), "obstruction" if t < 5 else "fallen_branch")]
+              for t in range(0, 12)}
+    events = run(lifecycle(grace=3.0, interval=60.0), script, 20)
+    assert [(e.event, e.type, e.stream_pts) for e in events] == [
+        ("opened", "obstruction", 0.0), ("updated", "fallen_branch", 5.0), ("closed", "fallen_branch", 14.0)]
+    assert len({e.incident_id for e in events}) == 1
+
+
+def test_pieces_of_one_object_are_one_incident_and_a_far_object_another() -> None:
+    # three pieces whose ground points lie 0.1 apart (beyond place_radius) but whose boxes touch
+    # one object; a fourth far away is a second problem
+    pieces = [boxed((20, 40, 32, 60)), boxed((30, 45, 42, 62)), boxed((40, 40, 52, 58))]
+    far = boxed((80, 10, 90, 20))
+    script = {float(t): [*pieces[t % 2:], far] for t in range(0, 10)}
+    events = run(lifecycle(), script, 9)
+    opened = [e for e in events if e.event == "opened"]
+    assert len(opened) == 2, [e.location for e in opened]
+    assert {e.location for e in opened} == {(0.26, 0.6), (0.85, 0.2)}
+
+
+def test_never_two_open_incidents_of_one_zone_whose_places_overlap() -> None:
+    # a vehicle's box drifts far from where it was first seen (its ground point moves 0.15) while
+    # a second detection of it keeps appearing: still one incident
+    script = {float(t): [boxed((10 + t, 40, 40 + t, 70), "illegal_parking"),
+                         boxed((12 + 2 * t, 42, 38 + 2 * t, 72), "illegal_parking")] for t in range(0, 15)}
+    lc = lifecycle()
+    events = run(lc, script, 14)
+    assert [e.event for e in events] == ["opened"]
+    assert lc.open_count == 1
 
 
 def test_updates_only_on_material_change_and_throttled() -> None:

@@ -1,0 +1,262 @@
+"""Real left objects (MANIFEST "Added 2026-12-02"): the obstruction rule on i-LIDS AVSS 2007 "AB
+Easy", on ABODA video1, and the background model on the SOC test triplets.
+
+The clips are analysed at 2 fps with the real YOLOX-Nano detector giving the people the rule
+ignores, and the findings go through the real incident lifecycle. Zones are drawn over the floor
+from viewed frames (see the comments); times come from the manifest, checked on frames.
+Figures (open / close times, IoU) are printed: run with ``-s`` to see them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from camera_config.schema import KeepClearZone
+from core.events import IncidentEvent
+from core.types import Frame
+from rules.background import DualBackground
+from rules.lifecycle import IncidentLifecycle, ZonePolicy
+from rules.obstruction import ObstructionRule
+
+pytestmark = pytest.mark.slow
+
+ANALYSIS_FPS = 2.0
+LIMIT_S = 15.0
+GRACE_S = 10.0  # the AVSS clip ends 19 s after the suitcase has gone: the default 30 s grace would not show
+WALL_BASE = 1_772_413_200.0  # 2026-03-02 09:00 Asia/Shanghai, a Monday
+
+
+@dataclass(frozen=True)
+class Clip:
+    asset: str
+    polygon: tuple[tuple[float, float], ...]
+    object_box: tuple[float, float, float, float]
+    """The left object's box, normalised, read off frames (x1, y1, x2, y2)."""
+
+
+CLIPS = {
+    # the platform floor from the yellow edge line to the benches, below the far end where the
+    # trains' fronts and the tunnel mouth are (y < 0.24); the suitcase stands at the edge, left
+    "avss": Clip("avss2007_ab_easy", ((0.02, 0.50), (0.25, 0.24), (0.60, 0.24), (0.70, 0.45), (0.72, 1.0),
+                                      (0.02, 1.0)), (0.09, 0.42, 0.21, 0.69)),
+    # the corridor floor below the walls, down to the bottom of the picture (black bars below 0.87)
+    "aboda": Clip("aboda_video1_cut", ((0.0, 0.72), (0.30, 0.5), (0.65, 0.38), (1.0, 0.38), (1.0, 0.87),
+                                       (0.0, 0.87)), (0.20, 0.67, 0.30, 0.79)),
+}
+
+
+def frames(path: Path, fps: float) -> Iterator[Frame]:
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), f"cannot open {path}"
+    clip_fps = cap.get(cv2.CAP_PROP_FPS)
+    step = max(1, round(clip_fps / fps))
+    index = 0
+    try:
+        while cap.grab():
+            if index % step == 0:
+                ok, image = cap.retrieve()
+                assert ok, f"{path}: cannot decode frame {index}"
+                pts = index / clip_fps
+                yield Frame("left-cam", pts, WALL_BASE + pts, np.asarray(image, np.uint8))
+            index += 1
+    finally:
+        cap.release()
+
+
+@dataclass
+class Outcome:
+    events: list[IncidentEvent]
+    duration_s: float
+
+    def on_object(self, box: tuple[float, float, float, float]) -> list[IncidentEvent]:
+        """Events of incidents whose opening evidence box (normalised) overlaps ``box``."""
+        ids = {e.incident_id for e in self.events if e.event == "opened" and _overlaps(e, box)}
+        return [e for e in self.events if e.incident_id in ids]
+
+
+def _overlaps(event: IncidentEvent, box: tuple[float, float, float, float]) -> bool:
+    w, h = event.evidence.frame_size or (1, 1)
+    x1, y1, x2, y2 = event.evidence.boxes[0].xyxy
+    return min(x2 / w, box[2]) > max(x1 / w, box[0]) and min(y2 / h, box[3]) > max(y1 / h, box[1])
+
+
+@pytest.fixture(scope="module", params=sorted(CLIPS))
+def outcome(request, asset_path, yolox_detector) -> tuple[str, Outcome]:
+    name = request.param
+    clip = CLIPS[name]
+    zone = KeepClearZone(id="floor", type="keep_clear", polygon=clip.polygon, limit_s=LIMIT_S,
+                         close_grace_s=GRACE_S)
+    rule: ObstructionRule | None = None
+    lifecycle = IncidentLifecycle("left-cam", "JD-0101", {zone.id: ZonePolicy.of(zone)})
+    events: list[IncidentEvent] = []
+    pts = 0.0
+    for frame in frames(asset_path(clip.asset), ANALYSIS_FPS):
+        rule = rule or ObstructionRule(zone, (frame.width, frame.height))
+        findings = rule.update(frame, [], yolox_detector.detect([frame.image])[0])
+        events += lifecycle.step(frame, findings)
+        pts = frame.pts
+    for e in events:
+        print(f"{name}: {e.stream_pts:7.1f} s {e.event:8s} {e.type} at {e.location} box {e.evidence.boxes[0].xyxy}")
+    return name, Outcome(events, pts)
+
+
+def _opened(events: list[IncidentEvent]) -> list[IncidentEvent]:
+    return [e for e in events if e.event == "opened"]
+
+
+def test_one_obstruction_for_the_left_object(outcome: tuple[str, Outcome]) -> None:
+    name, out = outcome
+    mine = out.on_object(CLIPS[name].object_box)
+    opened = _opened(mine)
+    assert [e.type for e in opened] == ["obstruction"], [(e.stream_pts, e.location) for e in opened]
+    assert {e.type for e in mine} == {"obstruction"}
+
+
+def test_avss_suitcase_opens_in_time_stays_through_occlusion_and_closes_after_it_goes(
+        outcome: tuple[str, Outcome]) -> None:
+    name, out = outcome
+    if name != "avss":
+        pytest.skip("AVSS timeline")
+    mine = out.on_object(CLIPS["avss"].object_box)
+    (opened,) = _opened(mine)
+    opened_s = opened.stream_pts or 0.0
+    # set down ~36-44 s; the owner walks away ~79-85 s
+    assert 44.0 + LIMIT_S <= opened_s <= 85.0 + LIMIT_S + 5.0, opened_s
+    closed = [e for e in mine if e.event == "closed"]
+    assert len(closed) == 1, "one incident from opening to closing, through the trains and people of 92-124 s"
+    closed_s = closed[0].stream_pts or 0.0
+    print(f"avss suitcase: opened {opened_s:.1f} s, closed {closed_s:.1f} s")
+    # wheeled away ~155-165 s
+    assert 155.0 <= closed_s <= 165.0 + GRACE_S + 10.0, closed_s
+
+
+def test_aboda_backpack_opens_within_limit_of_being_alone(outcome: tuple[str, Outcome]) -> None:
+    name, out = outcome
+    if name != "aboda":
+        pytest.skip("ABODA timeline")
+    (opened,) = _opened(out.on_object(CLIPS["aboda"].object_box))
+    opened_s = opened.stream_pts or 0.0
+    print(f"aboda backpack: opened {opened_s:.1f} s")
+    # set down ~9-13 s, alone from ~15 s
+    assert 9.0 + LIMIT_S <= opened_s <= 15.0 + LIMIT_S + 5.0, opened_s
+
+
+def test_aboda_passers_by_give_nothing(outcome: tuple[str, Outcome]) -> None:
+    name, out = outcome
+    if name != "aboda":
+        pytest.skip("ABODA passers-by")
+    mine = {e.incident_id for e in out.on_object(CLIPS["aboda"].object_box)}
+    assert [e for e in _opened(out.events) if e.incident_id not in mine] == []
+
+
+def test_avss_nothing_else_fires_on_the_platform(outcome: tuple[str, Outcome]) -> None:
+    name, out = outcome
+    if name != "avss":
+        pytest.skip("AVSS platform")
+    mine = {e.incident_id for e in out.on_object(CLIPS["avss"].object_box)}
+    assert [(e.stream_pts, e.location) for e in _opened(out.events) if e.incident_id not in mine] == []
+
+
+SOC = ["EPFL", "PETS", "avss", "cantata"]
+SOC_FILES = {"EPFL": ("EPFL_bkg01005", "EPFL_frame01005", "EPFL_mask01005"),
+             "PETS": ("PETS_bkg02140", "PETS_frame02140", "PETS_mask02140"),
+             "avss": ("avss-bkg02720", "avss-frame02720", "avss-mask02720"),
+             "cantata": ("cantata-bkg00355", "cantata-frame00355", "cantata-mask00355")}
+
+
+def soc_iou(folder: Path, name: str, detector) -> float:
+    """Learn the background image for 60 s at 2 fps, hold the frame for 20 s (people in it given as
+    ignore boxes, as the pipeline would), and compare the static mask with the ground truth."""
+    read = [cv2.imread(str(folder / f"{n}.png")) for n in SOC_FILES[name]]
+    assert all(r is not None for r in read), f"{folder}: {name} triplet unreadable"
+    bkg, frm, msk = (np.asarray(r, np.uint8) for r in read)
+    detections = detector.detect([frm])[0]
+    people = [tuple(float(v) for v in xyxy) for xyxy, c in zip(detections.xyxy, detections.class_id, strict=True)
+              if int(c) == 0]
+    model = DualBackground(min_area=0.0005)
+    pts = 0.0
+    while pts < 60.0:
+        model.update(bkg, pts)
+        pts += 0.5
+    while pts < 80.0:
+        model.update(frm, pts, people)
+        pts += 0.5
+    assert model.static_mask is not None
+    static = cv2.resize(model.static_mask.astype(np.uint8), (msk.shape[1], msk.shape[0]),
+                        interpolation=cv2.INTER_NEAREST).astype(bool)
+    truth = msk[..., 0] > 127
+    return float((static & truth).sum() / max(1, (static | truth).sum()))
+
+
+@pytest.mark.xfail(strict=True, reason="measured 2026-12-02: IoU EPFL 0.76, PETS 0.31, avss 0.04, cantata 0.53 "
+                   "(work width 320): two of four reach 0.5; the held frames' other changes "
+                   "(people the detector misses, moved things) fill the static mask")
+def test_soc_static_mask_matches_the_ground_truth(asset_path, yolox_detector) -> None:
+    folder = asset_path("soc_test")
+    ious = {name: soc_iou(folder, name, yolox_detector) for name in SOC}
+    print("SOC IoU:", {k: round(v, 3) for k, v in ious.items()})
+    assert all(0.0 <= v <= 1.0 for v in ious.values())
+    assert sum(v >= 0.5 for v in ious.values()) >= 3, ious
+
+
+# Low contrast, from real footage: in ABODA video1 the backpack's box (124..196 x 318..382 px) is
+# blended towards the clip's first frame (no backpack there yet): pixel = first + alpha x (frame -
+# first), in every frame, so the backpack, and anyone passing through the box, stands out alpha
+# times as much. The contrast is measured over the backpack's own pixels (those differing by over
+# 25 grey levels from the first frame at full contrast, at 30 s, when it lies alone).
+LOW_BOX = (124, 318, 196, 382)
+
+
+def low_contrast_replay(asset_path, detector, alpha: float) -> tuple[float, list[IncidentEvent]]:
+    clip = CLIPS["aboda"]
+    zone = KeepClearZone(id="floor", type="keep_clear", polygon=clip.polygon, limit_s=LIMIT_S)
+    rule: ObstructionRule | None = None
+    lifecycle = IncidentLifecycle("left-cam", "JD-0101", {zone.id: ZonePolicy.of(zone)})
+    events: list[IncidentEvent] = []
+    first: np.ndarray | None = None
+    contrast = math.nan
+    x1, y1, x2, y2 = LOW_BOX
+    for frame in frames(asset_path(clip.asset), ANALYSIS_FPS):
+        image = frame.image
+        # people are detected on the real picture: the fading stands in for a fainter object, and
+        # faded halves of the people standing by the backpack would be a detector test instead
+        detections = detector.detect([image])[0]
+        if first is None:
+            first = image.astype(np.float32)
+        full = image[y1:y2, x1:x2].astype(np.float32)
+        empty = first[y1:y2, x1:x2]
+        image[y1:y2, x1:x2] = np.clip(empty + alpha * (full - empty), 0, 255).astype(np.uint8)
+        if math.isnan(contrast) and frame.pts >= 30.0:
+            grey = [cv2.cvtColor(np.clip(a, 0, 255).astype(np.uint8), cv2.COLOR_BGR2GRAY).astype(np.float32)
+                    for a in (full, empty, image[y1:y2, x1:x2].astype(np.float32))]
+            backpack = np.abs(grey[0] - grey[1]) > 25
+            contrast = float(np.abs(grey[2] - grey[1])[backpack].mean())
+        rule = rule or ObstructionRule(zone, (frame.width, frame.height))
+        events += lifecycle.step(frame, rule.update(frame, [], detections))
+    return contrast, events
+
+
+@pytest.mark.parametrize("alpha, most", [
+    (0.17, 23.0),
+    pytest.param(0.15, 20.0, marks=pytest.mark.xfail(
+        strict=True, reason="measured 2026-12-02: at a mean 20.1 grey levels nothing fires (per-pixel "
+        "thresholds bottom out at MIN_DIFF 18, which the AVSS platform needs)")),
+])
+def test_a_low_contrast_real_object_still_fires(alpha: float, most: float, asset_path, yolox_detector) -> None:
+    contrast, events = low_contrast_replay(asset_path, yolox_detector, alpha)
+    print(f"aboda backpack at alpha {alpha}: mean contrast {contrast:.1f} grey levels")
+    assert contrast <= most
+    opened = [e for e in events if e.event == "opened"]
+    assert [e.type for e in opened] == ["obstruction"], [(e.stream_pts, e.location) for e in opened]
+    assert _overlaps(opened[0], CLIPS["aboda"].object_box)
+    # the evidence says how faint it was (working image, against the long-term background)
+    stated = opened[0].evidence.signals["contrast"]
+    print(f"evidence contrast {stated}")
+    assert 0 < stated <= most + 5
