@@ -111,9 +111,10 @@ class StallWeights(Strict):
     stall_object: float = Field(default=1.0, ge=0, le=10)
     lingering_person: float = Field(default=0.5, ge=0, le=10)
     static_occupancy: float = Field(default=0.5, ge=0, le=10)
-    stall_model: float = Field(default=1.0, ge=0, le=10, description=(
-        "Weight of a region the learned stall signal (models/stall_signal.py) calls cart, where the "
-        "analyzer runs it; 0 turns the signal off."))
+    stall_model: float = Field(default=0.0, ge=0, le=10, description=(
+        "Weight of a region the learned stall signal (models/stall_signal.py) calls cart; 0 (the "
+        "default) leaves the model off. It is opt-in: trained on 101 street photos, it also scores "
+        "unfamiliar scenes high (see models/stall_thela_lr.md) and costs about 35 ms of CPU per run."))
 
 
 class NoVendingZone(ZoneBase):

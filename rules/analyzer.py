@@ -16,7 +16,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -67,13 +67,16 @@ class CameraAnalyzer:
     """
 
     def __init__(self, camera: Camera, timezone: str = "UTC", tracker: ObjectTracker | None = None,
-                 static_occupancy: bool = True, debug: bool = False, stall_scorer: StallScorer | None = None) -> None:
+                 static_occupancy: bool = True, debug: bool = False,
+                 stall_scorer: StallScorer | Literal["auto"] | None = "auto") -> None:
         """``static_occupancy=False`` skips the camera's shared background model that feeds the rule
         kinds with ``static_occupancy`` (for scripted scenes whose frames carry no pixels).
         ``debug=True`` fills :attr:`last` with each rule's state (:attr:`FrameReport.rule_states`).
         ``stall_scorer`` (:func:`models.stall_signal.shared_scorer`) feeds the no_vending zones'
-        ``stall_model`` signal, run every ``model_interval_s`` of stream time."""
-        self.stall_scorer = stall_scorer
+        ``stall_model`` signal, run every ``model_interval_s`` of stream time; ``"auto"`` loads the
+        process's shared scorer when a no_vending zone weighs that signal (``patrol run``, replay and eval
+        then analyse alike), None runs without it."""
+        self.stall_scorer = _stall_scorer_for(camera) if stall_scorer == "auto" else stall_scorer
         self._stall_regions: list[StallRegion] = []
         self._stall_scored_at: float | None = None
         self.debug = debug
@@ -188,7 +191,7 @@ def camera_analyzer(camera: Camera, site: SiteConfig) -> CameraAnalyzer:
     """The analyzer factory ``patrol run`` gives :class:`pipeline.worker.PatrolWorker` (the worker never
     imports the rules: they build on the pipeline). A camera with a no_vending zone that weighs
     ``stall_model`` gets the process's shared stall scorer; one that cannot load runs without it."""
-    return CameraAnalyzer(camera, site.site.timezone, stall_scorer=_stall_scorer_for(camera))
+    return CameraAnalyzer(camera, site.site.timezone)
 
 
 def _stall_scorer_for(camera: Camera) -> StallScorer | None:

@@ -50,8 +50,10 @@ from rules.analyzer import CameraAnalyzer, sample
 DETECTOR = "yolox_nano_416"
 DETECTOR_SCORE = 0.3  # the detector's floor in tests/rules/test_stall_images.py
 # the still-picture protocol of tests/rules/test_stall_images.py: a no_vending zone over the lower
-# 60 % of the view, limit 20 s, linger 10 s, 1 analysed frame a second for 40 s
+# 60 % of the view, limit 20 s, linger 10 s, 1 analysed frame a second for 40 s; the learned signal is
+# opt-in (weight 0 by default), so the zone weighs it as a site that turns it on would
 STILL_ZONE: dict[str, Any] = {"id": "ground", "type": "no_vending", "limit_s": 20, "linger_s": 10,
+                              "weights": {"stall_model": 1.0},
                               "polygon": [[0, 0.4], [1, 0.4], [1, 1], [0, 1]]}
 STILL_SECONDS = 40
 # the street clips and rates of tests/rules/test_stall_images.py (61 frames); none is in training

@@ -26,7 +26,7 @@ from rules.analyzer import CameraAnalyzer
 from rules.stall import StallRule
 
 ZONE = {"id": "pavement", "type": "no_vending", "polygon": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]],
-        "limit_s": 20, "linger_s": 10, "occlusion_grace_s": 8}
+        "limit_s": 20, "linger_s": 10, "occlusion_grace_s": 8, "weights": {"stall_model": 1.0}}
 CART = (300.0, 220.0, 420.0, 310.0)
 VENDOR = (425.0, 200.0, 460.0, 310.0)
 
@@ -107,7 +107,7 @@ def test_the_analyzer_runs_the_scorer_every_interval_and_holds_its_regions() -> 
 def test_no_scorer_no_signal() -> None:
     camera = Camera.model_validate({"id": "cam-1", "url": "clip.mp4", "grid_cell": "JD-0101", "analysis_fps": 2,
                                     "zones": [ZONE]})
-    analyzer = CameraAnalyzer(camera, static_occupancy=False)
+    analyzer = CameraAnalyzer(camera, static_occupancy=False, stall_scorer=None)
     clock = FakeClock(start=1_772_413_200.0, fps=2.0, camera_id="cam-1", size=(640, 360))
     empty = Scene([], size=(640, 360))
     assert not [e for f in clock.frames(30) for e in analyzer.process(f, empty.detections(f.pts))]
@@ -142,8 +142,9 @@ def test_patrol_runs_factory_gives_the_scorer_only_where_a_zone_weighs_it() -> N
         return SiteConfig.model_validate({"site": {"name": "t", "timezone": "UTC"}, "cameras": [
             {"id": "cam-1", "url": "clip.mp4", "grid_cell": "JD-0101", "analysis_fps": 1, "zones": zones}]})
 
+    default_weights = {k: v for k, v in ZONE.items() if k != "weights"}  # the signal is opt-in
     parking = {"id": "kerb", "type": "no_parking", "polygon": [[0, 0.5], [1, 0.5], [1, 1], [0, 1]]}
     for zones, expected in (([ZONE], shared_scorer()), ([parking], None),
-                            ([{**ZONE, "weights": {"stall_model": 0}}], None)):
+                            ([{**ZONE, "weights": {"stall_model": 0}}], None), ([default_weights], None)):
         cfg = site(zones)
         assert camera_analyzer(cfg.cameras[0], cfg).stall_scorer is expected
