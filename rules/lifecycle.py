@@ -1,16 +1,17 @@
 """The incident lifecycle: findings in, :class:`~core.events.IncidentEvent` out.
 
 One incident per problem and place (camera + zone + location): a finding joins the open incident
-of its zone whose place overlaps its own — ground points within ``place_radius``, or the
-findings' evidence boxes (their places, see :func:`footprint`) intersecting — preferring one of
-its own type, then the nearest; one finding per incident per frame. A finding of another type
-changes the incident's type through an ``updated`` event (a fallen branch first seen as a plain
-obstruction), never through a second incident. A further finding overlapping an incident that
-already has one this frame (a second piece of the same object, a vehicle seen twice) only
-supports it. Only a finding overlapping no open incident of its zone opens a new one, unless
-that place closed (same type) less than the zone's ``cooldown_s`` ago; so the lifecycle never
-holds two open incidents of one zone whose places overlap. An open incident is updated when its
-evidence changes materially, at most once per ``update_interval_s``, and closed once no finding has supported it for
+of its zone whose place overlaps its own — ground points within ``place_radius``, or the smaller
+of the findings' evidence boxes (their places, see :func:`footprint`) at least half inside the
+other, or inside the incident's extent so far — preferring one of its own type, then the
+nearest; one finding per incident per frame. A finding of another type changes the incident's
+type through an ``updated`` event (a fallen branch first seen as a plain obstruction), never
+through a second incident. A further finding overlapping an incident that already has one this
+frame (a second piece of the same object, a vehicle seen twice) only supports it. Only a finding
+overlapping no open incident of its zone opens a new one, unless that place closed (same type)
+less than the zone's ``cooldown_s`` ago; so the lifecycle never holds two open incidents of one
+zone whose places overlap. An open incident is updated when its evidence changes materially, at
+most once per ``update_interval_s``, and closed once no finding has supported it for
 ``close_grace_s``. Ids are derived from camera, zone, type, place, start and opening time, so
 the same input always gives the same ids (a replay, a redelivery) and a reopened place a new one.
 """
@@ -28,6 +29,12 @@ from core.types import Frame
 from rules.findings import Finding
 
 Footprint = tuple[float, float, float, float]
+PLACE_COVER = 0.5
+"""Two findings are at one place when at least this share of the smaller one's box lies inside the
+other's (or the incident's whole extent so far): a sliver of the AVSS suitcase lies wholly inside
+the suitcase's box, and the kerb clip's second sighting of one car mostly inside the first; parked
+neighbours' boxes touch or overlap in perspective, by under a third on the kerb and courtyard clips
+(merging on any overlap cost two of their cars)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,28 +88,29 @@ def footprint(f: Finding) -> Footprint | None:
     return (x1 / w, y1 / h, x2 / w, y2 / h)
 
 
-def _inside(p: tuple[float, float], box: Footprint) -> bool:
-    return box[0] <= p[0] <= box[2] and box[1] <= p[1] <= box[3]
-
-
 def _union(a: Footprint | None, b: Footprint | None) -> Footprint | None:
     if a is None or b is None:
         return a or b
     return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
 
 
+def _area(b: Footprint) -> float:
+    return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+
+
 def places_overlap(a: Finding, b: Finding, radius: float, extent: Footprint | None = None) -> bool:
-    """Same zone, and ground points within ``radius`` or footprints intersecting (or one's ground
-    point inside the other's footprint); ``extent`` stands for ``a``'s footprint when given."""
+    """Same zone, and ground points within ``radius`` or one footprint at least ``PLACE_COVER``
+    inside the other; ``extent`` stands for ``a``'s footprint when given."""
     if a.zone_id != b.zone_id:
         return False
     if _distance(a.place, b.place) <= radius:
         return True
     fa, fb = extent or footprint(a), footprint(b)
-    if fa is not None and fb is not None and min(fa[2], fb[2]) > max(fa[0], fb[0]) \
-            and min(fa[3], fb[3]) > max(fa[1], fb[1]):
-        return True
-    return (fb is not None and _inside(a.place, fb)) or (fa is not None and _inside(b.place, fa))
+    if fa is None or fb is None:
+        return False
+    inter = _area((max(fa[0], fb[0]), max(fa[1], fb[1]), min(fa[2], fb[2]), min(fa[3], fb[3])))
+    smaller = min(_area(fa), _area(fb))
+    return smaller > 0 and inter >= PLACE_COVER * smaller
 
 
 def material_change(before: Evidence, after: Evidence, rel: float = 0.25) -> bool:
@@ -218,8 +226,9 @@ class IncidentLifecycle:
             changed = False
             for j in list(remaining):
                 f = findings[j]
+                # by box cover only: a distant parked neighbour can stand within place_radius
                 overlapped = [inc for inc in self._open
-                              if places_overlap(inc.finding, f, self.place_radius, inc.extent)]
+                              if places_overlap(inc.finding, f, 0.0, inc.extent)]
                 if overlapped:
                     for inc in overlapped:
                         inc.last_support_pts = pts

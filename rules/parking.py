@@ -31,6 +31,11 @@ seen twice (a partial box beside the full one, a car/truck double detection)."""
 
 
 def _duplicates(a: Station, b: Station) -> bool:
+    """One vehicle seen twice: boxes covering each other (``DUPLICATE_COVER``), or one track in
+    both (the tracker followed one vehicle; on the kerb clip the dark car's box jumped between its
+    two halves, x 307-333 and 330-349 px, under track 8, and each half became a station)."""
+    if a.track_ids & b.track_ids:
+        return True
     return any(max(covered_frac(x, y), covered_frac(y, x)) >= DUPLICATE_COVER
                for x, y in ((a.anchor, b.anchor), (a.last_box, b.last_box)))
 

@@ -84,16 +84,19 @@ def test_another_type_at_the_same_place_retypes_the_incident_by_an_update() -> N
     assert len({e.incident_id for e in events}) == 1
 
 
-def test_pieces_of_one_object_are_one_incident_and_a_far_object_another() -> None:
-    # three pieces whose ground points lie 0.1 apart (beyond place_radius) but whose boxes touch
-    # one object; a fourth far away is a second problem
-    pieces = [boxed((20, 40, 32, 60)), boxed((30, 45, 42, 62)), boxed((40, 40, 52, 58))]
-    far = boxed((80, 10, 90, 20))
-    script = {float(t): [*pieces[t % 2:], far] for t in range(0, 10)}
-    events = run(lifecycle(), script, 9)
+def test_pieces_of_one_object_are_one_incident_and_a_neighbour_another() -> None:
+    # an object seen whole, then as pieces whose ground points lie 0.1-0.15 from its own (beyond
+    # place_radius) but inside its box: one incident; a neighbour whose box only touches it
+    # (parked cars in perspective) is a second problem
+    whole = boxed((20, 40, 52, 62))
+    pieces = [boxed((20, 40, 30, 55)), boxed((40, 44, 52, 60))]
+    neighbour = boxed((48, 30, 80, 50))
+    script = {float(t): ([whole] if t < 2 else pieces) + [neighbour] for t in range(0, 10)}
+    lc = lifecycle()
+    events = run(lc, script, 9)
     opened = [e for e in events if e.event == "opened"]
-    assert len(opened) == 2, [e.location for e in opened]
-    assert {e.location for e in opened} == {(0.26, 0.6), (0.85, 0.2)}
+    assert {e.location for e in opened} == {(0.36, 0.62), (0.64, 0.5)}
+    assert lc.open_count == 2
 
 
 def test_never_two_open_incidents_of_one_zone_whose_places_overlap() -> None:
