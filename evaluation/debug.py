@@ -137,7 +137,8 @@ class DebugVideo:
         self._container: Any = None
         self._stream: Any = None
 
-    def write(self, image: Image, pts: float) -> None:
+    def write(self, image: Image) -> None:
+        """Append one annotated frame (frames are spaced 1 / fps apart, as analysed)."""
         if self._container is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._container = av.open(str(self.path), mode="w")
@@ -196,5 +197,5 @@ def debug_replay(camera: Camera, frames: Iterable[Frame], detect: DetectFn, time
         if trace is not None:
             trace.write(json.dumps(trace_line(camera.id, report)) + "\n")
         if video is not None:
-            video.write(draw(frame.image, camera, report), report.pts)
+            video.write(draw(frame.image, camera, report))
         yield from events
