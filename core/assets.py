@@ -30,6 +30,7 @@ from typing import Any, BinaryIO
 import yaml
 
 from core.errors import AssetError
+from core.progress import reading
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ASSETS_YAML = Path(__file__).with_name("assets.yaml")
@@ -266,8 +267,8 @@ class AssetCache:
 
     def _store(self, asset: Asset, member: AssetFile, src: BinaryIO, origin: str) -> None:
         target = self.cache_dir / member.path
-        with _temp_beside(target) as (fh, tmp):
-            actual = _stream_to(src, fh)
+        with _temp_beside(target) as (fh, tmp), reading(src, desc=Path(member.path).name, total=member.size) as read:
+            actual = _stream_to(read, fh)
             fh.close()
             if actual != member.sha256:
                 raise AssetError(

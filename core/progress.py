@@ -8,10 +8,11 @@ CI logs and JSON stay free of carriage returns and bar lines. ``PATROL_PROGRESS=
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any, TextIO, TypeVar
+from typing import Any, BinaryIO, TextIO, TypeVar
 
 from tqdm import tqdm
 
@@ -65,6 +66,17 @@ def _width() -> dict[str, Any]:
 
 
 DEFAULT_COLUMNS = 80
+
+
+@contextlib.contextmanager
+def reading(stream: BinaryIO, *, desc: str, total: int | None = None) -> Iterator[BinaryIO]:
+    """``stream`` whose reads advance a byte bar (a download or a copy), when :func:`bars_wanted`."""
+    if not bars_wanted():
+        yield stream
+        return
+    with tqdm.wrapattr(stream, "read", total=total, desc=desc, file=sys.stderr, leave=False, unit="B",
+                       unit_scale=True, unit_divisor=1024, **_width()) as wrapped:
+        yield wrapped
 
 
 class Counter:

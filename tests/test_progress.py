@@ -3,13 +3,16 @@ pseudo-terminal is in tests/evaluation/test_eval_errors_progress.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pty
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+from core.assets import Asset, AssetCache
 from core.progress import bars_wanted, silence
 
 
@@ -53,3 +56,20 @@ def test_silence_turns_every_bar_off(monkeypatch: pytest.MonkeyPatch, terminal: 
     finally:
         silence(False)
     assert bars_wanted(terminal) is True
+
+
+def test_a_fetch_shows_its_bytes_and_stores_them_unchanged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB: several reads of the cache's chunk size
+    (tmp_path / "mirror" / "footage").mkdir(parents=True)
+    (tmp_path / "mirror" / "footage" / "clip.mp4").write_bytes(payload)
+    asset = Asset(name="clip", path="footage/clip.mp4", kind="footage", licence="MIT", source="https://x.invalid",
+                  sha256=hashlib.sha256(payload).hexdigest(), size=len(payload))
+    monkeypatch.setenv("PATROL_PROGRESS", "1")
+    path = AssetCache(tmp_path / "cache", tmp_path / "mirror", allow_download=False).fetch(asset)
+    assert path.read_bytes() == payload
+    err = capsys.readouterr().err
+    assert "clip.mp4" in err and "/1.00M" in err, err  # bytes, scaled
+    monkeypatch.setenv("PATROL_PROGRESS", "0")
+    AssetCache(tmp_path / "cache2", tmp_path / "mirror", allow_download=False).fetch(asset)
+    assert capsys.readouterr().err == ""
