@@ -13,6 +13,13 @@ confirmation) and carrying how long they have differed so while clear of every i
 (``seen_s``: the evidence a rule's time limit should be measured against — Porikli's evidence
 accumulator, in seconds).
 
+Foreground is judged per pixel against that pixel's own measured noise (:meth:`threshold_map`),
+so a faint object on a quiet floor is found while swaying foliage keeps a high threshold. The
+long-term model starts as a running mean of the frames so far (:meth:`_long_tau`), so the first
+frame's passing light is not kept for minutes. Pieces of one object (close for their size,
+appearing together) are one region. :meth:`still_there` tells a rule whether a reported object's
+place is still not background (hidden by people or a train) or back to background (taken away).
+
 What it does not report, and how:
 
 * **tracked people and vehicles** — pixels under ``ignore_boxes`` (grown by a margin) are never
@@ -204,7 +211,8 @@ class DualBackground:
         short_term_s: time constant (s) of the short-term model; an object is "static" after
             roughly this long. Must be shorter than ``long_term_s``.
         diff_threshold: grey-level difference (0..255, after gain normalisation) that counts
-            as foreground.
+            as foreground at a pixel not yet measured quiet; each pixel's own threshold is
+            ``NOISE_K`` x its measured noise, between ``MIN_DIFF`` and this (:meth:`threshold_map`).
         min_area: least area of a reported region, as a fraction of the frame.
         work_width: images are downscaled to this width (never upscaled) before modelling.
         max_static_s: seconds after which a static object is learnt into the long-term model.

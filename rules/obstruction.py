@@ -6,8 +6,11 @@ a class: it asks the camera's :class:`~rules.background.DualBackground` for *sta
 one whose ground point (bottom centre of its box) lies in the zone and that has been seen there,
 clear of people and vehicles, for at least ``zone.limit_s`` (``StaticRegion.seen_s``) while the
 zone's schedule is active (the analyzer applies schedules; off schedule this rule is still fed, so
-the background keeps learning, and its findings are dropped). Once reported, a region is reported
-on every frame it is still there.
+the background keeps learning, and its findings are dropped). A region must also lie at least
+``IN_ZONE_SHARE`` inside the zone. Once reported, a region is reported on every frame it is still
+there, and while it is hidden (people, a train in front of it: its box still not background, see
+``HOLD_SHARE``) its last finding is repeated, so passers-by never close its incident; taken away,
+its place turns back to background and the incident closes after the zone's grace.
 ``started_pts`` is when the object arrived (``StaticRegion.static_since_pts``). Tracks and detections of
 ``zone.ignore_classes`` (people, vehicles) are only used to tell the background model what to
 ignore — a parked car is the parking rule's business, a person sitting down is nobody's.
@@ -26,8 +29,11 @@ Each finding is typed by a documented colour-and-texture heuristic (:func:`veget
   only when both the colour and the texture say "vegetation". Score 1 -> ``fallen_branch``,
   otherwise ``obstruction``.
 
-A region keeps the type, place and start time it was first reported with, so one object gives
-one incident even when the heuristic or the region's outline wobbles or grows from frame to frame.
+A region keeps the place and start time it was first reported with, so one object gives one
+incident even when its outline wobbles or grows from frame to frame. Its type is the majority of
+the heuristic's verdicts on the whole (merged) region over the frames it was reported: it may
+change, which the lifecycle turns into an ``updated`` event of the same incident. The evidence
+states the region's ``contrast`` (mean grey difference from the long-term background).
 """
 
 from __future__ import annotations
@@ -125,7 +131,7 @@ class _Known:
     since: float
     last_seen: float
     type: IncidentType | None = None
-    """Set when first reported, then kept."""
+    """The majority type so far (see ``vegetation_votes``); None until first reported."""
     place: tuple[float, float] | None = None
     """Normalised ground point when first reported, then kept (the outline may still grow)."""
     vegetation_votes: int = 0
