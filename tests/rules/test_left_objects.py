@@ -171,9 +171,11 @@ SOC_FILES = {"EPFL": ("EPFL_bkg01005", "EPFL_frame01005", "EPFL_mask01005"),
              "cantata": ("cantata-bkg00355", "cantata-frame00355", "cantata-mask00355")}
 
 
-def soc_iou(folder: Path, name: str, detector) -> float:
+def soc_iou(folder: Path, name: str, detector) -> tuple[float, float]:
     """Learn the background image for 60 s at 2 fps, hold the frame for 20 s (people in it given as
-    ignore boxes, as the pipeline would), and compare the static mask with the ground truth."""
+    ignore boxes, as the pipeline would), and compare the static mask with the ground truth: the
+    IoU of the whole mask, and of the connected piece of it that matches the object best (the
+    held frames hold other static changes too: people the detector misses, things moved)."""
     read = [cv2.imread(str(folder / f"{n}.png")) for n in SOC_FILES[name]]
     assert all(r is not None for r in read), f"{folder}: {name} triplet unreadable"
     bkg, frm, msk = (np.asarray(r, np.uint8) for r in read)
@@ -189,19 +191,31 @@ def soc_iou(folder: Path, name: str, detector) -> float:
         model.update(frm, pts, people)
         pts += 0.5
     assert model.static_mask is not None
-    static = cv2.resize(model.static_mask.astype(np.uint8), (msk.shape[1], msk.shape[0]),
-                        interpolation=cv2.INTER_NEAREST).astype(bool)
+    n, labels = cv2.connectedComponents(model.static_mask.astype(np.uint8))
+    labels = cv2.resize(labels.astype(np.float32), (msk.shape[1], msk.shape[0]),
+                        interpolation=cv2.INTER_NEAREST).astype(np.int32)
     truth = msk[..., 0] > 127
-    return float((static & truth).sum() / max(1, (static | truth).sum()))
+
+    def iou(pix: np.ndarray) -> float:
+        return float((pix & truth).sum() / max(1, (pix | truth).sum()))
+
+    return iou(labels > 0), max((iou(labels == k) for k in range(1, n)), default=0.0)
+
+
+def test_soc_static_object_matches_the_ground_truth(asset_path, yolox_detector) -> None:
+    folder = asset_path("soc_test")
+    best = {name: soc_iou(folder, name, yolox_detector)[1] for name in SOC}
+    print("SOC IoU of the best-matching static piece:", {k: round(v, 3) for k, v in best.items()})
+    assert sum(v >= 0.5 for v in best.values()) >= 3, best
 
 
 @pytest.mark.xfail(strict=True, reason="measured 2026-12-02: IoU EPFL 0.76, PETS 0.31, avss 0.04, cantata 0.53 "
                    "(work width 320): two of four reach 0.5; the held frames' other changes "
                    "(people the detector misses, moved things) fill the static mask")
-def test_soc_static_mask_matches_the_ground_truth(asset_path, yolox_detector) -> None:
+def test_soc_whole_static_mask_matches_the_ground_truth(asset_path, yolox_detector) -> None:
     folder = asset_path("soc_test")
-    ious = {name: soc_iou(folder, name, yolox_detector) for name in SOC}
-    print("SOC IoU:", {k: round(v, 3) for k, v in ious.items()})
+    ious = {name: soc_iou(folder, name, yolox_detector)[0] for name in SOC}
+    print("SOC IoU of the whole static mask:", {k: round(v, 3) for k, v in ious.items()})
     assert all(0.0 <= v <= 1.0 for v in ious.values())
     assert sum(v >= 0.5 for v in ious.values()) >= 3, ious
 
