@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from footage_frames import sampled_frames
 
 from camera_config.schema import KeepClearZone
 from core.events import IncidentEvent
@@ -53,21 +54,7 @@ CLIPS = {
 
 
 def frames(path: Path, fps: float) -> Iterator[Frame]:
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened(), f"cannot open {path}"
-    clip_fps = cap.get(cv2.CAP_PROP_FPS)
-    step = max(1, round(clip_fps / fps))
-    index = 0
-    try:
-        while cap.grab():
-            if index % step == 0:
-                ok, image = cap.retrieve()
-                assert ok, f"{path}: cannot decode frame {index}"
-                pts = index / clip_fps
-                yield Frame("left-cam", pts, WALL_BASE + pts, np.asarray(image, np.uint8))
-            index += 1
-    finally:
-        cap.release()
+    return (frame for _, frame in sampled_frames(path, fps, "left-cam", WALL_BASE))
 
 
 @dataclass

@@ -31,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from footage_frames import sampled_frames
 
 from camera_config.schema import KeepClearZone
 from core.events import IncidentEvent
@@ -90,20 +91,7 @@ def ground_truth(folder: Path) -> Truth:
 
 def frames(path: Path, fps: float) -> Iterator[tuple[int, Frame]]:
     """(frame index, frame) of the clip sampled at ``fps``."""
-    cap = cv2.VideoCapture(str(path))
-    assert cap.isOpened(), f"cannot open {path}"
-    step = round(CLIP_FPS / fps)
-    index = 0
-    try:
-        while cap.grab():
-            if index % step == 0:
-                ok, image = cap.retrieve()
-                assert ok, f"{path}: cannot decode frame {index}"
-                pts = index / CLIP_FPS
-                yield index, Frame("lobby-cam", pts, WALL_BASE + pts, image)
-            index += 1
-    finally:
-        cap.release()
+    return sampled_frames(path, fps, "lobby-cam", WALL_BASE)
 
 
 @dataclass
