@@ -15,6 +15,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -140,6 +141,13 @@ class Operator(Base):
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[float] = mapped_column(Float)
+    # ---- review roles and sessions (camera engineer, migration 0004)
+    role: Mapped[str] = mapped_column(String(16), default="operator", server_default="operator")
+    """operator, department, engineer or admin (review.security.ROLES)."""
+    department: Mapped[str | None] = mapped_column(String(64))
+    """The department a ``department`` member serves (as in tickets.routes); None for other roles."""
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """A disabled account cannot log in and its sessions are refused."""
 
 
 class Verdict(Base):
@@ -205,3 +213,35 @@ class InboxRow(Base):
     applied_at: Mapped[float | None] = mapped_column(Float)
     apply_order: Mapped[int | None] = mapped_column(Integer)
     """Position in the order this database applied events (global counter)."""
+
+
+# ---------------------------------------------------------------- review sessions and login throttle
+# (camera engineer, migration 0004)
+
+class ReviewSession(Base):
+    """A logged-in session of the review page. The cookie holds an opaque random token; the database
+    holds only its SHA-256, so a copy of this table logs nobody in."""
+
+    __tablename__ = "review_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """SHA-256 (hex) of the cookie's token."""
+    operator_id: Mapped[int] = mapped_column(ForeignKey("operators.id", ondelete="CASCADE"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Float)
+    last_seen_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float)
+    revoked_why: Mapped[str | None] = mapped_column(String(64))
+    address: Mapped[str | None] = mapped_column(String(64))
+
+
+class LoginThrottle(Base):
+    """Failed logins counted per key (``user:<name>`` or ``addr:<ip>``) for the growing delay."""
+
+    __tablename__ = "review_login_throttle"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[float] = mapped_column(Float)
+    blocked_until: Mapped[float] = mapped_column(Float, default=0.0)

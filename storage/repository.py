@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -27,8 +27,10 @@ from storage.models import (
     InboxRow,
     Incident,
     IncidentEventRow,
+    LoginThrottle,
     Operator,
     OutboxRow,
+    ReviewSession,
     Ticket,
     TicketHistory,
     Verdict,
@@ -159,8 +161,10 @@ def verdicts_of(s: Session, incident_id: str) -> Sequence[Verdict]:
     return s.scalars(select(Verdict).where(Verdict.incident_id == incident_id).order_by(Verdict.id)).all()
 
 
-def create_operator(s: Session, username: str, password_hash: str) -> Operator:
-    row = Operator(username=username, password_hash=password_hash, created_at=time.time())
+def create_operator(s: Session, username: str, password_hash: str, *, role: str = "operator",
+                    department: str | None = None) -> Operator:
+    row = Operator(username=username, password_hash=password_hash, created_at=time.time(), role=role,
+                   department=department)
     s.add(row)
     s.flush()
     return row
@@ -344,3 +348,97 @@ def ticket_history(s: Session, ticket_id: int) -> Sequence[TicketHistory]:
 def overdue_tickets(s: Session, now: float, open_states: Sequence[str]) -> Sequence[Ticket]:
     return s.scalars(select(Ticket).where(Ticket.state.in_(open_states), Ticket.due_at < now)
                      .order_by(Ticket.due_at)).all()
+
+
+# ---------------------------------------------------------------- review accounts, sessions, login throttle
+# (camera engineer; tables of migration 0004)
+
+def list_operators(s: Session) -> Sequence[Operator]:
+    return s.scalars(select(Operator).order_by(Operator.username)).all()
+
+
+def revoke_operator_sessions(s: Session, operator_id: int, at: float, why: str) -> int:
+    """Revoke every live session of one operator; returns how many."""
+    result = s.execute(update(ReviewSession)
+                       .where(ReviewSession.operator_id == operator_id, ReviewSession.revoked_at.is_(None))
+                       .values(revoked_at=at, revoked_why=why))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def delete_operator(s: Session, username: str, at: float) -> bool:
+    """Delete an account and its sessions (verdicts keep the name they were given under)."""
+    op = get_operator(s, username)
+    if op is None:
+        return False
+    revoke_operator_sessions(s, op.id, at, "operator deleted")
+    s.execute(delete(ReviewSession).where(ReviewSession.operator_id == op.id))
+    s.delete(op)
+    s.flush()
+    return True
+
+
+def set_operator_disabled(s: Session, username: str, disabled: bool, at: float) -> bool:
+    """Disable (revoking its sessions) or enable an account; False when there is no such account."""
+    op = get_operator(s, username)
+    if op is None:
+        return False
+    op.disabled = disabled
+    if disabled:
+        revoke_operator_sessions(s, op.id, at, "operator disabled")
+    s.flush()
+    return True
+
+
+def add_review_session(s: Session, session_id: str, operator_id: int, csrf: str, *, at: float,
+                       expires_at: float, address: str | None) -> ReviewSession:
+    row = ReviewSession(id=session_id, operator_id=operator_id, csrf=csrf, created_at=at, last_seen_at=at,
+                        expires_at=expires_at, address=address[:64] if address else None)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def live_review_session(s: Session, session_id: str, now: float) -> tuple[ReviewSession, Operator] | None:
+    """The session and its operator when the session is neither revoked nor expired and the account
+    exists and is enabled; None otherwise."""
+    row = s.execute(select(ReviewSession, Operator).join(Operator, Operator.id == ReviewSession.operator_id)
+                    .where(ReviewSession.id == session_id)).first()
+    if row is None:
+        return None
+    session, op = row.tuple()
+    if session.revoked_at is not None or session.expires_at <= now or op.disabled:
+        return None
+    return session, op
+
+
+def touch_review_session(s: Session, session_id: str, at: float) -> None:
+    s.execute(update(ReviewSession).where(ReviewSession.id == session_id).values(last_seen_at=at))
+
+
+def revoke_review_session(s: Session, session_id: str, at: float, why: str) -> None:
+    s.execute(update(ReviewSession).where(ReviewSession.id == session_id, ReviewSession.revoked_at.is_(None))
+              .values(revoked_at=at, revoked_why=why))
+
+
+def purge_review_sessions(s: Session, before: float) -> int:
+    """Delete sessions that expired or were revoked before ``before``."""
+    result = s.execute(delete(ReviewSession).where(
+        (ReviewSession.expires_at < before) | (ReviewSession.revoked_at < before)))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def login_throttles(s: Session, keys: Sequence[str]) -> dict[str, LoginThrottle]:
+    return {r.key: r for r in s.scalars(select(LoginThrottle).where(LoginThrottle.key.in_(keys)))}
+
+
+def record_login_failure(s: Session, key: str, *, failures: int, at: float, blocked_until: float) -> None:
+    row = s.get(LoginThrottle, key)
+    if row is None:
+        s.add(LoginThrottle(key=key, failures=failures, last_failure_at=at, blocked_until=blocked_until))
+    else:
+        row.failures, row.last_failure_at, row.blocked_until = failures, at, blocked_until
+    s.flush()
+
+
+def clear_login_failures(s: Session, key: str) -> None:
+    s.execute(delete(LoginThrottle).where(LoginThrottle.key == key))
