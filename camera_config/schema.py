@@ -447,6 +447,8 @@ class ReviewConfig(Strict):
                                  "(set when the page is served behind TLS).")
     metrics_token_file: str | None = Field(default=None, description="File holding a bearer token that lets "
                                            "a Prometheus scraper read /metrics without logging in.")
+    language: Literal["zh-CN", "en"] = Field(default="en", description="Language of the review page "
+                                             "(each user may switch with ?lang=); zh-CN: Simplified Chinese.")
 
 
 class SiteConfig(Strict):

@@ -20,10 +20,12 @@ from pathlib import Path
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+import jinja2
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from review import i18n
 from review.deps import ReviewContext
 from review.middleware import authenticate, security_headers
 from review.routes import api, auth, files, metrics, pages, verdicts
@@ -39,7 +41,8 @@ def create_app(ctx: ReviewContext) -> FastAPI:
                   openapi_url="/openapi.json",
                   description="Operators' review of incidents: queue, evidence, verdicts.")
     app.state.review = ctx
-    app.state.templates = templates(ctx.timezone)
+    app.state.templates_by_language = {lang: templates(ctx.timezone, lang) for lang in i18n.LANGUAGES}
+    app.state.templates = app.state.templates_by_language[ctx.language]  # the site's language
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     # the last added runs outermost: the headers go on every answer, the login gate's redirects and
     # 401s included, and the gate runs before any route
@@ -50,11 +53,19 @@ def create_app(ctx: ReviewContext) -> FastAPI:
     return app
 
 
-def templates(timezone: str) -> Jinja2Templates:
-    out = Jinja2Templates(directory=str(HERE / "templates"))
-    out.env.filters["when"] = lambda ts: fmt_time(ts, timezone)
-    out.env.filters["urlq"] = lambda s: quote(str(s), safe="")
-    return out
+def templates(timezone: str, language: str = i18n.DEFAULT_LANGUAGE) -> Jinja2Templates:
+    """The page templates in one language: ``_()`` / ``{% trans %}`` from its gettext catalog (Jinja2's
+    i18n extension), ``when`` writes a time in the site's zone the language's way, ``label(table)``
+    translates a code value (``{{ i.type | label("type") }}``, tables in :mod:`review.i18n`)."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(HERE / "templates")),
+                             autoescape=jinja2.select_autoescape(), extensions=["jinja2.ext.i18n"])
+    env.install_gettext_translations(i18n.translations(language), newstyle=True)  # type: ignore[attr-defined]
+    env.globals["lang"] = language
+    env.globals["languages"] = i18n.LANGUAGE_NAMES
+    env.filters["when"] = lambda ts: i18n.format_time(ts, timezone, language)
+    env.filters["label"] = lambda value, table: i18n.label(language, table, value)
+    env.filters["urlq"] = lambda s: quote(str(s), safe="")
+    return Jinja2Templates(env=env)
 
 
 def fmt_time(ts: float | None, tz: str) -> str:

@@ -19,6 +19,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from evidence.errors import EvidenceError
 from evidence.store import EvidenceStore
+from review import i18n
 from review.queue import STATUSES, QueueFilter, parse_local_time
 from review.security import COOKIE, Session, SessionCodec, csrf_ok, new_session
 from storage.db import Database
@@ -39,6 +40,8 @@ class ReviewContext:
     metrics_token: str | None = None
     secure_cookies: bool = False
     clock: Callable[[], float] = time.time
+    language: str = i18n.DEFAULT_LANGUAGE
+    """The site's page language (``review.language``); a user switches with ``?lang=`` (a cookie keeps it)."""
 
 
 def context(request: Request) -> ReviewContext:
@@ -83,7 +86,8 @@ def render(request: Request, name: str, status: int = 200, **values: Any) -> Res
     """A page from ``review/templates`` with the session's CSRF token, user, site and time zone; a
     visitor without a session gets one (so the login form has a token to send)."""
     ctx = context(request)
-    templates: Jinja2Templates = request.app.state.templates
+    language = language_of(request)
+    templates: Jinja2Templates = request.app.state.templates_by_language[language]
     session = session_of(request)
     fresh = session is None
     if session is None:
@@ -93,7 +97,20 @@ def render(request: Request, name: str, status: int = 200, **values: Any) -> Res
     }, status_code=status)
     if fresh:
         set_session_cookie(ctx, response, session)
+    if request.query_params.get("lang") == language and request.cookies.get(i18n.LANG_COOKIE) != language:
+        response.set_cookie(i18n.LANG_COOKIE, language, max_age=365 * 86_400, httponly=True, samesite="lax",
+                            secure=ctx.secure_cookies, path="/")
     return response
+
+
+def language_of(request: Request) -> str:
+    """The page language of this request (see :func:`review.i18n.request_language`)."""
+    return i18n.request_language(request, context(request).language)
+
+
+def translate(request: Request) -> Callable[[str], str]:
+    """``gettext`` in the request's language, for messages built in Python."""
+    return i18n.gettext(language_of(request))
 
 
 def queue_filter(ctx: ReviewContext, camera: str | None, grid_cell: str | None, type_: str | None,

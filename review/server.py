@@ -45,7 +45,8 @@ def build_context(config: SiteConfig, db: Database) -> ReviewContext:
     return ReviewContext(db=db, store=EvidenceStore(config.evidence.dir),
                          codec=SessionCodec(load_or_create_secret(rc.secret_file), rc.session_max_age_s),
                          topic_prefix=config.mqtt.topic_prefix, timezone=config.site.timezone,
-                         site_name=config.site.name, metrics_token=token, secure_cookies=rc.secure_cookies)
+                         site_name=config.site.name, metrics_token=token, secure_cookies=rc.secure_cookies,
+                         language=rc.language)
 
 
 @contextmanager
