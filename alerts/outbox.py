@@ -206,7 +206,7 @@ class Outbox:
         if transports is None:
             from alerts.mqtt import mqtt_transports
 
-            transports = mqtt_transports(site.mqtt)
+            transports = mqtt_transports(site.mqtt.for_role("pipeline"))
         topics = Topics(site.mqtt.topic_prefix)
         db = open_database(db_url or site.database.url)
         transport = transports(Endpoint(f"{site.mqtt.client_id}-{pipeline_id}",

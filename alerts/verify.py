@@ -134,7 +134,7 @@ class VerifierService:
         if transports is None:
             from alerts.mqtt import mqtt_transports
 
-            transports = mqtt_transports(site.mqtt)
+            transports = mqtt_transports(site.mqtt.for_role("verifier"))
         self.transport = transports(Endpoint(self.client_id, availability=self.topics.availability(self.client_id),
                                              persistent=True))
         self.transport.subscribe(self.topics.verify_request(), self._on_message, shared_group=VERIFIERS_GROUP)

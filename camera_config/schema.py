@@ -352,6 +352,17 @@ class MqttTls(Strict):
     insecure: bool = Field(default=False, description="Skip hostname verification (test brokers only).")
 
 
+MqttRole = Literal["pipeline", "tickets", "verifier", "review"]
+"""Who a connection is on the broker; each role has its own account and ACL (alerts/acl.py)."""
+
+
+class MqttAccount(Strict):
+    """One role's broker account."""
+
+    username: str = Field(min_length=1, max_length=200)
+    password: SecretStr | None = Field(default=None, description="The account's password; never logged.")
+
+
 class MqttConfig(Strict):
     """The broker incidents, health and verification requests travel through."""
 
@@ -366,6 +377,18 @@ class MqttConfig(Strict):
     keepalive_s: int = Field(default=30, ge=5, le=3_600)
     max_payload_bytes: int = Field(default=65_536, ge=1_024, le=10_000_000,
                                    description="Larger incoming messages are dead-lettered.")
+    accounts: dict[MqttRole, MqttAccount] = Field(
+        default_factory=dict,
+        description="One broker account per role (pipeline, tickets, verifier, review), each limited by the "
+                    "broker's ACL to its own topics (`patrol broker acl`); a role without one uses "
+                    "username/password.")
+
+    def for_role(self, role: MqttRole) -> MqttConfig:
+        """This config with ``role``'s account as the credentials (unchanged when it has none)."""
+        account = self.accounts.get(role)
+        if account is None:
+            return self
+        return self.model_copy(update={"username": account.username, "password": account.password})
 
 
 class DatabaseConfig(Strict):

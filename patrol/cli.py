@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "patrol.commands.review",
     "patrol.commands.replay",
     "patrol.commands.train",
+    "patrol.commands.broker",
 )
 
 log = logging.getLogger("patrol")

@@ -55,7 +55,7 @@ def review_services(config: SiteConfig, *, mqtt: bool = True) -> Iterator[Review
     ctx = build_context(config, db)
     link = publisher = None
     if mqtt:
-        link = mqtt_transports(config.mqtt)(Endpoint(f"{config.mqtt.client_id}-review"))
+        link = mqtt_transports(config.mqtt.for_role("review"))(Endpoint(f"{config.mqtt.client_id}-review"))
         publisher = OutboxPublisher(db, link, topics=Topics(config.mqtt.topic_prefix))
         ctx.wake_outbox = publisher.wake
         link.start()

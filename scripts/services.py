@@ -69,10 +69,12 @@ class _Service:
 class Mosquitto(_Service):
     """A mosquitto broker with persistence (queued QoS 1 messages survive a restart).
 
-    ``users`` maps username -> password; when given, anonymous access is off.
+    ``users`` maps username -> password; when given, anonymous access is off. ``acl``: the text of
+    an ``acl_file`` (alerts/acl.py builds one per role); without it every account may use every topic.
     """
 
-    def __init__(self, port: int | None = None, users: dict[str, str] | None = None) -> None:
+    def __init__(self, port: int | None = None, users: dict[str, str] | None = None,
+                 acl: str | None = None) -> None:
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="patrol-mosquitto-"))
         self.users = users or {}
@@ -91,6 +93,11 @@ class Mosquitto(_Service):
             subprocess.run(["mosquitto_passwd", "-U", str(pw)], check=True, capture_output=True)
             os.chmod(pw, 0o644)
             lines += ["allow_anonymous false", f"password_file {pw}"]
+            if acl is not None:
+                acl_path = self.dir / "acl"
+                acl_path.write_text(acl)
+                os.chmod(acl_path, 0o644)
+                lines.append(f"acl_file {acl_path}")
         else:
             lines.append("allow_anonymous true")
         self.conf.write_text("\n".join(lines) + "\n")

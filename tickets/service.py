@@ -98,7 +98,7 @@ class TicketService:
         if transports is None:
             from alerts.mqtt import mqtt_transports
 
-            transports = mqtt_transports(mqtt_cfg)
+            transports = mqtt_transports(mqtt_cfg.for_role("tickets"))
         self.transports = transports
         self.counts: dict[str, int] = {}
         self._db_down = threading.Event()

@@ -123,11 +123,11 @@ def open_sink(config: SiteConfig, args: argparse.Namespace, stack: contextlib.Ex
         from alerts.mqtt import mqtt_transports
         from alerts.outbox import Outbox
 
-        transports = mqtt_transports(config.mqtt)
+        transports = mqtt_transports(config.mqtt.for_role("pipeline"))
         outbox = stack.enter_context(Outbox.from_site(config, args.pipeline_id, transports=transports))
         db = outbox.db
         sink = FanOutSink(outbox.sink, sink)
-        start_verifier(config, args.pipeline_id, stack, transports)
+        start_verifier(config, args.pipeline_id, stack, mqtt_transports(config.mqtt.for_role("verifier")))
     return sink, db
 
 
