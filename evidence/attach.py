@@ -48,6 +48,9 @@ class EvidenceAnalyzer:
 
     def process(self, frame: Frame, detections: Detections) -> list[IncidentEvent]:
         events: list[IncidentEvent] = self.inner.process(frame, detections)
+        report = getattr(self.inner, "last", None)  # the analyzer's FrameReport: the tracks drawn over clips
+        if report is not None and getattr(report, "pts", None) is not None:
+            self.recorder.observe(frame.camera_id, frame.pts, report.tracks)
         return [self._with_evidence(ev, frame) if ev.event == "opened" else ev for ev in events]
 
     def _with_evidence(self, ev: IncidentEvent, frame: Frame) -> IncidentEvent:

@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from core.events import IncidentEvent
-from core.types import Frame
+from core.types import Frame, Track
+from evidence.boxes import BOXES, BoxTrails
 from evidence.clip import ClipResult, ClipWriter
 from evidence.errors import EvidenceError
 from evidence.manifest import ModelInfo, build_manifest, file_entries, write_manifest
@@ -43,6 +44,7 @@ class EvidenceRecorder:
         self.timezone = timezone
         self.on_written = on_written
         self._rings: dict[str, PacketRing] = {}
+        self.boxes = BoxTrails(pre_roll_s + RING_HEADROOM_S)
         self._lock = threading.Lock()
 
     def ring(self, camera_id: str) -> PacketRing:
@@ -51,6 +53,10 @@ class EvidenceRecorder:
                 self._rings[camera_id] = PacketRing(camera_id, self.pre_roll_s + RING_HEADROOM_S,
                                                     self.writer.submit)
             return self._rings[camera_id]
+
+    def observe(self, camera_id: str, pts: float, tracks: Sequence[Track]) -> None:
+        """Every analysed frame's tracks, for the boxes drawn over the clips (``boxes.json``)."""
+        self.boxes.observe(camera_id, pts, tracks)
 
     def record(self, event: IncidentEvent, frame: Frame,
                polygon: Sequence[tuple[float, float]] | None = None,
@@ -79,8 +85,16 @@ class EvidenceRecorder:
             if self.on_written is not None:
                 self.on_written(event.incident_id, m)
 
+        boxes = self.boxes.start(event.camera_id, event.incident_id, folder / BOXES,
+                                 frame.pts - self.pre_roll_s - RING_HEADROOM_S, frame.pts + self.post_roll_s,
+                                 (frame.width, frame.height))
+
         def clip_done(outcome: ClipResult | EvidenceError) -> None:
             if isinstance(outcome, ClipResult):
+                try:
+                    boxes.clip_written(outcome.start, outcome.end)
+                except EvidenceError as exc:
+                    log.error("%s", exc, extra={"camera": event.camera_id, "incident": event.incident_id})
                 state = {**clip_state, "status": "written", "start_pts": outcome.start,
                          "end_pts": outcome.end, "duration_s": outcome.duration, "packets": outcome.packets,
                          "truncated": outcome.truncated}

@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import secrets
 import shutil
 import signal
 import subprocess
@@ -77,7 +78,18 @@ def start_rtsp_server(clips: dict[str, Path], port: int | None) -> Any:
     return server
 
 
-def site_config(urls: dict[str, str], broker_port: int, review_port: int) -> dict[str, Any]:
+DEMO_ACCOUNTS = {"pipeline": "demo-pipeline", "tickets": "demo-tickets", "verifier": "demo-verifier",
+                 "review": "demo-review"}
+"""The broker account of each role; the broker's ACL lets each only its own topics (alerts/acl.py)."""
+
+
+def broker_accounts() -> dict[str, dict[str, str]]:
+    """One account per role with a fresh random password (they live only in var/demo/site.yaml)."""
+    return {role: {"username": user, "password": secrets.token_urlsafe(16)} for role, user in DEMO_ACCOUNTS.items()}
+
+
+def site_config(urls: dict[str, str], broker_port: int, review_port: int,
+                accounts: dict[str, dict[str, str]]) -> dict[str, Any]:
     """Two cameras: the street with a no-parking zone over the right-hand kerb, the lot without zones;
     the broker, database, evidence store and review page all local to ``var/demo``."""
     kerb = {"id": "right-kerb", "type": "no_parking", "limit_s": 10, "close_grace_s": 10,
@@ -85,7 +97,7 @@ def site_config(urls: dict[str, str], broker_port: int, review_port: int) -> dic
     return {
         "version": 1,
         "site": {"name": "demo", "timezone": "Asia/Shanghai"},
-        "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": "demo"},
+        "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": "demo", "accounts": accounts},
         "database": {"url": f"sqlite:///{DEMO_DIR / 'patrol.db'}"},
         "evidence": {"dir": str(DEMO_DIR / "evidence"), "pre_roll_s": 4, "post_roll_s": 4},
         "review": {"host": "127.0.0.1", "port": review_port, "secret_file": str(DEMO_DIR / "review-secret"),
@@ -112,10 +124,16 @@ def patrol(*argv: str) -> list[str]:
     return [sys.executable, "-m", "patrol", *argv]
 
 
-def start_broker() -> Any:
-    broker = services_module().Mosquitto()
+def start_broker(accounts: dict[str, dict[str, str]]) -> Any:
+    """mosquitto with a password file and the per-role ACL: each service connects as its own role."""
+    from alerts.acl import acl_text
+    from core.topics import Topics
+
+    acl = acl_text({role: a["username"] for role, a in accounts.items()}, Topics())  # type: ignore[misc]
+    broker = services_module().Mosquitto(users={a["username"]: a["password"] for a in accounts.values()}, acl=acl)
     broker.start()
-    print(f"demo: MQTT broker (mosquitto) on 127.0.0.1:{broker.port}", flush=True)
+    print(f"demo: MQTT broker (mosquitto) on 127.0.0.1:{broker.port}, one account and ACL per role "
+          f"({', '.join(accounts)})", flush=True)
     return broker
 
 
@@ -193,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     server = broker = tickets = review = None
     try:
         server = start_rtsp_server(clips, args.port)
-        broker = start_broker()
-        config = site_config({mount: server.url(mount) for mount in clips}, broker.port, review_port)
+        accounts = broker_accounts()
+        broker = start_broker(accounts)
+        config = site_config({mount: server.url(mount) for mount in clips}, broker.port, review_port, accounts)
         path = write_site_config(config, DEMO_DIR / "site.yaml")
         print(f"demo: site config {path.relative_to(REPO)}", flush=True)
         subprocess.run(patrol("check-config", str(path)), cwd=REPO, check=True)
