@@ -284,11 +284,31 @@ for _builtin in (NoParkingZone, NoVendingZone, KeepClearZone):
     register_zone_schema(_builtin)
 
 
+class CropBox(Strict):
+    """A part of the frame the detector also looks at closely (``detector.regions``)."""
+
+    box: tuple[Annotated[float, Field(ge=0.0, le=1.0)], Annotated[float, Field(ge=0.0, le=1.0)],
+               Annotated[float, Field(ge=0.0, le=1.0)], Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        description="[x1, y1, x2, y2] normalised to 0..1 of the frame (x right, y down); x1 < x2, y1 < y2.")
+
+    @field_validator("box")
+    @classmethod
+    def _ordered(cls, box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+        if not (box[0] < box[2] and box[1] < box[3]):
+            raise ValueError(f"crop box {list(box)} must have x1 < x2 and y1 < y2")
+        return box
+
+
 class DetectorChoice(Strict):
     model: str = Field(default="yolox_nano_416", description="Name in models/registry.yaml.")
     default_score: float = Field(default=0.3, ge=0, le=1)
     class_scores: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=dict, description="Per-class score thresholds by COCO name.")
+    regions: Literal["auto", "off", "zones"] | tuple[CropBox, ...] = Field(default="auto", description=(
+        "Zone-focused detection (models/regions.py): besides the whole frame the detector runs on tiles "
+        "at native resolution. `auto`: around each zone that fits in a few tiles, and only when the "
+        "frame is shrunk more than 2x to the model input; `off`: the whole frame only; `zones`: around "
+        "every zone whatever the frame size; or a list of crop boxes `{box: [x1, y1, x2, y2]}`."))
 
     @field_validator("class_scores")
     @classmethod
