@@ -440,6 +440,17 @@ class TicketsConfig(Strict):
     verify_timeout_s: float = Field(default=300.0, gt=0, le=86_400,
                                     description="A disposed ticket without a verification result this long "
                                                 "gets a new verify request.")
+    held_timeout_s: float = Field(default=600.0, gt=0, le=7 * 86_400,
+                                  description="An event held this long for an earlier one of its incident that "
+                                              "never came is dead-lettered with the reason.")
+    gap_patience_s: float = Field(default=5.0, gt=0, le=3_600,
+                                  description="An event held this long for an earlier one asks the pipelines "
+                                              "to re-send (a replay request).")
+    gap_requests: int = Field(default=3, ge=0, le=100,
+                              description="Most replay requests one incident's gap may cause per "
+                                          "gap_request_window_s.")
+    gap_request_window_s: float = Field(default=600.0, gt=0, le=86_400,
+                                        description="The window gap_requests counts over.")
 
     @field_validator("routes")
     @classmethod

@@ -182,6 +182,8 @@ def add_dead_letter(s: Session, topic: str, payload: bytes, reason: str) -> Dead
         text = payload[:DEAD_LETTER_KEEP_BYTES].decode("utf-8")
     except UnicodeDecodeError:
         text = None
+    if text is not None and "\x00" in text:  # PostgreSQL text cannot hold NUL; the bytes keep it
+        text = None
     row = DeadLetter(topic=topic[:512], payload=payload[:DEAD_LETTER_KEEP_BYTES], payload_text=text,
                      size=len(payload), reason=reason, at=time.time())
     s.add(row)
@@ -405,7 +407,7 @@ def live_review_session(s: Session, session_id: str, now: float) -> tuple[Review
                     .where(ReviewSession.id == session_id)).first()
     if row is None:
         return None
-    session, op = row.tuple()
+    session, op = row[0], row[1]
     if session.revoked_at is not None or session.expires_at <= now or op.disabled:
         return None
     return session, op
@@ -442,3 +444,50 @@ def record_login_failure(s: Session, key: str, *, failures: int, at: float, bloc
 
 def clear_login_failures(s: Session, key: str) -> None:
     s.execute(delete(LoginThrottle).where(LoginThrottle.key == key))
+
+
+# ---------------------------------------------------------------- ticket service: held events, place locks
+# (tickets owner: issue 14 held-event timeout, issue 17 two ticket services on one database)
+
+def lock_incident(s: Session, incident_id: str) -> Incident | None:
+    """The incident row locked for this transaction (FOR UPDATE), None when there is none yet."""
+    return s.scalars(select(Incident).where(Incident.id == incident_id).with_for_update()).one_or_none()
+
+
+def lock_place(s: Session, key: str) -> None:
+    """Serialize ticket creation at one place across ticket services (a transaction-scoped PostgreSQL
+    advisory lock on ``key``). Row locks cannot do it: the ticket to lock may not exist yet. SQLite
+    needs nothing: its writers already queue (BEGIN IMMEDIATE)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+
+
+def held_incidents(s: Session, received_before: float) -> list[tuple[str, float]]:
+    """(incident id, oldest receive time) of incidents with an event still waiting for an earlier one,
+    received before ``received_before``; oldest first."""
+    rows = s.execute(select(InboxRow.incident_id, func.min(InboxRow.received_at))
+                     .where(InboxRow.applied_at.is_(None), InboxRow.received_at < received_before)
+                     .group_by(InboxRow.incident_id).order_by(func.min(InboxRow.received_at))).all()
+    return [(str(i), float(t)) for i, t in rows]
+
+
+def held_events(s: Session, incident_id: str) -> Sequence[InboxRow]:
+    """Events of one incident received but not applied (waiting for an earlier seq), by seq."""
+    return s.scalars(select(InboxRow).where(InboxRow.incident_id == incident_id, InboxRow.applied_at.is_(None))
+                     .order_by(InboxRow.seq)).all()
+
+
+def drop_inbox_row(s: Session, row: InboxRow) -> None:
+    """Forget a received event (it went to the dead letters): a later re-send is received afresh."""
+    s.execute(delete(InboxRow).where(InboxRow.incident_id == row.incident_id, InboxRow.seq == row.seq))
+
+
+# ---------------------------------------------------------------- durability: incidents left open at a stop
+# (outbox durability owner: issue 14 item 3, reconciled at stop and restart)
+
+def open_incidents_of(s: Session, camera_ids: Sequence[str]) -> Sequence[Incident]:
+    """Incidents still open (from the pipeline's point of view) on these cameras, oldest first."""
+    if not camera_ids:
+        return []
+    return s.scalars(select(Incident).where(Incident.state == "open", Incident.camera_id.in_(list(camera_ids)))
+                     .order_by(Incident.started_at, Incident.id)).all()

@@ -20,6 +20,7 @@ from core.events import IncidentEvent
 from core.topics import Topics
 from storage import repository as repo
 from storage.db import Database
+from storage.errors import NotFound
 from storage.models import Incident, Ticket
 from tickets.routing import deadline_s, route
 from tickets.states import OPEN_STATES, check_transition
@@ -68,7 +69,12 @@ def _same_place(ticket: Ticket, ev: IncidentEvent, max_distance: float) -> bool:
 
 
 def _ticket_for(s: Session, cfg: TicketsConfig, ev: IncidentEvent) -> Ticket:
-    """Join an open ticket at the same place within the merge window, or open a new one."""
+    """Join an open ticket at the same place within the merge window, or open a new one.
+
+    The place is locked first, so two ticket services taking two incidents at one place at once
+    make one ticket, not two.
+    """
+    repo.lock_place(s, f"ticket-place|{ev.type}|{ev.camera_id}|{ev.zone_id}")
     now = time.time()
     for ticket in repo.candidate_tickets(s, type=ev.type, camera_id=ev.camera_id, zone_id=ev.zone_id,
                                          states=OPEN_STATES, since=ev.started_at - cfg.merge_window_s):
@@ -134,15 +140,37 @@ def verify_request(ticket: Ticket, now: float, duration_s: float) -> dict[str, A
             "requested_at": now}
 
 
-def apply_verify_result(db: Database, result: dict[str, Any]) -> str:
+class VerifyIgnored(Exception):
+    """A verify result this service did not ask for (forged, stale or repeated); the text says why."""
+
+
+def _verify_refusal(ticket: Ticket, result: dict[str, Any], camera_id: str | None) -> str | None:
+    if ticket.state != "disposed":
+        return f"ticket {ticket.id} is {ticket.state!r}, not awaiting verification"
+    if ticket.verify_request_id is None or ticket.verify_request_id != result.get("request_id"):
+        return f"request id {str(result.get('request_id'))[:64]!r} is not the open verify request of ticket {ticket.id}"
+    for where, camera in (("topic", camera_id), ("payload", result.get("camera_id"))):
+        if camera is not None and camera != ticket.camera_id:
+            return f"the {where} names camera {str(camera)[:64]!r}; ticket {ticket.id} is on {ticket.camera_id!r}"
+    return None
+
+
+def apply_verify_result(db: Database, result: dict[str, Any], *, camera_id: str | None = None) -> str:
     """Disposed ticket + matching request: 'verified' or 'dispatched' (problem still there).
 
-    A stale or repeated result (another request id, or the ticket already moved) is 'ignored'.
+    Only an answer to a request this service made counts: the ticket exists and is disposed, the
+    request id is the one sent for it (a random 128-bit id only the verifiers read: topic ACL), and
+    the camera of the result's topic (``camera_id``; the verifier's ACL alone may write
+    ``verify/result/#``) and payload is the ticket's. Anything else raises :class:`VerifyIgnored`.
     """
     with db.transaction() as s:
-        ticket = repo.get_ticket(s, int(result["ticket_id"]), lock=True)
-        if ticket.state != "disposed" or ticket.verify_request_id != result.get("request_id"):
-            return "ignored"
+        try:
+            ticket = repo.get_ticket(s, int(result["ticket_id"]), lock=True)
+        except NotFound as exc:
+            raise VerifyIgnored(f"no ticket {result['ticket_id']}") from exc
+        refusal = _verify_refusal(ticket, result, camera_id)
+        if refusal is not None:
+            raise VerifyIgnored(refusal)
         present = bool(result["present"])
         evidence: dict[str, Any] = {k: result[k] for k in ("request_id", "present", "frames", "frames_present", "boxes",
                                            "checked_at", "error") if k in result}
@@ -156,6 +184,47 @@ def apply_verify_result(db: Database, result: dict[str, Any]) -> str:
                               f"({result.get('frames_present')}/{result.get('frames')} frames)")
         ticket.verify_request_id = None
         return ticket.state
+
+
+def _seq_ranges(seqs: list[int]) -> str:
+    out: list[str] = []
+    for q in seqs:
+        if out and q == int(out[-1].split("-")[-1]) + 1:
+            out[-1] = f"{out[-1].split('-')[0]}-{q}"
+        else:
+            out.append(str(q))
+    return ", ".join(out)
+
+
+def expire_held(db: Database, now: float, timeout_s: float) -> list[str]:
+    """Dead-letter events held longer than ``timeout_s`` for an earlier event that never came.
+
+    One transaction per incident, with the incident locked: an earlier event arriving at the same
+    moment is either applied first (and the held one with it) or finds the held one gone. The inbox
+    row goes, so a later re-send of the event is received afresh. Returns the reasons.
+    """
+    with db.transaction() as s:
+        stale = [incident_id for incident_id, _at in repo.held_incidents(s, now - timeout_s)]
+    reasons = []
+    for incident_id in stale:
+        with db.transaction() as s:
+            if repo.lock_incident(s, incident_id) is None:
+                continue
+            done = repo.applied_seq(s, incident_id)
+            held = repo.held_events(s, incident_id)
+            have = {row.seq for row in held}
+            for row in held:
+                if row.received_at >= now - timeout_s:
+                    continue
+                gap = (_seq_ranges([q for q in range(done + 1, row.seq) if q not in have])
+                       if row.seq - done <= 1_000 else f"{done + 1}-{row.seq - 1}")
+                reason = (f"held {now - row.received_at:.0f} s (held_timeout_s {timeout_s:g}): incident "
+                          f"{incident_id} seq {row.seq} waits for seq {gap}, which never arrived "
+                          f"(last applied seq {done})")
+                repo.add_dead_letter(s, row.topic, row.payload.encode("utf-8"), reason)
+                repo.drop_inbox_row(s, row)
+                reasons.append(reason)
+    return reasons
 
 
 # ---------------------------------------------------------------- views (JSON for the CLI)

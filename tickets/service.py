@@ -3,10 +3,23 @@
 Subscribes through an :class:`alerts.transport.Transport` (MQTT by default) with a persistent
 session to the shared subscriptions ``$share/tickets/{prefix}/incidents/#`` and
 ``$share/tickets/{prefix}/verify/result/+`` and acknowledges a message (manual ack:
-:meth:`alerts.transport.Message.ack`) only after its transaction committed. A message that cannot
-be used (oversized, not JSON, against the schema, wrong topic) goes to ``dead_letters`` with the
-reason and is acknowledged; the service keeps running. When the database fails, the message is not
-acknowledged and the service reconnects after a pause, so the broker delivers it again.
+:meth:`alerts.transport.Message.ack`) only after its transaction committed.
+
+Nothing one message holds can stop the others:
+
+- it is validated before the database sees it (:mod:`tickets.validate`: size, UTF-8, NUL, depth,
+  finite numbers, integer ranges and string lengths the columns hold, the schema);
+- a message that cannot be applied goes to ``dead_letters`` with the reason and is acknowledged;
+  so does a verify result this service did not ask for (logged as ignored);
+- a database error is retried; when the database still answers other statements, the error
+  belongs to the message, which is dead-lettered after :data:`DB_ATTEMPTS` tries (at once for a
+  data error); only when the database cannot be reached is the message left unacknowledged and
+  the service reconnects after the database is back, so the broker delivers it again;
+- an event held for an earlier one asks for a replay, at most ``tickets.gap_requests`` times per
+  incident per ``tickets.gap_request_window_s``, and is dead-lettered after ``tickets.held_timeout_s``.
+
+Two or more services may share one database and the subscription: the incident row lock orders
+one incident's events, the (incident id, seq) key drops duplicates, a place lock keeps merging right.
 """
 
 from __future__ import annotations
@@ -15,9 +28,13 @@ import json
 import logging
 import threading
 import time
+from collections import deque
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy import text
+from sqlalchemy.exc import DataError
 
 from alerts.outbox import OutboxPublisher
 from alerts.transport import Endpoint, Message, Transport, TransportFactory
@@ -27,61 +44,85 @@ from core.schema import schema_errors
 from core.topics import TICKETS_GROUP, Topics
 from storage import repository as repo
 from storage.db import Database
-from storage.errors import NotFound, StorageError
-from tickets.desk import apply_event, apply_verify_result, retry_stale_verifications
+from storage.errors import StorageError
+from tickets.desk import VerifyIgnored, apply_event, apply_verify_result, expire_held, retry_stale_verifications
 from tickets.states import OPEN_STATES
+from tickets.validate import Rejected, check_event_fits, check_verify_result, parse_json
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Rejected", "TicketService", "decode_event", "decode_verify_result"]
 
 REPLAY_MARGIN_S = 60.0
 """Replays start this long before the last received message (clock skew, in-flight messages)."""
-GAP_PATIENCE_S = 5.0
-"""An event held this long for a missing predecessor triggers a replay request (repeated until filled)."""
-
-
-class Rejected(Exception):
-    """A message that goes to the dead-letter table; the text is the reason."""
-
-
-def _json(payload: bytes) -> Any:
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Rejected(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise Rejected(f"not JSON: {exc}") from exc
+DB_ATTEMPTS = 3
+"""Tries of one message while the database answers other statements (a deadlock or lock timeout
+between two services passes on the second); then the error is the message's own: dead-lettered."""
+RETRY_PAUSE_S = 0.2
+"""Pause before the second try, doubled before the third."""
+MAX_REASON_CHARS = 2_000
+"""A dead letter's reason is cut here (pydantic's error text can quote a whole field)."""
 
 
 def decode_event(topics: Topics, topic: str, payload: bytes, max_bytes: int) -> IncidentEvent:
+    """A received incident event, checked to fit the tables; :class:`Rejected` with the reason."""
     if len(payload) > max_bytes:
         raise Rejected(f"oversized: {len(payload)} bytes > limit {max_bytes}")
     where = topics.parse_incident(topic)
     if where is None:
         raise Rejected(f"not an incident topic: {topic!r} (expected {topics.prefix}/incidents/TYPE/CAMERA)")
-    raw = _json(payload)
+    raw = parse_json(payload, max_bytes=max_bytes)
     problems = schema_errors(raw)
     if problems:
         raise Rejected("schema: " + "; ".join(problems[:5]))
     try:
         ev = IncidentEvent.model_validate(raw)
     except ValidationError as exc:
-        raise Rejected(f"invalid event: {exc.errors(include_url=False)[:3]}") from exc
+        raise Rejected(f"invalid event: {exc.errors(include_url=False, include_input=False)[:3]}") from exc
+    check_event_fits(ev)
     if (ev.type, ev.camera_id) != where:
         raise Rejected(f"topic {topic!r} does not match payload type={ev.type!r} camera={ev.camera_id!r}")
     return ev
 
 
-def decode_verify_result(payload: bytes, max_bytes: int) -> dict[str, Any]:
-    if len(payload) > max_bytes:
-        raise Rejected(f"oversized: {len(payload)} bytes > limit {max_bytes}")
-    raw = _json(payload)
-    if not isinstance(raw, dict) or not isinstance(raw.get("ticket_id"), int) \
-            or not isinstance(raw.get("present"), bool) or not isinstance(raw.get("request_id"), str):
-        raise Rejected("verify result: needs integer ticket_id, string request_id and boolean present")
-    return raw
+def decode_verify_result(topics: Topics, topic: str, payload: bytes, max_bytes: int) -> tuple[dict[str, Any], str]:
+    """(result, camera of the topic) of a verify result; :class:`Rejected` with the reason."""
+    camera = topic.rsplit("/", 1)[-1]
+    if not topics.is_verify_result(topic) or not camera:
+        raise Rejected(f"not a verify result topic: {topic!r}")
+    return check_verify_result(parse_json(payload, max_bytes=max_bytes)), camera
+
+
+def _readable(reason: str) -> str:
+    """A reason any database can store and a person can read: no NUL, bounded."""
+    reason = reason.replace("\x00", "\\u0000")
+    return reason if len(reason) <= MAX_REASON_CHARS else reason[:MAX_REASON_CHARS] + "..."
+
+
+def _data_error(exc: StorageError) -> bool:
+    """The database refused the values themselves (out of range, bad encoding): no retry helps."""
+    return isinstance(exc.__cause__, DataError)
+
+
+class _GapRequests:
+    """At most ``limit`` replay requests per incident per ``window_s`` (memory: held incidents only)."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit, self.window_s = limit, window_s
+        self._sent: dict[str, deque[float]] = {}
+
+    def take(self, incident_ids: Sequence[str], now: float) -> list[str]:
+        """The incidents that may still ask; each of them is charged one request."""
+        self._sent = {i: self._sent[i] for i in incident_ids if i in self._sent}
+        allowed = []
+        for incident_id in incident_ids:
+            sent = self._sent.setdefault(incident_id, deque())
+            while sent and sent[0] <= now - self.window_s:
+                sent.popleft()
+            if len(sent) < self.limit:
+                sent.append(now)
+                allowed.append(incident_id)
+        return allowed
 
 
 class TicketService:
@@ -101,6 +142,7 @@ class TicketService:
             transports = mqtt_transports(mqtt_cfg.for_role("tickets"))
         self.transports = transports
         self.counts: dict[str, int] = {}
+        self.gaps = _GapRequests(tickets_cfg.gap_requests, tickets_cfg.gap_request_window_s)
         self._db_down = threading.Event()
         self._stop = threading.Event()
         self.transport = self._new_transport()
@@ -114,11 +156,12 @@ class TicketService:
         transport.on_connected(self._ask_replay)
         return transport
 
-    def _ask_replay(self, since: float | None = None) -> None:
+    def _ask_replay(self, since: float | None = None, incidents: Sequence[str] = ()) -> None:
         """Ask every pipeline to send again what it sent since shortly before our last message.
 
         A broker restart can drop messages for a shared subscription until we reconnect; the
-        replayed duplicates are dropped by the (incident id, seq) dedupe.
+        replayed duplicates are dropped by the (incident id, seq) dedupe. ``incidents``: the ones
+        whose gap caused the request (for the pipelines' logs; they re-send everything since).
         """
         if since is None:
             try:
@@ -128,45 +171,103 @@ class TicketService:
                 log.error("cannot read the last receive time; asking for a full replay", extra={"error": str(exc)})
                 last = None
             since = 0.0 if last is None else last - REPLAY_MARGIN_S
-        self.transport.publish(self.topics.replay_request, json.dumps({"since": since, "by": self.client_id}))
+        request: dict[str, Any] = {"since": since, "by": self.client_id}
+        if incidents:
+            request["incidents"] = list(incidents[:50])
+        self.transport.publish(self.topics.replay_request, json.dumps(request))
 
     def _repair_gaps(self) -> None:
-        """Events held for a missing earlier one for a while: the earlier one was lost, ask again."""
+        """Held events: dead-letter those past ``held_timeout_s``; for the others ask for a replay,
+        within each incident's budget of ``gap_requests`` per ``gap_request_window_s``."""
+        now = time.time()
         try:
+            for reason in expire_held(self.db, now, self.cfg.held_timeout_s):
+                log.warning("dead-lettered a held event: %s", reason)
             with self.db.transaction() as s:
-                oldest = repo.oldest_held_at(s, time.time() - GAP_PATIENCE_S)
-        except StorageError:
+                held = repo.held_incidents(s, now - self.cfg.gap_patience_s)
+        except StorageError as exc:
+            log.error("cannot look at held events", extra={"error": str(exc)})
             return
-        if oldest is not None and self.transport.connected:
-            log.warning("events wait for a missing earlier event; asking for a replay")
-            self._ask_replay(since=oldest - REPLAY_MARGIN_S)
+        if not held or not self.transport.connected:
+            return
+        allowed = set(self.gaps.take([incident_id for incident_id, _at in held], now))
+        if not allowed:
+            log.debug("%d incident(s) wait for earlier events; their replay requests are spent", len(held))
+            return
+        asking = [(incident_id, at) for incident_id, at in held if incident_id in allowed]
+        log.warning("%d incident(s) wait for a missing earlier event; asking for a replay", len(asking),
+                    extra={"incidents": ",".join(i for i, _at in asking[:20])})
+        self._ask_replay(since=min(at for _i, at in asking) - REPLAY_MARGIN_S, incidents=[i for i, _at in asking])
 
     # ---- one message
     def handle(self, topic: str, payload: bytes) -> str:
         """Process one message; returns the outcome. Raises StorageError when the database fails."""
         try:
             if self.topics.is_verify_result(topic):
-                return "verify:" + apply_verify_result(self.db, decode_verify_result(
-                    payload, self.mqtt_cfg.max_payload_bytes))
+                return "verify:" + self._verify_result(topic, payload)
             ev = decode_event(self.topics, topic, payload, self.mqtt_cfg.max_payload_bytes)
             return apply_event(self.db, self.cfg, ev, topic)
-        except (Rejected, NotFound) as exc:
-            with self.db.transaction() as s:
-                repo.add_dead_letter(s, topic, payload, str(exc))
-            log.warning("dead-lettered a message", extra={"topic": topic, "reason": str(exc)[:200]})
+        except Rejected as exc:
+            self.dead_letter(topic, payload, str(exc))
             return "dead_letter"
+
+    def _verify_result(self, topic: str, payload: bytes) -> str:
+        result, camera = decode_verify_result(self.topics, topic, payload, self.mqtt_cfg.max_payload_bytes)
+        try:
+            return apply_verify_result(self.db, result, camera_id=camera)
+        except VerifyIgnored as exc:
+            log.warning("ignored a verify result this service did not ask for (forged, stale or repeated): %s",
+                        exc, extra={"topic": topic})
+            self.dead_letter(topic, payload, f"verify result ignored: {exc}", quiet=True)
+            return "ignored"
+
+    def dead_letter(self, topic: str, payload: bytes, reason: str, *, quiet: bool = False) -> None:
+        """Keep a message that cannot be applied, with the reason (raises StorageError when it cannot)."""
+        reason = _readable(reason)
+        with self.db.transaction() as s:
+            repo.add_dead_letter(s, topic, payload, reason)
+        if not quiet:
+            log.warning("dead-lettered a message: %s", reason[:300], extra={"topic": topic})
+
+    def _db_reachable(self) -> bool:
+        try:
+            with self.db.transaction() as s:
+                s.execute(text("SELECT 1"))
+        except StorageError:
+            return False
+        return True
+
+    def _settle(self, msg: Message) -> str | None:
+        """The outcome of one message, or None when it must stay unacknowledged (database away)."""
+        failure = ""
+        for attempt in range(DB_ATTEMPTS):
+            try:
+                return self.handle(msg.topic, msg.payload)
+            except StorageError as exc:
+                if not self._db_reachable():
+                    log.error("database unreachable; message left unacknowledged", extra={"error": str(exc)})
+                    return None
+                failure = f"database refused it while answering other statements: {exc}"
+                if _data_error(exc):
+                    break
+                if attempt + 1 < DB_ATTEMPTS:
+                    time.sleep(RETRY_PAUSE_S * 2**attempt)
+            except Exception as exc:  # a bug on one message must neither kill the loop nor block the rest
+                log.exception("unexpected error on a message; dead-lettering it", extra={"topic": msg.topic})
+                failure = f"internal error: {type(exc).__name__}: {exc}"
+                break
+        try:
+            self.dead_letter(msg.topic, msg.payload, failure)
+        except StorageError as exc:
+            log.error("cannot dead-letter a message; left unacknowledged", extra={"error": str(exc)})
+            return None
+        return "dead_letter"
 
     def _on_message(self, msg: Message) -> None:
         if self._db_down.is_set():
             return  # not acknowledged: redelivered after the reconnect
-        try:
-            outcome = self.handle(msg.topic, msg.payload)
-        except StorageError as exc:
-            log.error("database failed; message left unacknowledged", extra={"error": str(exc)})
-            self._db_down.set()
-            return
-        except Exception:  # a bug must not kill the network thread; keep the message for later
-            log.exception("unexpected error on a message; left unacknowledged", extra={"topic": msg.topic})
+        outcome = self._settle(msg)
+        if outcome is None:
             self._db_down.set()
             return
         self.counts[outcome] = self.counts.get(outcome, 0) + 1
@@ -189,12 +290,13 @@ class TicketService:
         """Serve until ``stop`` is set: reconnect after a database failure, log overdue tickets."""
         self.start()
         next_overdue = time.monotonic()
-        next_repair = time.monotonic() + GAP_PATIENCE_S
+        repair_every = min(self.cfg.gap_patience_s, self.cfg.held_timeout_s / 2)
+        next_repair = time.monotonic() + repair_every
         while not stop.wait(0.5):
             if self._db_down.is_set():
                 self._recover()
             if time.monotonic() >= next_repair:
-                next_repair = time.monotonic() + GAP_PATIENCE_S
+                next_repair = time.monotonic() + repair_every
                 self._repair_gaps()
             if time.monotonic() >= next_overdue:
                 next_overdue = time.monotonic() + overdue_every_s

@@ -10,7 +10,7 @@ import pytest
 from camera_config.schema import TicketsConfig
 from storage import repository as repo
 from storage.db import Database
-from tickets.desk import apply_event, apply_verify_result, transition
+from tickets.desk import VerifyIgnored, apply_event, apply_verify_result, transition
 from tickets.routing import route
 from tickets.states import OPEN_STATES
 
@@ -137,7 +137,8 @@ def test_verification_result_closes_or_reopens_the_disposal(db: Database, make_i
     result = {"request_id": request["request_id"], "ticket_id": tid, "present": present, "frames": 8,
               "frames_present": 8 if present else 0, "boxes": [{"label": "car"}] if present else []}
     assert apply_verify_result(db, result) == state
-    assert apply_verify_result(db, result) == "ignored"  # redelivered result: no second transition
+    with pytest.raises(VerifyIgnored, match=f"ticket {tid} is '{state}', not awaiting verification"):
+        apply_verify_result(db, result)  # redelivered result: no second transition
     with db.transaction() as s:
         history = repo.ticket_history(s, tid)
         assert (history[-1].from_state, history[-1].to_state, history[-1].actor) == ("disposed", state, "verifier")
@@ -148,9 +149,18 @@ def test_verification_result_closes_or_reopens_the_disposal(db: Database, make_i
 def test_a_stale_verification_result_is_ignored(db: Database, make_incident_event) -> None:
     tid, _request = _disposed_ticket(db, make_incident_event)
     stale = {"request_id": "not-the-current-one", "ticket_id": tid, "present": False}
-    assert apply_verify_result(db, stale) == "ignored"
+    with pytest.raises(VerifyIgnored, match=f"'not-the-current-one' is not the open verify request of ticket {tid}"):
+        apply_verify_result(db, stale)
+    with pytest.raises(VerifyIgnored, match="no ticket 999"):
+        apply_verify_result(db, {**stale, "ticket_id": 999})
+    right = {**stale, "request_id": _request["request_id"]}
+    with pytest.raises(VerifyIgnored, match=f"the topic names camera 'cam-9'; ticket {tid} is on 'cam-1'"):
+        apply_verify_result(db, right, camera_id="cam-9")   # the right id on another camera's topic
+    with pytest.raises(VerifyIgnored, match="the payload names camera 'cam-2'"):
+        apply_verify_result(db, {**right, "camera_id": "cam-2"}, camera_id="cam-1")
     with db.transaction() as s:
         assert repo.get_ticket(s, tid).state == "disposed"
+    assert apply_verify_result(db, right, camera_id="cam-1") == "verified"
 
 
 def test_an_unanswered_verification_is_asked_again(db: Database, make_incident_event) -> None:
@@ -166,5 +176,6 @@ def test_an_unanswered_verification_is_asked_again(db: Database, make_incident_e
         second = json.loads(repo.pending_outbox(s)[-1].payload)
     assert second["ticket_id"] == tid and second["request_id"] != first["request_id"]
     late = {"request_id": first["request_id"], "ticket_id": tid, "present": False}
-    assert apply_verify_result(db, late) == "ignored"            # the old answer is stale now
+    with pytest.raises(VerifyIgnored):
+        apply_verify_result(db, late)                            # the old answer is stale now
     assert apply_verify_result(db, {**late, "request_id": second["request_id"]}) == "verified"
