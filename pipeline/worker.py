@@ -40,6 +40,7 @@ from core.coco import COCO80
 from core.errors import ModelError, PatrolError
 from core.events import IncidentEvent
 from core.types import Detections, Frame
+from models.regions import RegionPlanner, Tile, detect_with_regions
 from pipeline.health import HealthMonitor, HealthReport, publish_health
 from pipeline.metrics import CameraMetrics, make_registry
 from pipeline.sampler import LatestFrameSlot
@@ -70,6 +71,11 @@ was late, and shedding them all left cameras with no analysed frame for the whol
 
 class Analyzer(Protocol):
     def process(self, frame: Frame, detections: Detections) -> list[IncidentEvent]: ...
+
+
+class EventsAtRisk(PatrolError):
+    """Raised by a sink that can neither commit nor keep events (database refusing writes and no
+    room to spill them): the worker logs it, stops, and :attr:`PatrolWorker.fatal` holds it."""
 
 
 class EventSink(Protocol):
@@ -145,6 +151,8 @@ class CameraRuntime:
     """Frames shed as stale before analysis (counted by the analysis thread only)."""
     last_analysed: float = field(default_factory=time.monotonic)
     """Monotonic time the camera's last frame was analysed (or the worker was made)."""
+    regions: RegionPlanner | None = None
+    """The camera's tiles for zone-focused detection (models/regions.py), set when its detector loads."""
 
 
 class PatrolWorker:
@@ -186,6 +194,8 @@ class PatrolWorker:
         self.registry = make_registry(self._metrics_snapshot)
         self.started_at: float | None = None
         self.stopped_at: float | None = None
+        self.fatal: EventsAtRisk | None = None
+        """Set when the sink could not keep events: the worker stopped on it."""
         self._analysis: queue.Queue[Callable[[], None] | None] = queue.Queue(ANALYSIS_QUEUE)
         self._analysis_thread: threading.Thread | None = None
 
@@ -206,6 +216,10 @@ class PatrolWorker:
             except Exception as exc:
                 raise ModelError(f"model {model!r}: cannot load: {exc}") from exc
             self.detectors[model] = detector
+        for rt in self.cameras.values():  # zone-focused detection needs the network input size
+            size = getattr(self.detectors[rt.camera.detector.model], "input_size", None)
+            if size is not None and rt.camera.detector.regions not in ("off", ()):
+                rt.regions = RegionPlanner.for_camera(rt.camera, (int(size[0]), int(size[1])))
 
     def start(self) -> None:
         self.load_detectors()
@@ -296,6 +310,8 @@ class PatrolWorker:
             def publish() -> None:
                 try:
                     publish_health(self.sink, check.events, check.reports)
+                except EventsAtRisk as exc:
+                    self._sink_at_risk(exc)
                 except Exception:
                     log.exception("camera health: event sink failed on %d event(s)", len(check.events))
             self._hand_over(publish)
@@ -358,7 +374,8 @@ class PatrolWorker:
         for model, group in by_model.items():
             t0 = time.perf_counter()
             try:
-                detections = self.detectors[model].detect([f.image for f in group])
+                detections = detect_with_regions(self.detectors[model], [f.image for f in group],
+                                                 [self._tiles(f) for f in group])
             except Exception:
                 log.exception("model %s: detection failed on a batch of %d frame(s); batch skipped",
                               model, len(group))
@@ -367,6 +384,19 @@ class PatrolWorker:
             for frame in group:
                 self.cameras[frame.camera_id].metrics.stage["infer"].add(share)
             self._hand_over(functools.partial(self._analyse_group, group, detections))
+
+    def _tiles(self, frame: Frame) -> tuple[Tile, ...]:
+        """The frame's tiles (zone-focused detection); a camera whose setting cannot be planned on its
+        frames says why once and runs on the whole frame."""
+        rt = self.cameras[frame.camera_id]
+        if rt.regions is None:
+            return ()
+        try:
+            return rt.regions.tiles((frame.width, frame.height))
+        except ModelError as exc:
+            log.error("%s; the camera runs on the whole frame only", exc)
+            rt.regions = None
+            return ()
 
     def _analyse_group(self, group: list[Frame], detections: list[Detections]) -> None:
         for frame, dets in zip(group, detections, strict=True):
@@ -403,8 +433,17 @@ class PatrolWorker:
             rt.metrics.events += len(events)
             try:
                 self.sink.publish(events)
+            except EventsAtRisk as exc:
+                self._sink_at_risk(exc)
             except Exception:
                 log.exception("camera %s: event sink failed on %d event(s)", rt.camera.id, len(events))
+
+    def _sink_at_risk(self, exc: EventsAtRisk) -> None:
+        """The sink cannot keep what it is given: stop rather than lose events."""
+        if self.fatal is None:
+            log.critical("stopping: %s", exc)
+            self.fatal = exc
+        self.request_stop()
 
     @staticmethod
     def _note_tracks(rt: CameraRuntime) -> None:
