@@ -65,6 +65,16 @@ def operator_of(request: Request) -> str:
     return session.user
 
 
+def require_role(*roles: str) -> Callable[[Request], None]:
+    """A dependency: the logged-in session's role is one of ``roles`` (admin always passes); anyone
+    else gets 403 (an HTML request a page in their language, :mod:`review.error_pages`)."""
+    def check(request: Request) -> None:
+        session = session_of(request)
+        if session is None or not session.has_role(*roles):
+            raise HTTPException(403, "Your role may not open this page.")
+    return check
+
+
 async def require_csrf(request: Request) -> None:
     """Every POST: the session's CSRF token, from the form field or the X-CSRF-Token header."""
     token = request.headers.get("x-csrf-token")

@@ -7,6 +7,7 @@ messages go out even when no pipeline runs; it only sends rows that are pending 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +20,14 @@ from camera_config.schema import SiteConfig
 from core.topics import Topics
 from evidence.store import EvidenceStore
 from review.app import ReviewContext, create_app
-from review.security import ReviewError, SessionCodec, check_username, hash_password, load_or_create_secret
+from review.security import (
+    ReviewError,
+    SessionCodec,
+    check_role,
+    check_username,
+    hash_password,
+    load_or_create_secret,
+)
 from storage import repository as repo
 from storage.db import Database, open_database
 
@@ -81,10 +89,26 @@ def serve(config: SiteConfig, host: str | None = None, port: int | None = None) 
         uvicorn.run(app, host=h, port=p, log_level="warning", proxy_headers=False)
 
 
-def add_operator(db: Database, username: str, password: str) -> None:
+def add_operator(db: Database, username: str, password: str, *, role: str = "operator",
+                 department: str | None = None) -> None:
     check_username(username)
+    role, department = check_role(role, department)
     hashed = hash_password(password)
     with db.transaction() as s:
         if repo.get_operator(s, username) is not None:
             raise ReviewError(f"operator {username!r} already exists")
-        repo.create_operator(s, username, hashed)
+        repo.create_operator(s, username, hashed, role=role, department=department)
+
+
+def remove_operator(db: Database, username: str) -> None:
+    """Delete an account; its sessions are revoked with it."""
+    with db.transaction() as s:
+        if not repo.delete_operator(s, username, time.time()):
+            raise ReviewError(f"no operator {username!r}")
+
+
+def disable_operator(db: Database, username: str, disabled: bool = True) -> None:
+    """Disable an account (its sessions are revoked, it cannot log in) or enable it again."""
+    with db.transaction() as s:
+        if not repo.set_operator_disabled(s, username, disabled, time.time()):
+            raise ReviewError(f"no operator {username!r}")

@@ -25,7 +25,18 @@ def register(sub: Any) -> None:
     a.add_argument("username", metavar="USER")
     a.add_argument("--config", required=True, metavar="FILE")
     a.add_argument("--password-file", metavar="FILE", help="read the password from FILE (first line)")
+    a.add_argument("--role", default="operator", choices=("operator", "department", "engineer", "admin"),
+                   help="what the account may do (default operator: review incidents; engineer: cameras "
+                        "and zones; department: its department's tickets; admin: everything)")
+    a.add_argument("--department", metavar="NAME", help="the department of a --role department member")
     a.set_defaults(func=add_operator)
+    for name, helptext in (("remove-operator", "delete an operator account (its sessions end at once)"),
+                           ("disable-operator", "disable an account (its sessions end; no login)"),
+                           ("enable-operator", "enable a disabled account again")):
+        d = rsub.add_parser(name, help=helptext)
+        d.add_argument("username", metavar="USER")
+        d.add_argument("--config", required=True, metavar="FILE")
+        d.set_defaults(func=change_operator, change=name)
     r = rsub.add_parser("retention", help="delete old evidence of closed tickets (by age, then total size)")
     r.add_argument("--config", required=True, metavar="FILE")
     r.add_argument("--dry-run", action="store_true", help="list what would be deleted")
@@ -33,9 +44,17 @@ def register(sub: Any) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
+    from patrol.services import evidence_retention
     from review.server import serve as run_server
+    from storage.db import open_database
 
-    run_server(load_config(args.config), args.host, args.port)
+    config = load_config(args.config)
+    retention_db = open_database(config.database.url)  # its own pool: the page's stays the page's
+    try:
+        with evidence_retention(config, retention_db):
+            run_server(config, args.host, args.port)
+    finally:
+        retention_db.dispose()
     return 0
 
 
@@ -62,10 +81,27 @@ def add_operator(args: argparse.Namespace) -> int:
     password = _read_password(args)
     db = open_database(config.database.url)
     try:
-        create(db, args.username, password)
+        create(db, args.username, password, role=args.role, department=args.department)
     finally:
         db.dispose()
-    print(f"operator {args.username!r} added")
+    print(f"operator {args.username!r} added (role {args.role})")
+    return 0
+
+
+def change_operator(args: argparse.Namespace) -> int:
+    from review.server import disable_operator, remove_operator
+    from storage.db import open_database
+
+    config = load_config(args.config)
+    db = open_database(config.database.url)
+    try:
+        if args.change == "remove-operator":
+            remove_operator(db, args.username)
+        else:
+            disable_operator(db, args.username, disabled=args.change == "disable-operator")
+    finally:
+        db.dispose()
+    print(f"operator {args.username!r}: {args.change.split('-')[0]}d")
     return 0
 
 
