@@ -41,7 +41,7 @@ from core.events import IncidentEvent
 from core.progress import progress
 from core.types import Detections, Frame
 from evaluation.cache import CachedClip, CacheKey, CacheMismatch, CacheMissing, load_cache, save_cache
-from evaluation.labels import ClipLabels, sha256_file
+from evaluation.labels import ClipLabels, clip_frame_size, sha256_file
 from pipeline.sampler import TimeSampler
 
 log = logging.getLogger(__name__)
@@ -96,8 +96,10 @@ def needs_pictures(camera: Camera) -> bool:
     return any(kind.reads_pixels for kind in kinds_of(camera.zones, f"camera {camera.id!r}"))
 
 
-def cache_key(clip_sha256: str, camera: Camera, model: ModelIdentity) -> CacheKey:
-    """Everything the cached detections depend on (not the zones: those are what tuning changes)."""
+def cache_key(clip_sha256: str, camera: Camera, model: ModelIdentity,
+              tiles: Sequence[tuple[int, int, int, int]] = ()) -> CacheKey:
+    """Everything the cached detections depend on (not the zones: those are what tuning changes),
+    and the region tiles the detector also ran on (models/regions.py), when it did."""
     settings: dict[str, Any] = {
         "default_score": camera.detector.default_score,
         "class_scores": dict(sorted(camera.detector.class_scores.items())),
@@ -106,6 +108,8 @@ def cache_key(clip_sha256: str, camera: Camera, model: ModelIdentity) -> CacheKe
     }
     if model.fit:  # absent when 0, so caches made before the field existed still match
         settings["fit"] = model.fit
+    if tiles:  # zone-focused detection (models/regions.py); absent when the whole frame is enough
+        settings["region_tiles"] = [list(t) for t in tiles]
     return CacheKey(clip_sha256, model.name, model.sha256, settings)
 
 
@@ -177,7 +181,7 @@ def cached_detections(labels: ClipLabels, cache_dir: Path, detector_factory: Det
     and replaced; with ``detector_factory=None`` (cache only) a missing or refused cache is an error.
     """
     model = model or model_identity(labels.camera)
-    key = cache_key(clip_sha256 or sha256_file(labels.clip), labels.camera, model)
+    key = cache_key(clip_sha256 or sha256_file(labels.clip), labels.camera, model, region_tiles(labels, model))
     path = cache_path(cache_dir, labels)
     if not refresh:
         try:
@@ -194,6 +198,15 @@ def cached_detections(labels: ClipLabels, cache_dir: Path, detector_factory: Det
     clip = detect_clip(labels, detector_factory(labels.camera), key)
     save_cache(path, clip)
     return clip, False
+
+
+def region_tiles(labels: ClipLabels, model: ModelIdentity) -> list[tuple[int, int, int, int]]:
+    """The tiles the camera's ``detector.regions`` plans on this clip's frames (none: the whole frame)."""
+    from models.regions import RegionPlanner
+
+    size = labels.frame_size or clip_frame_size(labels.clip)
+    tiles = RegionPlanner.for_camera(labels.camera, model.input_size).tiles(size)
+    return [(t.x1, t.y1, t.x2, t.y2) for t in tiles]
 
 
 def clip_pictures(labels: ClipLabels, clip: CachedClip) -> list[npt.NDArray[np.uint8]]:
@@ -240,10 +253,11 @@ def default_detector_factory(camera: Camera) -> DetectorLike:
     """The production detector for a camera, run at the lowest score the camera config uses
     (the analyzer applies the per-class thresholds)."""
     from models.factory import load_detector
+    from models.regions import with_regions
 
     choice = camera.detector
     lowest = min([choice.default_score, *choice.class_scores.values()])
-    return load_detector(choice.model, score_threshold=lowest)
+    return with_regions(load_detector(choice.model, score_threshold=lowest), camera)  # type: ignore[return-value]
 
 
 # --- sweeps: record once, play back -----------------------------------------------------------------

@@ -118,10 +118,12 @@ def run_replay(args: argparse.Namespace) -> int:
     wall_start = parse_start(args.start_time, timezone)
 
     from models.factory import load_detector
+    from models.regions import with_regions
 
     choice = camera.detector
-    detector = load_detector(args.model or choice.model,
-                             score_threshold=min([choice.default_score, *choice.class_scores.values()]))
+    detector = with_regions(load_detector(args.model or choice.model,  # tiles as `patrol run` has them
+                                          score_threshold=min([choice.default_score, *choice.class_scores.values()])),
+                            camera)
     frames = progress(clip_frames(source, camera, fps, wall_start), desc=f"replay {camera.id}",
                       total=expected_frames(source, fps), unit="frame", quiet=getattr(args, "log_json", False))
     # sampled again by the analyzer: a no-op for well-formed files, a guard for files whose

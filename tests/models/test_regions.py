@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -191,3 +192,24 @@ def test_default_auto_leaves_every_shared_label_clip_on_the_whole_frame() -> Non
         assert labels.camera.detector.regions == "auto"
         assert labels.frame_size is not None
         assert plan_tiles("auto", labels.camera.zones, labels.frame_size, NET) == (), path.name
+
+
+def test_detection_cache_key_names_the_tiles_only_when_there_are_some() -> None:
+    """`patrol eval` caches detections per clip: a camera whose regions plan tiles on the clip gets
+    them in its key (another setting is another cache); `auto` on the shared clips keeps the key of
+    caches made before regions existed."""
+    from pathlib import Path
+
+    from evaluation.labels import load_labels
+    from evaluation.replay import cache_key, model_identity, region_tiles
+
+    labels = load_labels(Path(__file__).parents[2] / "labels" / "evadb_street.yaml")
+    model = model_identity(labels.camera)
+    assert region_tiles(labels, model) == []
+    zoned = labels.camera.model_copy(
+        update={"detector": labels.camera.detector.model_copy(update={"regions": "zones"})})
+    tiles = region_tiles(replace(labels, camera=zoned), model)
+    assert tiles and all(x2 - x1 <= 416 and y2 - y1 <= 416 for x1, y1, x2, y2 in tiles)
+    plain, with_tiles = cache_key("c0ffee", labels.camera, model), cache_key("c0ffee", zoned, model, tiles)
+    assert "region_tiles" not in plain.settings and with_tiles.settings["region_tiles"] == [list(t) for t in tiles]
+    assert plain != with_tiles
