@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
+from camera_config.geometry import polygon_problem
 from core.coco import COCO80
 from core.events import IncidentType
 
@@ -34,10 +35,15 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 ALL_WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 INCIDENT_TYPES: tuple[str, ...] = get_args(IncidentType)
+MAX_POLYGON_POINTS = 256
+"""Most vertices of a zone outline: drawn zones have 4-6 (the 18 in the repo and shared data: at most 6);
+the crossing check compares every pair of edges, 256 points take about 20 ms."""
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: YAML's .nan / .inf are refused as "not a finite number" by every float field,
+    # before any bound is checked (a NaN fails every comparison, so a bound check reads as nonsense)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DuplicateIdError(ValueError):
@@ -77,7 +83,9 @@ class ZoneBase(Strict):
 
     id: str = Field(pattern=_ID, description="Zone id, unique within the camera.")
     type: str = Field(description="Zone type: names the zone's schema, its rule and its verification check.")
-    polygon: tuple[Point, ...] = Field(min_length=3, description="Vertices, normalised (x, y) in 0..1.")
+    polygon: tuple[Point, ...] = Field(min_length=3, max_length=MAX_POLYGON_POINTS, description=(
+        "Vertices, normalised (x, y) in 0..1, in order around a simple outline: edges must not cross "
+        "or touch, and the area must be at least 1e-6 of the frame."))
     schedule: Schedule | None = Field(default=None, description="Active times; absent means always.")
     limit_s: float = Field(gt=0, le=86_400, description="Seconds the condition must hold before an incident.")
     close_grace_s: float = Field(default=30.0, ge=0, le=3_600,
@@ -87,6 +95,14 @@ class ZoneBase(Strict):
     update_interval_s: float = Field(default=60.0, ge=1, le=3_600,
                                      description="Least seconds between two 'updated' events of one incident.")
     severity: Literal["low", "medium", "high"] = "medium"
+
+    @field_validator("polygon")
+    @classmethod
+    def _simple_outline(cls, polygon: tuple[tuple[float, float], ...]) -> tuple[tuple[float, float], ...]:
+        problem = polygon_problem(polygon)
+        if problem is not None:
+            raise ValueError(problem)
+        return polygon
 
 
 class NoParkingZone(ZoneBase):

@@ -118,7 +118,7 @@ def test_check_config_cli_prints_message_without_traceback(tmp_path: Path, mutat
 
 
 @pytest.mark.parametrize(("text", "words"), [
-    ("site: [unclosed", "not valid YAML at line 1"),
+    ("site: [unclosed", "flow sequence at line 1, column 7"),
     ("- just\n- a list\n", "expected a mapping"),
     ("", "expected a mapping"),
 ])
