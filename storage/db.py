@@ -1,7 +1,14 @@
-"""Engine, transactions and migrations for one database URL."""
+"""Engine, transactions and migrations for one database URL.
+
+Migrations run implicitly when a service opens its database (:func:`open_database`), and explicitly
+with ``patrol db upgrade`` / ``patrol db current`` (:func:`upgrade`, :func:`current_revision`,
+:func:`head_revision`). :meth:`Database.ping` is the readiness probe: the database answers and its
+schema is the one this code expects.
+"""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +30,9 @@ log = logging.getLogger(__name__)
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_URL = "sqlite:///var/data/patrol.db"
+CONNECT_TIMEOUT_S = 10
+"""PostgreSQL: give up a connection attempt after this long (a host that drops packets would
+otherwise hold a readiness probe or a command for the kernel's TCP timeout, minutes)."""
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -54,7 +64,8 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(parsed, connect_args={"timeout": 30})
         _sqlite_pragmas(engine)
         return engine
-    return create_engine(parsed, pool_pre_ping=True)
+    connect_args = {"connect_timeout": CONNECT_TIMEOUT_S} if parsed.get_backend_name() == "postgresql" else {}
+    return create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
 
 
 class Database:
@@ -92,6 +103,76 @@ class Database:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def ping(self) -> str | None:
+        """None when the database answers and its schema is at this code's head revision; else why
+        not, in one redacted line (readiness probes call this; it never raises)."""
+        try:
+            with self.engine.connect() as conn:
+                current = _current_heads(conn)
+        except SQLAlchemyError as exc:
+            return f"database {redact_text(self.url)} unreachable: {_first_line(exc)}"
+        expected = set(head_revisions())
+        if current != expected:
+            have = ", ".join(sorted(current)) or "no schema"
+            return (f"database {redact_text(self.url)} is at revision {have}, this code expects "
+                    f"{', '.join(sorted(expected))} (run: patrol db upgrade)")
+        return None
+
+
+def _first_line(exc: SQLAlchemyError) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    return redact_text(text[0] if text else type(exc).__name__)
+
+
+@contextmanager
+def _quiet_alembic() -> Iterator[None]:
+    """Alembic's INFO lines (plugins, context impl) are noise on every command and probe."""
+    alembic_log = logging.getLogger("alembic")
+    previous = alembic_log.level
+    alembic_log.setLevel(max(logging.WARNING, previous))
+    try:
+        yield
+    finally:
+        alembic_log.setLevel(previous)
+
+
+def _current_heads(conn: Any) -> set[str]:
+    with _quiet_alembic():
+        from alembic.migration import MigrationContext
+
+        return set(MigrationContext.configure(conn).get_current_heads())
+
+
+@functools.cache
+def head_revisions() -> tuple[str, ...]:
+    """The newest migration revision(s) of this code (read once from ``storage/migrations``)."""
+    with _quiet_alembic():
+        from alembic.script import ScriptDirectory
+
+        return tuple(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
+
+
+def head_revision() -> str:
+    """The one head revision (the migrations are a single chain)."""
+    heads = head_revisions()
+    if len(heads) != 1:
+        raise StorageError(f"storage/migrations has {len(heads)} heads ({', '.join(heads)}); expected one chain")
+    return heads[0]
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (None: never migrated). A database that cannot be reached is
+    a :class:`StorageError` naming the redacted URL."""
+    try:
+        with engine.connect() as conn:
+            heads = _current_heads(conn)
+    except SQLAlchemyError as exc:
+        raise StorageError(f"database {redact_text(str(engine.url))}: {_first_line(exc)}") from exc
+    if len(heads) > 1:
+        raise StorageError(f"database {redact_text(str(engine.url))} has several heads: {', '.join(sorted(heads))}")
+    return next(iter(heads), None)
+
 
 def alembic_config(engine: Engine | None = None) -> Config:
     from alembic.config import Config  # alembic loads only when a database is opened, not per CLI start
@@ -104,8 +185,9 @@ def alembic_config(engine: Engine | None = None) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Run the migrations up to ``revision``; a database already there is left alone, quietly."""
+def upgrade(engine: Engine, revision: str = "head") -> bool:
+    """Run the migrations up to ``revision``; a database already there is left alone, quietly.
+    True when something was migrated."""
     from alembic import command
     from alembic.migration import MigrationContext
     from alembic.script import ScriptDirectory
@@ -118,10 +200,11 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
         with engine.begin() as conn:
             heads = set(ScriptDirectory.from_config(cfg).get_heads()) if revision == "head" else {revision}
             if set(MigrationContext.configure(conn).get_current_heads()) == heads:
-                return
+                return False
             log.info("migrating database %s to %s", redact_text(str(engine.url)), revision)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
+            return True
     except OperationalError as exc:
         raise StorageError(f"cannot migrate {redact_text(str(engine.url))}: "
                            f"{redact_text(str(exc.orig))}") from exc
