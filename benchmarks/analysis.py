@@ -23,12 +23,22 @@ BENCH_ZONES: tuple[dict[str, Any], ...] = (
 )
 
 
+BENCH_REGIONS: tuple[dict[str, Any], ...] = ({"box": [0.25, 0.22, 0.60, 0.45]},)
+"""``detector.regions`` of the benchmark's "regions on" trials: the far end of the street, where the
+source clip's far cars stand (12-30 px long in its 640x352 frames). On 1080p frames it is 672x248 px,
+two tiles at native resolution: what ``auto`` gives one far zone at most
+(:data:`models.regions.AUTO_MAX_TILES_PER_ZONE`). The benchmark zones themselves are large, near
+zones: ``auto`` (the default) plans no tile on them."""
+
+
 def bench_camera(camera_id: str, url: str, analysis_fps: float, model: str,
-                 zone_types: tuple[str, ...] | None = None) -> dict[str, Any]:
-    """A camera entry (as in a site YAML) with the benchmark zones, all or only ``zone_types``."""
+                 zone_types: tuple[str, ...] | None = None, regions: Any = None) -> dict[str, Any]:
+    """A camera entry (as in a site YAML) with the benchmark zones, all or only ``zone_types``;
+    ``regions`` is its ``detector.regions`` (None: the default)."""
     zones = [z for z in BENCH_ZONES if zone_types is None or z["type"] in zone_types]
+    detector: dict[str, Any] = {"model": model} if regions is None else {"model": model, "regions": regions}
     return {"id": camera_id, "url": url, "grid_cell": "bench", "analysis_fps": analysis_fps,
-            "detector": {"model": model}, "zones": zones}
+            "detector": detector, "zones": zones}
 
 
 @dataclass(slots=True)

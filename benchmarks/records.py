@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +33,9 @@ class TrialSpec:
     processes: int | None = None
     """Worker processes of the ``ours`` runner. None: as ``patrol run`` picks them
     (:func:`pipeline.shards.auto_processes`); a number: forced."""
+    regions: Any = None
+    """Every camera's ``detector.regions`` (JSON: a setting name or a list of crop boxes); None: the
+    default (``auto``)."""
 
     @property
     def n(self) -> int:

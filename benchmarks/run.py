@@ -30,6 +30,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.analysis import BENCH_REGIONS
 from benchmarks.budget import BUDGET_YAML, Verdict, check, load_budget
 from benchmarks.capacity import run_trial_process, search
 from benchmarks.media import REPO, ClipSpec, RtspServer, encode_clip
@@ -119,22 +120,28 @@ def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int 
         r = trial(replace(base, urls=(urls["smoke"],) * 2, processes=2))  # what a large site runs
         progress(trial_line(r))
         out["ours_2processes_smoke"] = r
+        r = trial(replace(base, urls=(urls["smoke"],) * 2, regions=list(BENCH_REGIONS)))  # zone-focused detection
+        progress(trial_line(r))
+        out["ours_regions_smoke"] = r
         return out
     base = TrialSpec(runner="ours", urls=(), model=model, warmup_s=4.0, window_s=window_s, stagger_s=2.0,
                      ort_threads=threads, providers=providers)
     trials_cap = trials
     plans = [  # key, runner, stream, analysis fps, worker processes (None: as shipped), first guess,
-        #          most cameras, trials
-        ("ours_1080p_0.5fps", "ours", "cam1080", 0.5, None, 32, 96, 5),
-        ("baseline_1080p_0.5fps", "baseline", "cam1080", 0.5, None, 4, 48, 4),
-        ("ours_1process_1080p_0.5fps", "ours", "cam1080", 0.5, 1, 32, 96, 3),
-        ("ours_576p_0.5fps", "ours", "cam576", 0.5, None, 32, 96, 4),
-        ("ours_1080p_2fps", "ours", "cam1080", 2.0, None, 4, 64, 2),
+        #          most cameras, trials, detector.regions (None: the default, auto: no tile on the
+        #          benchmark street's near zones)
+        ("ours_1080p_0.5fps", "ours", "cam1080", 0.5, None, 32, 96, 5, None),
+        ("baseline_1080p_0.5fps", "baseline", "cam1080", 0.5, None, 4, 48, 4, None),
+        ("ours_1process_1080p_0.5fps", "ours", "cam1080", 0.5, 1, 32, 96, 3, None),
+        ("ours_576p_0.5fps", "ours", "cam576", 0.5, None, 32, 96, 4, None),
+        ("ours_1080p_2fps", "ours", "cam1080", 2.0, None, 4, 64, 2, None),
+        ("ours_regions_1080p_0.5fps", "ours", "cam1080", 0.5, None, 24, 96, 4, list(BENCH_REGIONS)),
     ]
-    for key, runner, stream, fps, processes, first, most, budget in plans:
+    for key, runner, stream, fps, processes, first, most, budget, regions in plans:
         trials = min(budget, trials_cap) if trials_cap else budget
         progress(f"capacity {key}: searching from {first} cameras")
-        out[key] = search(replace(base, runner=runner, analysis_fps=fps, processes=processes), urls[stream],
+        out[key] = search(replace(base, runner=runner, analysis_fps=fps, processes=processes, regions=regions),
+                          urls[stream],
                           first, most, trials, trial=trial, on_trial=lambda r: progress(trial_line(r)))
         progress(f"capacity {key}: {out[key]['capacity']}")
         if key == "ours_1080p_0.5fps" and not any(t.get("keyframe_only_cameras") for t in out[key]["trials"]):
@@ -150,10 +157,30 @@ def run_capacity(urls: dict[str, str], *, smoke: bool, model: str, threads: int 
             progress(f"capacity {kf}: {out[kf]['capacity']}")
     ours, baseline = out["ours_1080p_0.5fps"]["capacity"], out["baseline_1080p_0.5fps"]["capacity"]
     out["ratio_vs_baseline"] = round(ours / baseline, 2) if baseline else None
+    out["regions"] = regions_summary(out["ours_1080p_0.5fps"], out["ours_regions_1080p_0.5fps"])
     for key in ("ours_keyframe_only_forced_threads1_1080p_0.5fps", "ours_1process_1080p_0.5fps"):
         if key in out and baseline:
             out[f"ratio_{key.removesuffix('_1080p_0.5fps')}_vs_baseline"] = round(out[key]["capacity"] / baseline, 2)
     return out
+
+
+def regions_summary(off: dict[str, Any], on: dict[str, Any]) -> dict[str, Any]:
+    """Capacity and CPU per camera-second at 1080p, 0.5 fps, with zone-focused detection off (the
+    default on the benchmark street: no tile) and on (:data:`benchmarks.analysis.BENCH_REGIONS`)."""
+    def cpu(r: dict[str, Any]) -> float | None:
+        at = r.get("at_capacity", {})
+        value = at.get("cpu_ms_per_camera_second")
+        return round(float(value), 1) if value is not None else None
+
+    summary: dict[str, Any] = {"capacity_off": off["capacity"], "capacity_on": on["capacity"],
+                               "cpu_ms_per_camera_second_off": cpu(off), "cpu_ms_per_camera_second_on": cpu(on),
+                               "on": list(BENCH_REGIONS)}
+    if off["capacity"]:
+        summary["capacity_ratio_on_vs_off"] = round(on["capacity"] / off["capacity"], 2)
+    if summary["cpu_ms_per_camera_second_off"] and summary["cpu_ms_per_camera_second_on"]:
+        summary["added_cpu_ms_per_camera_second"] = round(
+            summary["cpu_ms_per_camera_second_on"] - summary["cpu_ms_per_camera_second_off"], 1)
+    return summary
 
 
 # --- the table ----------------------------------------------------------------------------------
@@ -182,6 +209,11 @@ def table(results: dict[str, Any], verdicts: list[Verdict]) -> str:
     for name, r in st.get("inference", {}).items():
         lines.append(_row(f"inference: {name} batch 1", r.get("batch1")))
         lines.append(_row(f"inference: {name} batch 8, per frame", r.get("batch8_per_frame")))
+    reg = st.get("regions", {})
+    if "on" in reg:
+        lines.append(f"  {'detection, regions off / on (' + str(len(reg['tiles'])) + ' tiles), native':<44} "
+                     f"{reg['off']['cpu_ms_per_frame']:>9.1f} {reg['on']['cpu_ms_per_frame']:>9.1f} cpu-ms per "
+                     f"frame: +{reg['added_cpu_ms_per_camera_s']:.1f} cpu-ms per camera-second at {reg['fps']} fps")
     for k, v in st.get("ort_threads", {}).items():
         lines.append(_row(f"bare model call, ORT {k}", v) + f"   cpu {v.get('cpu_ms_per_frame', 0):.1f} ms/frame")
     for where in ("analysis_model_size", "analysis_native"):
@@ -217,6 +249,12 @@ def table(results: dict[str, Any], verdicts: list[Verdict]) -> str:
                          f"{'-' if projected is None else format(projected, '.0f'):>14}{flag}")
         if "ratio_vs_baseline" in cap:
             lines.append(f"  our capacity / baseline capacity (1080p, 0.5 fps): {cap['ratio_vs_baseline']}")
+        reg = cap.get("regions")
+        if isinstance(reg, dict):
+            lines.append(f"  zone-focused detection (1080p, 0.5 fps): capacity {reg['capacity_off']} cameras off, "
+                         f"{reg['capacity_on']} on ({reg.get('capacity_ratio_on_vs_off', '-')}x); "
+                         f"{reg['cpu_ms_per_camera_second_off']} vs {reg['cpu_ms_per_camera_second_on']} cpu-ms per "
+                         f"camera-second at the sustained level")
         for key, value in cap.items():
             if key.startswith("ratio_") and key != "ratio_vs_baseline":
                 lines.append(f"  {key.removeprefix('ratio_').replace('_', ' ')}: {value}")

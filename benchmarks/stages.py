@@ -132,6 +132,34 @@ def bench_inference(models: list[str], iterations: int, threads: int | None,
     return out
 
 
+def bench_regions(detector: Any, native: list[tuple[float, Image]], iterations: int,
+                  fps: float = 0.5) -> dict[str, Any]:
+    """CPU of one analysed frame's detection at native size with ``detector.regions`` off (the whole
+    frame) and on (:data:`benchmarks.analysis.BENCH_REGIONS`), and what regions on adds per
+    camera-second at ``fps`` analysed frames per second."""
+    from benchmarks.analysis import BENCH_REGIONS, bench_camera
+    from camera_config.schema import Camera
+    from models.regions import RegionDetector, RegionPlanner
+
+    camera = Camera.model_validate(bench_camera("bench", "rtsp://127.0.0.1/bench", fps, detector.name,
+                                                regions=list(BENCH_REGIONS)))
+    regional = RegionDetector(detector, RegionPlanner.for_camera(camera, detector.input_size))
+    images = [img for _, img in native]
+    out: dict[str, Any] = {"frame": [images[0].shape[1], images[0].shape[0]],
+                           "tiles": [[t.x1, t.y1, t.x2, t.y2] for t in regional.planner.tiles(
+                               (images[0].shape[1], images[0].shape[0]))]}
+    for key, det in (("off", detector), ("on", regional)):
+        wall = timed(partial(det.detect, [images[0]]), iterations)
+        c0 = cpu_s()
+        for i in range(iterations):
+            det.detect([images[i % len(images)]])
+        out[key] = {**wall, "cpu_ms_per_frame": round((cpu_s() - c0) * 1000 / iterations, 2)}
+    added = out["on"]["cpu_ms_per_frame"] - out["off"]["cpu_ms_per_frame"]
+    out["added_cpu_ms_per_camera_s"] = round(fps * added, 2)
+    out["fps"] = fps
+    return out
+
+
 def cpu_s() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
@@ -360,6 +388,7 @@ def run_stages(clip: Path, models: list[str], *, smoke: bool, threads: int | Non
         native.append((pts, bgr(frame)))
     result["inference"] = bench_inference(models, iters, threads, providers, frames[0][1])
     result["ort_threads"] = bench_ort_threads(models[0], iters)
+    result["regions"] = bench_regions(default, native, iters)
     dets_small = [default.detect([img])[0] for _, img in frames]
     dets_native = [default.detect([img])[0] for _, img in native]
     result["analysis_model_size"] = bench_analysis(frames, dets_small)

@@ -27,11 +27,15 @@ from core.events import IncidentEvent
 from core.types import Detections, Frame
 
 ARRIVALS_KEPT = 256
+TIMINGS_KEPT = 1024
+"""Batch timings kept by image until the image's analysis reads them: a batch holds up to 64 frames
+and, with region tiles (models/regions.py), their tiles too."""
 
 
 def bench_site(spec: TrialSpec) -> SiteConfig:
     """N cameras on the benchmark streams, each with one zone of every type."""
-    cameras = [bench_camera(f"cam{i}", url, spec.analysis_fps, spec.model) for i, url in enumerate(spec.urls)]
+    cameras = [bench_camera(f"cam{i}", url, spec.analysis_fps, spec.model, regions=spec.regions)
+               for i, url in enumerate(spec.urls)]
     return SiteConfig.model_validate({"site": {"name": "bench", "timezone": "UTC"}, "cameras": cameras})
 
 
@@ -70,6 +74,9 @@ class TimedDetector:
         self._timing: OrderedDict[int, tuple[float, float, int]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def __getattr__(self, name: str) -> Any:  # input_size, iou_threshold...: the worker plans tiles with them
+        return getattr(self.inner, name)
+
     def warmup(self) -> None:
         self.inner.warmup()
 
@@ -81,7 +88,7 @@ class TimedDetector:
         with self._lock:
             for image in images:
                 self._timing[id(image)] = timing
-            while len(self._timing) > ARRIVALS_KEPT:
+            while len(self._timing) > TIMINGS_KEPT:
                 self._timing.popitem(last=False)
         return out
 

@@ -42,6 +42,10 @@ class ReviewContext:
     clock: Callable[[], float] = time.time
     language: str = i18n.DEFAULT_LANGUAGE
     """The site's page language (``review.language``); a user switches with ``?lang=`` (a cookie keeps it)."""
+    site_file: str | None = None
+    """The site YAML the camera pages edit (``patrol review serve --config FILE``); None: read-only."""
+    snapshots_dir: str | None = None
+    """Where a running pipeline writes ``<camera>/latest.jpg`` for the camera pages (None: none)."""
 
 
 def context(request: Request) -> ReviewContext:

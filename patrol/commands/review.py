@@ -52,7 +52,7 @@ def serve(args: argparse.Namespace) -> int:
     retention_db = open_database(config.database.url)  # its own pool: the page's stays the page's
     try:
         with evidence_retention(config, retention_db):
-            run_server(config, args.host, args.port)
+            run_server(config, args.host, args.port, site_file=args.config)
     finally:
         retention_db.dispose()
     return 0

@@ -14,7 +14,7 @@ import math
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from review.deps import Ctx, render, require_csrf, session_of
+from review.deps import Ctx, render, require_csrf, session_of, translate
 from review.security import COOKIE, new_session, verify_password
 from review.sessions import end_session, login_wait_s, record_login_failure, start_session
 from storage import repository as repo
@@ -32,13 +32,14 @@ def login_page(request: Request, next: str = "/queue") -> Response:
 @router.post("/login", dependencies=[Depends(require_csrf)])
 def login(request: Request, ctx: Ctx, username: str = Form(...), password: str = Form(...),
           next: str = Form("/queue")) -> Response:
+    _ = translate(request)
     now = ctx.clock()
     address = request.client.host if request.client else None
     wait = login_wait_s(ctx.db, username, address, now)
     if wait > 0:
         log.warning("review login refused: throttled", extra={"operator": username[:64]})
         response = render(request, "login.html", status=429, next=safe_next(next),
-                          error=f"Too many failed logins. Try again in {math.ceil(wait)} s.")
+                          error=_("Too many failed logins. Try again in %(s)d s.") % {"s": math.ceil(wait)})
         response.headers["Retry-After"] = str(math.ceil(wait))
         return response
     with ctx.db.transaction() as s:
@@ -51,9 +52,9 @@ def login(request: Request, ctx: Ctx, username: str = Form(...), password: str =
     if started is None:
         wait = record_login_failure(ctx.db, username, address, now)
         log.warning("review login failed", extra={"operator": username[:64]})
-        error = "Wrong user name or password."
+        error = _("Wrong user name or password.")
         if wait > 0:
-            error += f" Wait {math.ceil(wait)} s before the next try."
+            error += " " + _("Wait %(s)d s before the next try.") % {"s": math.ceil(wait)}
         response = render(request, "login.html", status=401, next=safe_next(next), error=error)
         if wait > 0:
             response.headers["Retry-After"] = str(math.ceil(wait))

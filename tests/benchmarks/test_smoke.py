@@ -43,7 +43,9 @@ def test_smoke_benchmark_runs_and_reports(tmp_path: Path) -> None:
             node = node[key]
         assert node.get("n", 0) > 0 and node["p95_ms"] >= node["p50_ms"] > 0, (path, node)
 
-    for runner in ("ours", "baseline", "ours_2processes"):
+    regions = stages["regions"]  # zone-focused detection: the crop boxes plan tiles, which cost CPU
+    assert regions["tiles"] and regions["on"]["cpu_ms_per_frame"] > regions["off"]["cpu_ms_per_frame"] > 0
+    for runner in ("ours", "baseline", "ours_2processes", "ours_regions"):
         trial = results["capacity"][f"{runner}_smoke"]
         assert trial["cameras"] == 2
         assert not any("failed" in r for r in trial["reasons"]), trial["reasons"]
