@@ -44,6 +44,9 @@ class Evidence(BaseModel):
     frame_size: tuple[int, int] | None = Field(default=None, description="(width, height) of the frame.")
     links: dict[str, str] = Field(default_factory=dict,
                                   description="Evidence links (clip, snapshot, manifest) once written.")
+    error: str | None = Field(default=None, max_length=500,
+                              description="Why the evidence files could not be written (the incident goes "
+                                          "on without them); null when they were or none were asked for.")
 
 
 class IncidentEvent(BaseModel):
@@ -66,6 +69,11 @@ class IncidentEvent(BaseModel):
     event_at: float = Field(description="Unix time of this event.")
     stream_pts: float | None = Field(default=None, description="Stream time (s) of this event.")
     evidence: Evidence = Evidence()
+    reason: str | None = Field(
+        default=None, max_length=64,
+        description="Why the pipeline, not the rule, ended the incident: 'pipeline_stopped' (closed at a "
+                    "graceful stop), 'pipeline_restarted' (left open by a crash, not seen again after the "
+                    "restart); null otherwise.")
 
     def topic(self, prefix: str = DEFAULT_PREFIX) -> str:
         return Topics(prefix).incident(self.type, self.camera_id)
