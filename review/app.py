@@ -29,6 +29,7 @@ from review import i18n
 from review.deps import ReviewContext
 from review.middleware import authenticate, security_headers
 from review.routes import api, auth, files, metrics, pages, verdicts
+from review.routes import health as health_routes
 from review.routes import cameras as camera_routes
 
 HERE = Path(__file__).parent
@@ -51,6 +52,7 @@ def create_app(ctx: ReviewContext) -> FastAPI:
     app.middleware("http")(security_headers)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(health_routes.router)
     app.include_router(camera_routes.router)  # engineers: camera pictures and the zone editor
     return app
 

@@ -40,6 +40,8 @@ class ReviewContext:
     metrics_token: str | None = None
     secure_cookies: bool = False
     clock: Callable[[], float] = time.time
+    probes: dict[str, Callable[[], str | None]] = field(default_factory=dict)
+    """Readiness checks beyond the database for ``/readyz`` (name -> None when fine, else why not)."""
     language: str = i18n.DEFAULT_LANGUAGE
     """The site's page language (``review.language``); a user switches with ``?lang=`` (a cookie keeps it)."""
     site_file: str | None = None

@@ -19,6 +19,7 @@ from alerts.transport import Endpoint, Transport
 from camera_config.schema import SiteConfig
 from core.topics import Topics
 from evidence.store import EvidenceStore
+from pipeline.probes import connected_probe
 from review.app import ReviewContext, create_app
 from review.security import (
     ReviewError,
@@ -66,6 +67,7 @@ def review_services(config: SiteConfig, *, mqtt: bool = True) -> Iterator[Review
         link = mqtt_transports(config.mqtt.for_role("review"))(Endpoint(f"{config.mqtt.client_id}-review"))
         publisher = OutboxPublisher(db, link, topics=Topics(config.mqtt.topic_prefix))
         ctx.wake_outbox = publisher.wake
+        ctx.probes["broker"] = connected_probe(link, f"broker {config.mqtt.host}:{config.mqtt.port}")
         link.start()
         publisher.start()
     try:

@@ -44,10 +44,15 @@ class ZonePolicy:
     close_grace_s: float
     cooldown_s: float
     update_interval_s: float
+    resume_within_s: float = 0.0
+    """After a restart, how long an incident the last run left open waits for a finding at its place
+    before it is closed (``pipeline_restarted``): the rule must fire again first (its limit), then
+    the usual grace."""
 
     @classmethod
     def of(cls, zone: ZoneBase) -> ZonePolicy:
-        return cls(zone.close_grace_s, zone.cooldown_s, zone.update_interval_s)
+        return cls(zone.close_grace_s, zone.cooldown_s, zone.update_interval_s,
+                   zone.limit_s + zone.close_grace_s)
 
 
 @dataclass
@@ -63,6 +68,30 @@ class _Open:
     extent: Footprint | None = None
     """Union of the footprints of the findings that supported it: the whole place of the problem
     (a suitcase whose pieces come and go as people pass keeps one place)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LeftOpen:
+    """An incident an earlier run of this camera left open (read from the database at start)."""
+
+    incident_id: str
+    type: str
+    zone_id: str | None
+    place: tuple[float, float] | None
+    severity: str
+    started_at: float
+    last_seq: int
+
+
+@dataclass
+class _Resumable:
+    left: LeftOpen
+    since_pts: float | None = None
+    """Stream time of the first frame analysed after the restart."""
+
+
+STOPPED = "pipeline_stopped"
+RESTARTED = "pipeline_restarted"
 
 
 @dataclass
@@ -136,6 +165,8 @@ class IncidentLifecycle:
     place_radius: float = 0.05
     _open: list[_Open] = field(default_factory=list)
     _closed: list[_Closed] = field(default_factory=list)
+    _resumable: list[_Resumable] = field(default_factory=list)
+    _last_pts: float | None = None
 
     def _policy(self, zone_id: str) -> ZonePolicy:
         try:
@@ -192,6 +223,10 @@ class IncidentLifecycle:
             if not remaining:
                 break
             f = findings[remaining.pop(0)]
+            resumed = self._resume_at(f, frame)
+            if resumed is not None:
+                events.append(resumed)
+                continue
             if self._cooling(f, frame.pts):
                 continue
             started_at = offset + f.started_pts
@@ -215,7 +250,78 @@ class IncidentLifecycle:
         self._open = still_open
         self._closed = [c for c in self._closed
                         if frame.pts - c.closed_pts < self._policy(c.zone_id).cooldown_s]
+        events.extend(self._expire_resumable(frame))
+        self._last_pts = frame.pts
         return events
+
+    # -- reconciliation at stop and restart -------------------------------------------------------
+
+    def resume(self, left: Sequence[LeftOpen]) -> list[IncidentEvent]:
+        """Take over incidents an earlier run left open: a finding at the same place (same zone,
+        ground point within ``place_radius``) within the zone's ``resume_within_s`` of the first
+        frame continues that incident (an ``updated`` event, the same id, no second incident);
+        otherwise it is closed with reason ``pipeline_restarted``. Incidents of a zone this camera
+        no longer has, or without a place, are closed at once (returned)."""
+        closing: list[IncidentEvent] = []
+        for inc in left:
+            if inc.zone_id is None or inc.zone_id not in self.policies or inc.place is None:
+                closing.append(self._close_left(inc, RESTARTED, inc.started_at, None))
+            else:
+                self._resumable.append(_Resumable(inc))
+        return closing
+
+    def close_all(self, reason: str, wall_time: float) -> list[IncidentEvent]:
+        """Close every open incident (and every one still waiting to be resumed) with ``reason``
+        at ``wall_time``: the pipeline stops watching, nothing is left open."""
+        events: list[IncidentEvent] = []
+        for inc in self._open:
+            inc.seq += 1
+            f = inc.finding
+            events.append(IncidentEvent(
+                incident_id=inc.incident_id, seq=inc.seq, event="closed", type=f.type, camera_id=self.camera_id,
+                grid_cell=self.grid_cell, zone_id=f.zone_id, location=(round(f.place[0], 4), round(f.place[1], 4)),
+                severity=f.severity, started_at=inc.started_at, event_at=wall_time, stream_pts=self._last_pts,
+                evidence=f.evidence, reason=reason))
+        events.extend(self._close_left(r.left, reason, wall_time, self._last_pts) for r in self._resumable)
+        self._open, self._resumable = [], []
+        return events
+
+    def _resume_at(self, f: Finding, frame: Frame) -> IncidentEvent | None:
+        """``f`` confirms an incident left open by the last run: it continues (``updated``)."""
+        candidates = [r for r in self._resumable if r.left.zone_id == f.zone_id and r.left.place is not None
+                      and _distance(r.left.place, f.place) <= self.place_radius]
+        if not candidates:
+            return None
+        best = min(candidates, key=lambda r: (r.left.type != f.type, _distance(r.left.place or f.place, f.place)))
+        self._resumable.remove(best)
+        inc = _Open(best.left.incident_id, f, best.left.started_at, frame.pts, frame.pts, f.evidence,
+                    seq=best.left.last_seq + 1, extent=footprint(f))
+        self._open.append(inc)
+        return self._event(inc, "updated", frame, f.evidence)
+
+    def _expire_resumable(self, frame: Frame) -> list[IncidentEvent]:
+        events: list[IncidentEvent] = []
+        keep: list[_Resumable] = []
+        for r in self._resumable:
+            if r.since_pts is None:
+                r.since_pts = frame.pts
+            if frame.pts - r.since_pts >= self._policy(r.left.zone_id or "").resume_within_s:
+                events.append(self._close_left(r.left, RESTARTED, frame.wall_time, frame.pts))
+            else:
+                keep.append(r)
+        self._resumable = keep
+        return events
+
+    def _close_left(self, inc: LeftOpen, reason: str, wall_time: float, pts: float | None) -> IncidentEvent:
+        return IncidentEvent(
+            incident_id=inc.incident_id, seq=inc.last_seq + 1, event="closed", type=inc.type,
+            camera_id=self.camera_id, grid_cell=self.grid_cell, zone_id=inc.zone_id, location=inc.place,
+            severity=inc.severity, started_at=inc.started_at, event_at=wall_time,
+            stream_pts=pts, reason=reason)
+
+    @property
+    def resumable_count(self) -> int:
+        return len(self._resumable)
 
     def _absorb(self, remaining: list[int], findings: Sequence[Finding], pts: float) -> None:
         """Let every finding in ``remaining`` that overlaps an open incident of its zone support it

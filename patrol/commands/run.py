@@ -252,11 +252,13 @@ def run_shards(config: SiteConfig, args: argparse.Namespace, processes: int, sta
 def shard_entry(config: SiteConfig, outlet: Any, stop: Any, options: dict[str, Any]) -> None:
     """One worker process of ``run_shards``: a PatrolWorker on the shard's cameras whose events,
     health reports and evidence references go to the parent through ``outlet``."""
+    from camera_config.secrets import register_config_secrets
     from patrol.logs import setup_logging
     from pipeline.shards import OutletSink
     from pipeline.worker import PatrolWorker
 
     setup_logging(options.get("log_level", "info"), options.get("log_json", False))
+    register_config_secrets(config)  # a spawned process: the parent's redaction registry is not inherited
     with contextlib.ExitStack() as stack:
         kwargs: dict[str, Any] = {"sink": OutletSink(outlet), "analyzer_factory": camera_analyzer}
         if options.get("evidence"):
