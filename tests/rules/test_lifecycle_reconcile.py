@@ -69,7 +69,8 @@ def test_a_left_open_incident_not_confirmed_in_time_is_closed_as_restarted() -> 
     lc = lifecycle(resume_within_s=10.0)
     lc.resume([left()])
     events = run(lc, {12.0: [finding()]}, 12)  # the place fires again only after the window
-    assert [(e.incident_id, e.seq, e.event, e.reason) for e in events[:1]] == [("inc-left-0001", 4, "closed", RESTARTED)]
+    assert [(e.incident_id, e.seq, e.event, e.reason) for e in events[:1]] == \
+        [("inc-left-0001", 4, "closed", RESTARTED)]
     assert events[0].event_at == BASE + 10.0
     assert [e.event for e in events[1:]] == ["opened"] and events[1].incident_id != "inc-left-0001"
 
