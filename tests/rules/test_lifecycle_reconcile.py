@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.events import Evidence
+from core.events import Evidence, IncidentType
 from core.types import Frame
 from rules.findings import Finding
 from rules.lifecycle import RESTARTED, STOPPED, IncidentLifecycle, LeftOpen, ZonePolicy
@@ -20,7 +20,8 @@ def frame(pts: float) -> Frame:
     return Frame("cam-1", pts, BASE + pts, IMG)
 
 
-def finding(place: tuple[float, float] = (0.5, 0.5), zone: str = "z1", kind: str = "illegal_parking") -> Finding:
+def finding(place: tuple[float, float] = (0.5, 0.5), zone: str = "z1",
+            kind: IncidentType = "illegal_parking") -> Finding:
     return Finding(kind, zone, place, 0.0, "high", Evidence(signals={"stationary_vehicle": 1.0}))
 
 
