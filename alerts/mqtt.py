@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -44,10 +45,34 @@ class BrokerError(PatrolError):
     """The broker cannot be reached, refused us, or did not acknowledge in time."""
 
 
+RECONNECT_MIN_S = 1
+RECONNECT_MAX_S = 5
+"""paho's reconnect backoff: doubling from 1 s, capped at 5 s (a broker back after a restart is seen
+within 6 s; a wrong password or CA costs one attempt per 5 s, logged once)."""
+
+
+class _Client(mqtt.Client):
+    """paho's client, keeping why the last connection attempt failed: paho's ``on_connect_fail`` is
+    called without the exception, so an untrusted certificate and a refused port would look alike."""
+
+    last_connect_error: BaseException | None = None
+    on_attempt: Callable[[], None] | None = None
+
+    def reconnect(self) -> MQTTErrorCode:
+        self.last_connect_error = None
+        if self.on_attempt is not None:
+            self.on_attempt()
+        try:
+            return super().reconnect()
+        except OSError as exc:  # ssl.SSLError included
+            self.last_connect_error = exc
+            raise
+
+
 def make_client(cfg: MqttConfig, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
     """A paho MQTT v5 client with auth and TLS from config (not yet connected)."""
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
-                         protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+    client = _Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=client_id,
+                     protocol=mqtt.MQTTv5, manual_ack=manual_ack)
     if cfg.username is not None:
         client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
     if cfg.tls is not None:
@@ -57,7 +82,7 @@ def make_client(cfg: MqttConfig, client_id: str, *, manual_ack: bool = False) ->
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise BrokerError(f"mqtt tls: cannot load certificates: {exc}") from exc
         client.tls_insecure_set(cfg.tls.insecure)
-    client.reconnect_delay_set(min_delay=1, max_delay=5)
+    client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
     client.max_inflight_messages_set(MAX_INFLIGHT)
     return client
 
@@ -112,6 +137,15 @@ class MqttTransport:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._dispatch
+        self.client.on_connect_fail = self._on_connect_fail
+        if isinstance(self.client, _Client):
+            self.client.on_attempt = self._on_attempt
+        self._connack = False  # this attempt got the broker's CONNACK
+        self._attempt_failed = False  # this attempt's failure is already reported
+        self._last_error: str | None = None
+        self._logged_error: str | None = None  # the failure last logged at ERROR (a repeat logs at DEBUG)
+        self.failed_attempts = 0
+        """Connection attempts that failed since the last success (or since start)."""
 
     @property
     def endpoint(self) -> Endpoint:
@@ -124,6 +158,19 @@ class MqttTransport:
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def broker(self) -> str:
+        return f"{self.cfg.host}:{self.cfg.port}"
+
+    @property
+    def last_error(self) -> str | None:
+        """Why the last connection attempt failed (broker, reason, what to check); None once connected."""
+        return self._last_error
+
+    def is_healthy(self) -> bool:
+        """Connected, subscriptions acknowledged, and no failure since."""
+        return self.connected and self._last_error is None
 
     # -- the interface ---------------------------------------------------------------------------
 
@@ -203,10 +250,39 @@ class MqttTransport:
                 log.exception("mqtt message handler failed", extra={"client_id": self.client_id,
                                                                      "topic": msg.topic})
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if reason.is_failure:
-            log.warning("mqtt connect refused", extra={"client_id": self.client_id, "reason": str(reason)})
+    # -- connection failures: one clear line per new reason, health and last_error follow ----------
+
+    def _on_attempt(self) -> None:
+        self._connack = False
+        self._attempt_failed = False
+
+    def _failed(self, reason: str) -> None:
+        if self._attempt_failed:
             return
+        self._attempt_failed = True
+        self.failed_attempts += 1
+        self._last_error = f"mqtt broker {self.broker}: {reason}"
+        if self._last_error != self._logged_error:
+            self._logged_error = self._last_error
+            log.error("%s; retrying every %d s at most", self._last_error, RECONNECT_MAX_S,
+                      extra={"client_id": self.client_id, "broker": self.broker})
+        else:
+            log.debug("%s (attempt %d)", self._last_error, self.failed_attempts, extra={"client_id": self.client_id})
+
+    def _on_connect_fail(self, client: mqtt.Client, _u: Any) -> None:
+        exc = getattr(client, "last_connect_error", None)
+        self._failed(describe_connect_error(exc, tls=self.cfg.tls is not None))
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self._connack = True
+        if reason.is_failure:
+            self._failed(describe_refusal(str(reason), self.cfg.username))
+            return
+        if self.failed_attempts:
+            log.info("mqtt connected after %d failed attempt(s)", self.failed_attempts,
+                     extra={"client_id": self.client_id, "broker": self.broker})
+        self.failed_attempts = 0
+        self._last_error = self._logged_error = None
         log.info("mqtt connected", extra={"client_id": self.client_id, "broker": f"{self.cfg.host}:{self.cfg.port}"})
         with self._lock:
             subscriptions = list(dict.fromkeys(s.subscription for s in self._subscriptions))
@@ -234,10 +310,47 @@ class MqttTransport:
                 self._connected.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if not self._connack and getattr(reason, "is_failure", True):  # closed before the broker answered
+            self._failed(describe_early_close(str(reason), tls=self.cfg.tls is not None))
         if self.connected:
             level = logging.WARNING if getattr(reason, "is_failure", True) else logging.INFO  # ours: info
             log.log(level, "mqtt disconnected", extra={"client_id": self.client_id, "reason": str(reason)})
         self._down()
+
+
+def describe_connect_error(exc: BaseException | None, *, tls: bool) -> str:
+    """What a failed TCP/TLS connect means, and what to check."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS certificate not trusted ({exc.verify_message or exc.reason}): check mqtt.tls.ca_file "
+                f"(the CA that signed the broker's certificate) and the host name")
+    if tls and isinstance(exc, ssl.SSLError | ConnectionResetError | BrokenPipeError | ssl.SSLEOFError):
+        return (f"TLS handshake failed ({type(exc).__name__}: {exc}): is this port a TLS listener? "
+                f"(mqtt.tls is set)")
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused: nothing listens on that port"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "no answer (timed out): wrong host or port, or a firewall"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve host name ({exc})"
+    if exc is None:
+        return "connection failed"
+    return f"connection failed ({type(exc).__name__}: {exc})"
+
+
+def describe_early_close(reason: str, *, tls: bool) -> str:
+    """The broker closed the connection before answering CONNECT."""
+    if not tls:
+        return (f"connection closed before the broker answered CONNECT ({reason}): is this port a TLS "
+                f"listener? (mqtt.tls is not set)")
+    return f"connection closed before the broker answered CONNECT ({reason})"
+
+
+def describe_refusal(reason: str, username: str | None) -> str:
+    """The broker answered CONNECT with a failure reason code."""
+    if reason in ("Bad user name or password", "Not authorized"):
+        who = f"user {username!r}" if username else "anonymous access"
+        return f"broker refused the login: {reason} ({who}; check mqtt.username and mqtt.password)"
+    return f"broker refused the connection: {reason}"
 
 
 def mqtt_transports(cfg: MqttConfig) -> TransportFactory:

@@ -74,7 +74,7 @@ class Mosquitto(_Service):
     """
 
     def __init__(self, port: int | None = None, users: dict[str, str] | None = None,
-                 acl: str | None = None) -> None:
+                 acl: str | None = None, tls: bool = False) -> None:
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="patrol-mosquitto-"))
         self.users = users or {}
@@ -100,6 +100,12 @@ class Mosquitto(_Service):
                 lines.append(f"acl_file {acl_path}")
         else:
             lines.append("allow_anonymous true")
+        if tls:  # a second listener, TLS, with a throwaway CA (``tls_port``, ``ca_file``, ``other_ca_file``)
+            self.tls_port = free_port()
+            certs = write_test_certs(self.dir / "tls")
+            self.ca_file, self.other_ca_file = certs["ca"], certs["other_ca"]
+            lines += [f"listener {self.tls_port} 127.0.0.1", f"cafile {certs['ca']}",
+                      f"certfile {certs['server_cert']}", f"keyfile {certs['server_key']}"]
         self.conf.write_text("\n".join(lines) + "\n")
         if os.geteuid() == 0 and _has_user("mosquitto"):  # mosquitto drops root for this user
             shutil.chown(self.dir, "mosquitto", "mosquitto")
@@ -125,6 +131,30 @@ class Mosquitto(_Service):
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def write_test_certs(folder: Path) -> dict[str, Path]:
+    """A throwaway CA, a server certificate it signs for 127.0.0.1 and localhost, and an unrelated CA
+    (a "wrong CA" for tests), made with openssl in ``folder``; readable by the broker's user."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {name: folder / name for name in ("ca.key", "ca.crt", "other-ca.key", "other-ca.crt",
+                                             "server.key", "server.csr", "server.crt", "san.cnf")}
+    for ca in ("ca", "other-ca"):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                        "-subj", f"/CN=patrol test {ca}", "-keyout", str(files[f"{ca}.key"]),
+                        "-out", str(files[f"{ca}.crt"])], check=True, capture_output=True)
+    files["san.cnf"].write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                    "-keyout", str(files["server.key"]), "-out", str(files["server.csr"])],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-req", "-in", str(files["server.csr"]), "-CA", str(files["ca.crt"]),
+                    "-CAkey", str(files["ca.key"]), "-CAcreateserial", "-days", "2",
+                    "-extfile", str(files["san.cnf"]), "-out", str(files["server.crt"])],
+                   check=True, capture_output=True)
+    for path in folder.iterdir():
+        os.chmod(path, 0o644)
+    return {"ca": files["ca.crt"], "other_ca": files["other-ca.crt"], "server_cert": files["server.crt"],
+            "server_key": files["server.key"]}
 
 
 def _has_user(name: str) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 from camera_config.loader import load_config
 from camera_config.schema import SiteConfig
 from core.errors import ConfigError
+from core.redact import redact_text
 
 
 def register(sub: Any) -> None:
@@ -42,7 +43,7 @@ def check_config(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             failed += 1
             for line in exc.problems:
-                print(line, file=sys.stderr)
+                print(redact_text(line), file=sys.stderr)
             continue
         zones = sum(len(c.zones) for c in cfg.cameras)
         print(f"{path}: ok ({len(cfg.cameras)} camera(s), {zones} zone(s))")
