@@ -56,9 +56,12 @@ class EvidenceAnalyzer:
     def _with_evidence(self, ev: IncidentEvent, frame: Frame) -> IncidentEvent:
         try:
             links = self.recorder.record(ev, frame, self.polygons.get(ev.zone_id or ""), self.model)
-        except EvidenceError as exc:
+        except Exception as exc:  # never costs the event: it goes out saying its evidence failed
+            if not isinstance(exc, EvidenceError):
+                log.exception("evidence recorder failed unexpectedly")
             log.error("evidence not recorded: %s", exc, extra={"camera": ev.camera_id, "incident": ev.incident_id})
-            return ev
+            failed = ev.evidence.model_copy(update={"error": str(exc)[:500] or type(exc).__name__})
+            return ev.model_copy(update={"evidence": failed})
         evidence = ev.evidence.model_copy(update={"links": {**ev.evidence.links, **links}})
         return ev.model_copy(update={"evidence": evidence})
 

@@ -67,7 +67,10 @@ class EvidenceRecorder:
         """
         model = model or self.model
         folder = self.store.incident_dir(event.incident_id)
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a read-only or full store: the incident goes on without its evidence
+            raise EvidenceError(f"{folder}: cannot create the evidence folder: {exc.strerror or exc}") from exc
         write_jpeg(folder / FRAME, frame.image)
         annotated = draw_snapshot(frame.image, camera_id=event.camera_id, when=event.event_at,
                                   title=f"{event.type} {event.zone_id or ''}".strip(),
