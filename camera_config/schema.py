@@ -492,6 +492,9 @@ class EvidenceRetention(Strict):
                                 description="Evidence of closed tickets older than this is deleted.")
     max_total_mb: float = Field(default=10_240.0, gt=0, le=10_000_000,
                                 description="Above this total, the oldest evidence of closed tickets goes first.")
+    interval_s: float = Field(default=3_600.0, ge=0, le=7 * 86_400, description=(
+        "Seconds between two retention runs inside patrol run, the ticket service and the review page "
+        "(first run one interval after start); 0 turns the schedule off (then run 'patrol review retention')."))
 
 
 class EvidenceConfig(Strict):

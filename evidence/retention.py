@@ -2,11 +2,14 @@
 
 Which incidents are protected is asked in one batch from a :data:`KeepCheck` (normally the storage
 repository: incident or ticket still open, or not yet reviewed), so this module needs no database.
+:class:`RetentionScheduler` runs it on a schedule inside the long-running services.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -71,3 +74,65 @@ def apply_retention(store: EvidenceStore, policy: RetentionPolicy, now: float,
         log.warning("evidence store above its size limit: the rest belongs to open tickets",
                     extra={"bytes": plan.total_bytes_after, "open": len(plan.kept_open)})
     return plan
+
+
+class RetentionScheduler:
+    """Runs :func:`apply_retention` every ``interval_s`` on a daemon thread, inside a long-running
+    service (``patrol run``, the ticket service, the review page), so no outside cron is needed.
+
+    The first run is one interval after :meth:`start` (a service that restarts in a loop does not
+    sweep the store each time). A failing run (the database away, a folder that will not go) is
+    logged and the next one comes on schedule; the thread never dies of it. ``clock`` gives the
+    "now" retention measures age against (a fake clock in tests); the wait between runs is real.
+    Several services sweeping one store is harmless: a folder already deleted is skipped.
+    """
+
+    def __init__(self, store: EvidenceStore, policy: RetentionPolicy, keep: KeepCheck, interval_s: float,
+                 clock: Callable[[], float] = time.time) -> None:
+        if not interval_s > 0:
+            raise ValueError(f"RetentionScheduler: interval_s must be > 0, got {interval_s}")
+        self.store = store
+        self.policy = policy
+        self.keep = keep
+        self.interval_s = interval_s
+        self.clock = clock
+        self.runs = 0
+        self.failures = 0
+        self.deleted = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> RetentionPlan | None:
+        """One retention pass now; None (logged, counted) when it failed."""
+        try:
+            plan = apply_retention(self.store, self.policy, self.clock(), self.keep)
+        except Exception:
+            self.failures += 1
+            log.exception("scheduled evidence retention failed; next run in %.0f s", self.interval_s)
+            return None
+        finally:
+            self.runs += 1
+        self.deleted += len(plan.delete)
+        return plan
+
+    def start(self) -> RetentionScheduler:
+        self._thread = threading.Thread(target=self._loop, name="evidence-retention", daemon=True)
+        self._thread.start()
+        log.info("evidence retention every %.0f s (max age %g days, max %g MB)", self.interval_s,
+                 self.policy.max_age_days, self.policy.max_total_mb)
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.run_once()
+
+    def __enter__(self) -> RetentionScheduler:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
