@@ -12,6 +12,7 @@ from typing import Any
 
 from camera_config.loader import load_config
 from camera_config.schema import MqttConfig, SiteConfig, TicketsConfig
+from patrol.services import evidence_retention
 from patrol.signals import stop_on_signals
 from storage import repository as repo
 from storage.db import DEFAULT_URL, Database, open_database
@@ -148,7 +149,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     service = TicketService(db, site.mqtt if site else MqttConfig(), _tickets_cfg(site), client_id=args.client_id)
     stop = threading.Event()
     log.info("ticket service running", extra={"client_id": service.client_id})
-    with stop_on_signals(stop.set):
+    with stop_on_signals(stop.set), evidence_retention(site, db):
         service.run(stop)
     log.info("ticket service stopped", extra={"counts": json.dumps(service.counts, sort_keys=True)})
     return 0

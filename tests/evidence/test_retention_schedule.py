@@ -102,7 +102,8 @@ def test_a_bad_interval_is_refused(tmp_path: Path, interval: float) -> None:
 def site(tmp_path: Path, db_url: str, interval_s: float) -> dict[str, Any]:
     return {"site": {"name": "retention"}, "cameras": [{"id": "cam-1", "url": "x.mp4", "grid_cell": "G-01"}],
             "database": {"url": db_url},
-            "evidence": {"dir": str(tmp_path / "evidence"), "retention": {"max_age_days": 30, "interval_s": interval_s}}}
+            "evidence": {"dir": str(tmp_path / "evidence"),
+                         "retention": {"max_age_days": 30, "interval_s": interval_s}}}
 
 
 def test_the_services_schedule_keeps_open_tickets_against_the_database(db: Database, tmp_path: Path,
