@@ -138,6 +138,15 @@ def _describe(exc: BaseException) -> str:
     return redact_text(f"{exc} ({type(exc).__name__})")
 
 
+def _codec_label(stream: Any) -> str:
+    """The codec's name where the container names it; PyAV keeps no name for a codec it cannot decode."""
+    for attr in ("codec_name", "codec_tag"):
+        value = getattr(stream, attr, None)
+        if isinstance(value, str) and value.strip("\x00 "):
+            return repr(value)
+    return "(unknown to FFmpeg)"
+
+
 def backoff_delay(watchdog: Watchdog, failures: int) -> float:
     """Seconds to wait before reconnect attempt number ``failures`` (1, 2, ...): capped doubling.
 
@@ -327,6 +336,10 @@ class Source:
             raise SourceError(self.camera_id, f"no video stream in {self.safe_url}")
         stream = container.streams.video[0]
         ctx = stream.codec_context
+        if ctx is None:  # PyAV found no decoder for the stream's codec: there is nothing to read
+            raise SourceError(self.camera_id, f"unsupported codec {_codec_label(stream)} in {self.safe_url}: "
+                                              f"this FFmpeg (PyAV {av.__version__}) has no decoder for it; "
+                                              f"set the camera to H.264 or H.265")
         ctx.thread_count = 1  # cameras are the parallelism: decoder threads per camera only add wake-ups
         self.stream_info = StreamInfo(codec_name=ctx.name, width=ctx.width, height=ctx.height,
                                       time_base=stream.time_base or Fraction(1, 90_000),
