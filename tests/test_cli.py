@@ -7,6 +7,7 @@ process's, not a function's).
 
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import signal
 import socket
@@ -36,6 +37,36 @@ def test_version_comes_from_the_package_metadata() -> None:
     done = patrol("--version")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"patrol {importlib.metadata.version('bright-patrol')}"
+
+
+def _error(dotted: str, *args: object) -> BaseException:
+    module, _, name = dotted.rpartition(".")
+    cls = getattr(importlib.import_module(module), name)
+    return cls(*args)  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (("core.errors.ConfigError", "site.yaml", ["site.yaml: cameras[0].url: missing"]), 2),
+    (("core.errors.AssetError", "unknown asset 'x'"), 2),
+    (("core.errors.PatrolError", "--clip: no such file"), 2),
+    (("evaluation.labels.LabelError", "bad label"), 2),
+    (("evaluation.patch.PatchError", "stale"), 2),
+    (("review.security.ReviewError", "operator exists"), 2),
+    (("tickets.states.TransitionError", 1, "accepted", "archived"), 2),
+    (("storage.errors.NotFound", "no ticket 99"), 2),
+    (("storage.errors.StorageError", "database away"), 1),
+    (("core.errors.ModelError", "cannot load"), 1),
+    (("core.errors.SourceError", "cam", "cannot open"), 1),
+    (("pipeline.shards.ShardError", "shard 1 could not start"), 1),
+    (("evidence.errors.EvidenceError", "disk full"), 1),
+    (("builtins.RuntimeError", "a bug"), 1),
+    (("builtins.KeyboardInterrupt",), 130),
+])
+def test_one_table_maps_every_ending_to_its_exit_code(error: tuple[object, ...], code: int) -> None:
+    from patrol.cli import exit_code_for
+
+    dotted, *args = error
+    assert exit_code_for(_error(str(dotted), *args)) == code
 
 
 def test_help_documents_the_exit_codes() -> None:
