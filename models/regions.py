@@ -58,6 +58,14 @@ MIN_TILE = 0.5
 """A tile is at least this fraction of the network input side (when the frame allows): a small zone
 is looked at with some context, magnified at most 2x."""
 
+CONTAINED = 0.9
+"""After NMS, a whole-frame box and a better tile box of its class (or the other way round), one lying
+this much inside the other (their intersection over the smaller box's area), are the same object
+seen at two scales — a far car's box from the whole frame around the tighter one from a tile has an IoU well
+under the NMS threshold (seen on the shared street clips) — and is dropped. Not lower: two cars of
+which one partly hides the other lay 0.76-0.8 inside each other on the same clips. Boxes of two tiles
+are at one scale: NMS alone merges them (a tile may see a car and one it partly hides, nested)."""
+
 EDGE_PX = 3.0
 """A tile's box within this many frame pixels of an inner tile edge (one that is not a frame edge)
 is cut by it and dropped."""
@@ -84,6 +92,8 @@ class Tile:
 
 
 RegionSetting = str | tuple[CropBox, ...]
+Area = tuple[float, float, float, float]
+"""A part of the frame to tile, (x1, y1, x2, y2) in pixels."""
 
 
 def shrink_factor(frame_size: tuple[int, int], input_size: tuple[int, int]) -> float:
@@ -139,30 +149,55 @@ def plan_tiles(setting: RegionSetting, zones: Sequence[ZoneBase], frame_size: tu
     if setting == "auto" and shrink_factor(frame_size, input_size) <= AUTO_MIN_SHRINK:
         return ()
     fw, fh = frame_size
-    areas: list[tuple[str, list[Tile]]] = []
+    areas: list[tuple[str, Area, list[Tile]]] = []
     if isinstance(setting, tuple):
         for i, crop in enumerate(setting):
             x1, y1, x2, y2 = crop.box
-            areas.append((f"regions[{i}]", tiles_of((x1 * fw, y1 * fh, x2 * fw, y2 * fh), frame_size, input_size)))
+            box = (x1 * fw, y1 * fh, x2 * fw, y2 * fh)
+            areas.append((f"regions[{i}]", box, tiles_of(box, frame_size, input_size)))
     elif setting in ("auto", "zones"):
         for zone in zones:
-            tiles = tiles_of(zone_area(zone, frame_size, input_size), frame_size, input_size)
+            box = zone_area(zone, frame_size, input_size)
+            tiles = tiles_of(box, frame_size, input_size)
             if setting == "auto" and len(tiles) > AUTO_MAX_TILES_PER_ZONE:
                 continue  # a near, large zone: the whole frame sees its objects large enough
-            areas.append((f"zone {zone.id!r}", tiles))
+            areas.append((f"zone {zone.id!r}", box, tiles))
     else:
         raise ModelError(f"{where}: detector.regions: unknown setting {setting!r}")
     chosen: list[Tile] = []
-    for _, tiles in areas:
+    for _, _, tiles in _joined(areas, frame_size, input_size):
         for tile in tiles:
             if not any(t.contains(tile) for t in chosen):
                 chosen = [t for t in chosen if not tile.contains(t)] + [tile]
     if len(chosen) > MAX_TILES:
-        names = ", ".join(f"{name}: {len(tiles)}" for name, tiles in areas)
+        names = ", ".join(f"{name}: {len(tiles)}" for name, _, tiles in areas)
         raise ModelError(f"{where}: detector.regions asks for {len(chosen)} tiles of at most {input_size[0]}x"
                          f"{input_size[1]} px on {fw}x{fh} frames ({names}); at most {MAX_TILES} (each costs an "
                          f"inference): use smaller crop boxes or 'auto'")
     return tuple(chosen)
+
+
+def _joined(areas: list[tuple[str, Area, list[Tile]]], frame_size: tuple[int, int],
+            input_size: tuple[int, int]) -> list[tuple[str, Area, list[Tile]]]:
+    """Overlapping areas tiled as one when that takes no more tiles than tiling them apart (two zones
+    side by side would otherwise get two sets of near-identical tiles)."""
+    out = list(areas)
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(out)):
+            for j in range(i + 1, len(out)):
+                (na, a, ta), (nb, b, tb) = out[i], out[j]
+                union = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                tiles = tiles_of(union, frame_size, input_size)
+                if len(tiles) <= len(ta) + len(tb):
+                    out[i] = (f"{na} + {nb}", union, tiles)
+                    del out[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return out
 
 
 class RegionPlanner:
@@ -221,18 +256,42 @@ def merge_tiles(full: Detections, tiles: Sequence[Tile], tile_detections: Sequen
     if not tiles:
         return full
     xyxy, score, cls = [full.xyxy], [full.score], [full.class_id]
-    for tile, dets in zip(tiles, tile_detections, strict=True):
+    source = [np.zeros(len(full), np.int32)]
+    for i, (tile, dets) in enumerate(zip(tiles, tile_detections, strict=True), start=1):
         if len(dets) == 0:
             continue
         keep = ~cut_by_edge(dets.xyxy, tile, frame_size)
         xyxy.append(dets.xyxy[keep] + np.asarray([tile.x1, tile.y1, tile.x1, tile.y1], np.float32))
         score.append(dets.score[keep])
         cls.append(dets.class_id[keep])
+        source.append(np.full(int(keep.sum()), i, np.int32))
     all_xyxy, all_score, all_cls = np.concatenate(xyxy), np.concatenate(score), np.concatenate(cls)
     if len(all_score) == len(full):
         return full
     order = nms(all_xyxy, all_score, all_cls, iou_threshold, class_agnostic, max_det)
+    order = order[~nested(all_xyxy[order], all_cls[order], np.concatenate(source)[order], class_agnostic)]
     return Detections(all_xyxy[order], all_score[order], all_cls[order])
+
+
+def nested(xyxy: npt.NDArray[np.float32], cls: npt.NDArray[np.int32], source: npt.NDArray[np.int32],
+           class_agnostic: bool = False) -> npt.NDArray[np.bool_]:
+    """For boxes best first: those at least :data:`CONTAINED` inside (or around) a better box of their
+    class, one of the two from the whole frame (``source`` 0), the other from a tile."""
+    lt = np.maximum(xyxy[:, None, :2], xyxy[None, :, :2])
+    rb = np.minimum(xyxy[:, None, 2:], xyxy[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area = np.prod(xyxy[:, 2:] - xyxy[:, :2], axis=1)
+    smaller = np.minimum(area[:, None], area[None, :])
+    overlap = inter / np.maximum(smaller, 1e-6) >= CONTAINED
+    whole = source == 0
+    related = whole[:, None] != whole[None, :]
+    if not class_agnostic:
+        related &= cls[:, None] == cls[None, :]
+    same = overlap & related
+    dropped = np.zeros(len(xyxy), bool)
+    for j in range(1, len(xyxy)):  # greedy, best first: only a box still kept drops another
+        dropped[j] = bool((same[j, :j] & ~dropped[:j]).any())
+    return dropped
 
 
 def detect_with_regions(detector: object, images: Sequence[npt.NDArray[np.uint8]],

@@ -213,3 +213,18 @@ def test_detection_cache_key_names_the_tiles_only_when_there_are_some() -> None:
     plain, with_tiles = cache_key("c0ffee", labels.camera, model), cache_key("c0ffee", zoned, model, tiles)
     assert "region_tiles" not in plain.settings and with_tiles.settings["region_tiles"] == [list(t) for t in tiles]
     assert plain != with_tiles
+
+
+def test_one_object_seen_at_two_scales_is_one_box() -> None:
+    """A far car's loose whole-frame box around the tighter tile box (IoU 0.44, under the NMS
+    threshold) is one car; two cars of one source side by side stay two, and so does a person
+    standing in front of a car."""
+    frame = (1000, 500)
+    tile = Tile(200, 0, 616, 300)
+    full = dets([(300, 120, 334, 140, 0.41, CAR), (700, 100, 740, 130, 0.8, CAR), (742, 100, 782, 130, 0.7, CAR)])
+    in_tile = dets([(104, 122, 119, 137, 0.64, CAR),     # (304, 122, 319, 137) in the frame: inside the loose box
+                    (150, 100, 200, 160, 0.7, CAR), (160, 110, 190, 160, 0.6, CLASS_ID["person"])])
+    merged = merge_tiles(full, [tile], [in_tile], frame)
+    got = sorted((tuple(round(float(v)) for v in b), int(c)) for b, c in zip(merged.xyxy, merged.class_id, strict=True))
+    assert got == [((304, 122, 319, 137), CAR), ((350, 100, 400, 160), CAR), ((360, 110, 390, 160), CLASS_ID["person"]),
+                   ((700, 100, 740, 130), CAR), ((742, 100, 782, 130), CAR)]

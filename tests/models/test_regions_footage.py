@@ -21,7 +21,7 @@ import pytest
 from core.coco import CLASS_ID, COCO80
 from evaluation.labels import load_labels
 from evaluation.replay import sample_frames
-from models.regions import RegionDetector, RegionPlanner
+from models.regions import CONTAINED, RegionDetector, RegionPlanner
 
 LABELS = Path(__file__).parents[2] / "labels"
 VEHICLES = [CLASS_ID[n] for n in ("car", "truck", "bus", "motorcycle")]
@@ -29,14 +29,20 @@ SMALL_PX = 40
 """A vehicle whose longer side is at most this many frame pixels counts as small."""
 
 
-def iou(box: npt.NDArray[np.float32], boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+def overlaps(box: npt.NDArray[np.float32], boxes: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float64], ...]:
+    """(IoU, intersection over the smaller box) of ``box`` with each of ``boxes``."""
     if len(boxes) == 0:
-        return np.zeros(0)
+        return np.zeros(0), np.zeros(0)
     lt = np.maximum(box[:2], boxes[:, :2])
     rb = np.minimum(box[2:], boxes[:, 2:])
     inter = np.prod(np.clip(rb - lt, 0, None), axis=1)
-    area = np.prod(box[2:] - box[:2])
-    return np.asarray(inter / (area + np.prod(boxes[:, 2:] - boxes[:, :2], axis=1) - inter), np.float64)
+    area, areas = np.prod(box[2:] - box[:2]), np.prod(boxes[:, 2:] - boxes[:, :2], axis=1)
+    return (np.asarray(inter / (area + areas - inter), np.float64),
+            np.asarray(inter / np.minimum(area, areas), np.float64))
+
+
+def iou(box: npt.NDArray[np.float32], boxes: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    return overlaps(box, boxes)[0]
 
 
 @pytest.mark.parametrize("label_file", ["evadb_street.yaml", "vehicle_counting_kerb.yaml"])
@@ -57,8 +63,10 @@ def test_regions_find_small_far_vehicles_and_lose_none(label_file: str, yolox_de
         full = full[np.isin(full.class_id, VEHICLES) & (full.score >= threshold)]
         merged = merged[np.isin(merged.class_id, VEHICLES) & (merged.score >= threshold)]
         for box, score, cls in zip(full.xyxy, full.score, full.class_id, strict=True):
-            same = merged.class_id == cls  # kept, or suppressed only by a better box of its class
-            if not (same.any() and (iou(box, merged.xyxy[same]) > iou_nms - 1e-6)[merged.score[same] >= score].any()):
+            # kept, or replaced by a better box of its class: by NMS, or the same object at two scales
+            better = (merged.class_id == cls) & (merged.score >= score)
+            by_iou, inside = overlaps(box, merged.xyxy[better])
+            if not ((by_iou > iou_nms - 1e-6) | (inside >= CONTAINED - 1e-6)).any():
                 lost.append(f"t={frame.pts:.1f} {COCO80[cls]} {score:.2f} {box.round().tolist()}")
         for box, score, cls in zip(merged.xyxy, merged.score, merged.class_id, strict=True):
             small = max(box[2] - box[0], box[3] - box[1]) <= SMALL_PX
