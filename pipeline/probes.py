@@ -30,6 +30,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from camera_config.schema import Camera
+from core.errors import PatrolError
 from core.redact import redact_text
 from pipeline.metrics import CameraMetrics
 
@@ -129,6 +130,10 @@ class CameraReadiness:
         return "; ".join(problems[:3]) + more
 
 
+class ProbeServerError(PatrolError):
+    """The metrics port cannot be opened (taken, or not ours to bind)."""
+
+
 class ProbeServer:
     """``/healthz``, ``/readyz`` and ``/metrics`` on one port, served by daemon threads."""
 
@@ -137,7 +142,10 @@ class ProbeServer:
         self.registry = registry
         self.probes: dict[str, Probe] = dict(probes or {})
         handler = type("Handler", (_Handler,), {"server_ref": self})
-        self._httpd = ThreadingHTTPServer((host, port), handler)
+        try:
+            self._httpd = ThreadingHTTPServer((host, port), handler)
+        except OSError as exc:
+            raise ProbeServerError(f"metrics port {host}:{port}: cannot listen: {exc.strerror or exc}") from exc
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 

@@ -153,3 +153,14 @@ def test_probe_server_paths() -> None:
         assert get(f"{base}/metrics?x=1")[0] == 200
         assert get(f"{base}/healthz", method="HEAD")[0] == 200
         assert get(f"{base}/healthz", method="POST")[0] == 405
+
+
+def test_a_taken_port_is_a_clear_error() -> None:
+    from pipeline.probes import ProbeServerError
+
+    first = ProbeServer(0, make_registry(list), host="127.0.0.1").start()
+    try:
+        with pytest.raises(ProbeServerError, match=f"metrics port 127.0.0.1:{first.port}: cannot listen"):
+            ProbeServer(first.port, make_registry(list), host="127.0.0.1")
+    finally:
+        first.stop()
