@@ -631,7 +631,8 @@ class Outbox:
 
     @classmethod
     def from_site(cls, site: SiteConfig, pipeline_id: str, *, db_url: str | None = None,
-                  transports: TransportFactory | None = None, spill_dir: Path | None = None) -> Outbox:
+                  transports: TransportFactory | None = None, spill_dir: Path | None = None,
+                  memory_events: int = MEMORY_EVENTS) -> Outbox:
         """``transports``: the bus (default: MQTT from ``site.mqtt``)."""
         from storage.db import open_database
 
@@ -643,7 +644,8 @@ class Outbox:
         db = open_database(db_url or site.database.url)
         transport = transports(Endpoint(f"{site.mqtt.client_id}-{pipeline_id}",
                                         availability=topics.availability(pipeline_id), persistent=True))
-        return cls(db, transport, site.mqtt.topic_prefix, pipeline_id=pipeline_id, spill_dir=spill_dir)
+        return cls(db, transport, site.mqtt.topic_prefix, pipeline_id=pipeline_id, spill_dir=spill_dir,
+                   memory_events=memory_events)
 
     def start(self) -> Outbox:
         self.transport.start()

@@ -38,6 +38,12 @@ from rules.analyzer import camera_analyzer
 
 log = logging.getLogger("patrol.run")
 
+DEFAULT_SPILL_DIR = "var/data/spill"
+MEMORY_EVENTS = 10_000
+"""Default of ``--hold-events`` (alerts.outbox.MEMORY_EVENTS, not imported here: the CLI starts light)."""
+EXIT_EVENTS_AT_RISK = 3
+"""Exit status when events could be neither committed nor spilled (they are on stdout only)."""
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser("run", help="run a site's cameras: decode, detect, analyse, emit incident events")
@@ -55,6 +61,12 @@ def register(sub: Any) -> None:
     p.add_argument("--no-evidence", action="store_true", help="write no clips, snapshots or manifests")
     p.add_argument("--pipeline-id", default=socket.gethostname(), metavar="ID",
                    help="this pipeline's name on the broker (availability topic, client id)")
+    p.add_argument("--spill-dir", default=DEFAULT_SPILL_DIR, metavar="DIR",
+                   help="where events the database refuses are spilled (append-only JSON lines, fsynced) "
+                        f"once memory is full; committed first at the next start (default {DEFAULT_SPILL_DIR})")
+    p.add_argument("--hold-events", type=int, default=MEMORY_EVENTS, metavar="N",
+                   help="events held in memory while the database refuses writes before they spill "
+                        f"(default {MEMORY_EVENTS})")
     p.add_argument("--processes", type=processes_arg, default="auto", metavar="N|auto",
                    help="worker processes the cameras are split over (default auto: one per "
                         f"{CAMERAS_PER_PROCESS} cameras); see pipeline/shards.py")
@@ -81,8 +93,16 @@ class FanOutSink:
         self.sinks = sinks
 
     def publish(self, events: Any) -> None:
+        """Every sink gets the events even when an earlier one raised (stdout still shows what the
+        outbox could not keep); the first error is raised afterwards."""
+        error: Exception | None = None
         for sink in self.sinks:
-            sink.publish(events)
+            try:
+                sink.publish(events)
+            except Exception as exc:
+                error = error or exc
+        if error is not None:
+            raise error
 
     def report_health(self, reports: Any) -> None:
         for sink in self.sinks:
@@ -112,23 +132,26 @@ def start_verifier(config: SiteConfig, pipeline_id: str, stack: contextlib.ExitS
     stack.callback(close)
 
 
-def open_sink(config: SiteConfig, args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Any, Any]:
-    """The run's event sink (JSON lines, behind the outbox unless ``--no-publish``) and its database
-    (None without one); the verifier starts with the outbox. Closed by ``stack``."""
+def open_sink(config: SiteConfig, args: argparse.Namespace, stack: contextlib.ExitStack) -> tuple[Any, Any, Any]:
+    """The run's event sink (JSON lines, behind the outbox unless ``--no-publish``), its database and
+    its outbox (None without); the verifier starts with the outbox. Closed by ``stack``."""
     from pipeline.worker import JsonLinesSink
 
     sink: Any = JsonLinesSink()
-    db = None
+    db = outbox = None
     if not args.no_publish:
         from alerts.mqtt import mqtt_transports
         from alerts.outbox import Outbox
 
         transports = mqtt_transports(config.mqtt.for_role("pipeline"))
-        outbox = stack.enter_context(Outbox.from_site(config, args.pipeline_id, transports=transports))
+        spill = Path(getattr(args, "spill_dir", DEFAULT_SPILL_DIR))
+        outbox = stack.enter_context(Outbox.from_site(config, args.pipeline_id, transports=transports,
+                                                      spill_dir=spill,
+                                                      memory_events=getattr(args, "hold_events", MEMORY_EVENTS)))
         db = outbox.db
         sink = FanOutSink(outbox.sink, sink)
         start_verifier(config, args.pipeline_id, stack, mqtt_transports(config.mqtt.for_role("verifier")))
-    return sink, db
+    return sink, db, outbox
 
 
 def attach_evidence(config: SiteConfig, on_written: Any, stack: contextlib.ExitStack) -> dict[str, Any]:
@@ -144,7 +167,7 @@ def attach_evidence(config: SiteConfig, on_written: Any, stack: contextlib.ExitS
 def wire_outputs(config: SiteConfig, args: argparse.Namespace, stack: contextlib.ExitStack) -> dict[str, Any]:
     """Sink, analyzer factory and packet listeners for the worker, per the flags; closed by ``stack``."""
     kwargs: dict[str, Any] = {"analyzer_factory": camera_analyzer}
-    kwargs["sink"], db = open_sink(config, args, stack)
+    kwargs["sink"], db, kwargs["outbox"] = open_sink(config, args, stack)
     if not args.no_evidence:
         from evidence.keep import reference_writer
 
@@ -195,13 +218,94 @@ def run(args: argparse.Namespace) -> int:
 
     config = select_cameras(load_config(args.config), args.camera, args.config)
     processes = auto_processes(len(config.cameras)) if args.processes == "auto" else args.processes
+    outbox = None
     with contextlib.ExitStack() as stack:
         if processes > 1:
             worker: Any = run_shards(config, args, processes, stack)
         else:
-            worker = PatrolWorker(config, realtime=not args.fast, **wire_outputs(config, args, stack))
+            kwargs = wire_outputs(config, args, stack)
+            outbox = kwargs.pop("outbox")
+            worker = PatrolWorker(config, realtime=not args.fast, **kwargs)
+            if outbox is not None:
+                worker.registry.register(outbox.sink.collector())
+                reconcile_at_start(worker, outbox)
             run_worker(worker, args)
-    return report(worker, config, args)
+    status = report(worker, config, args)
+    return durability_status(worker, outbox) or status
+
+
+def reconcile_at_start(worker: Any, outbox: Any) -> None:
+    """Incidents an earlier run of these cameras left open (a crash, a kill): camera_offline ones are
+    closed (``pipeline_restarted``: health starts afresh); the rules' go to their camera's lifecycle,
+    which resumes each one the first analysed frames confirm at its place and closes the others
+    (rules/lifecycle.py ``IncidentLifecycle.resume``)."""
+    from rules.lifecycle import RESTARTED, LeftOpen
+    from storage import repository as repo
+
+    outbox.sink.drain()  # what an earlier run spilled is committed before we look
+    with outbox.db.transaction() as s:
+        rows = list(repo.open_incidents_of(s, list(worker.cameras)))
+    closing = []
+    for row in rows:
+        lifecycle = getattr(worker.cameras[row.camera_id].analyzer, "lifecycle", None)
+        if row.type == "camera_offline" or lifecycle is None:
+            closing.append(_close_row(row, RESTARTED))
+        else:
+            closing.extend(lifecycle.resume([LeftOpen(row.id, row.type, row.zone_id, _place(row), row.severity,
+                                                      row.started_at, row.last_seq)]))
+    if rows:
+        log.info("%d incident(s) left open by an earlier run: %d closed, %d waiting to be resumed",
+                 len(rows), len(closing), len(rows) - len(closing))
+    if closing:
+        worker.sink.publish(closing)
+
+
+def _place(row: Any) -> tuple[float, float] | None:
+    return (row.location_x, row.location_y) if row.location_x is not None and row.location_y is not None else None
+
+
+def _close_row(row: Any, reason: str) -> Any:
+    """A ``closed`` event for a database incident row (one the running lifecycle does not hold)."""
+    import time
+
+    from core.events import IncidentEvent
+
+    return IncidentEvent(incident_id=row.id, seq=row.last_seq + 1, event="closed", type=row.type,
+                         camera_id=row.camera_id, grid_cell=row.grid_cell, zone_id=row.zone_id, location=_place(row),
+                         severity=row.severity, started_at=row.started_at, event_at=time.time(), reason=reason)
+
+
+def reconcile_at_stop(worker: Any) -> None:
+    """A graceful stop (SIGINT/SIGTERM) leaves nothing open: every camera's open incidents, and
+    those still waiting to be resumed, are closed with reason ``pipeline_stopped``."""
+    import time
+
+    from rules.lifecycle import STOPPED
+
+    events = []
+    now = time.time()
+    for rt in worker.cameras.values():
+        lifecycle = getattr(rt.analyzer, "lifecycle", None)
+        if lifecycle is not None:
+            events.extend(lifecycle.close_all(STOPPED, now))
+    if events:
+        log.info("stopped: %d open incident(s) closed (%s)", len(events), STOPPED)
+        try:
+            worker.sink.publish(events)
+            worker.sink.flush()
+        except Exception:
+            log.exception("stopped: could not hand over the closing events")
+
+
+def durability_status(worker: Any, outbox: Any) -> int:
+    """Non-zero, with one clear line, when events could be neither committed nor spilled."""
+    lost = outbox.sink.lost_events if outbox is not None else 0
+    fatal = getattr(worker, "fatal", None)
+    if fatal is None and not lost:
+        return 0
+    print(f"patrol run: stopped so as not to lose events: {fatal or 'the database refused writes'}; "
+          f"{lost} event(s) neither committed nor spilled (they are in this run's stdout)", file=sys.stderr)
+    return EXIT_EVENTS_AT_RISK
 
 
 def run_worker(worker: Any, args: argparse.Namespace) -> None:
@@ -210,8 +314,16 @@ def run_worker(worker: Any, args: argparse.Namespace) -> None:
 
         start_http_server(args.metrics_port, registry=worker.registry)
 
-    with stop_on_signals(worker.request_stop):
+    signalled = threading.Event()
+
+    def stop() -> None:
+        signalled.set()
+        worker.request_stop()
+
+    with stop_on_signals(stop):
         worker.run(args.duration)
+    if signalled.is_set():
+        reconcile_at_stop(worker)
 
 
 def run_shards(config: SiteConfig, args: argparse.Namespace, processes: int, stack: contextlib.ExitStack) -> Any:
@@ -219,7 +331,7 @@ def run_shards(config: SiteConfig, args: argparse.Namespace, processes: int, sta
     the one sink (outbox, broker link, verifier, stdout) and publishes what the shards send."""
     from pipeline.shards import ShardedRun
 
-    sink, db = open_sink(config, args, stack)
+    sink, db, _outbox = open_sink(config, args, stack)
     on_written = None
     if db is not None and not args.no_evidence:
         from evidence.keep import reference_writer
