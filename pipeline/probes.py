@@ -71,7 +71,10 @@ def connected_probe(link: Any, what: str) -> Probe:
     it in the reason (e.g. ``broker 10.0.0.5:1883``)."""
 
     def probe() -> str | None:
-        return None if link.connected else f"{what} not connected"
+        if link.connected:
+            return None
+        why = getattr(link, "last_error", None)  # MqttTransport says why: wrong CA, bad password, ...
+        return f"{what} not connected: {why}" if why else f"{what} not connected"
 
     return probe
 

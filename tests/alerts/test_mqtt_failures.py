@@ -22,6 +22,7 @@ import pytest
 from alerts.mqtt import RECONNECT_MAX_S, MqttTransport
 from alerts.transport import Endpoint
 from camera_config.schema import MqttConfig, MqttTls
+from pipeline.probes import connected_probe
 
 REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "right-Passw0rd"
@@ -93,6 +94,8 @@ def test_failure_is_one_clear_error_unhealthy_and_retried(broker: Any, case: str
         # retried with backoff 1 s, 2 s, ... (capped at RECONNECT_MAX_S): two more attempts within ~3 s
         wait_for(lambda: t.failed_attempts >= 3, 1 + 2 + RECONNECT_MAX_S)
         assert not t.connected and not t.is_healthy()
+        # readiness (/readyz) says not ready, and why
+        assert connected_probe(t, f"broker {t.broker}")() == f"broker {t.broker} not connected: {t.last_error}"
     finally:
         t.stop()
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -109,6 +112,7 @@ def test_right_ca_and_password_over_tls_is_healthy(broker: Any) -> None:
     try:
         assert t.wait_connected(10)
         assert t.is_healthy() and t.last_error is None and t.failed_attempts == 0
+        assert connected_probe(t, "broker")() is None
         assert t.publish("patrol/v1/test", b"x").wait(5)
     finally:
         t.stop()
