@@ -13,7 +13,10 @@ off. On stop the order is: readers, analysis, evidence clips, outbox flush.
 A large site runs over several worker processes (``--processes``, default: one per 16 cameras;
 pipeline/shards.py): each runs the cameras of its shard, evidence included, and
 this process keeps the one outbox, broker link, verifier and stdout, publishing what they send.
-With ``--metrics-port P`` shard ``k`` serves its metrics on port ``P + k``.
+With ``--metrics-port P`` this process serves ``/metrics`` (every camera of every shard: the shards
+send theirs up their pipes), ``/healthz`` and ``/readyz`` (patrol/readiness.py) on port ``P``.
+Evidence retention runs on the site's schedule (``evidence.retention.interval_s``) while the run has
+a database (patrol/services.py).
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from camera_config.loader import load_config
 from camera_config.schema import SiteConfig
 from core.errors import ConfigError
 from core.redact import redact_text
+from patrol.readiness import RunProbes
+from patrol.services import evidence_retention
 from patrol.signals import stop_on_signals
 from pipeline.shards import CAMERAS_PER_PROCESS, auto_processes
 from rules.analyzer import camera_analyzer
@@ -149,6 +154,7 @@ def open_sink(config: SiteConfig, args: argparse.Namespace, stack: contextlib.Ex
                                                       spill_dir=spill,
                                                       memory_events=getattr(args, "hold_events", MEMORY_EVENTS)))
         db = outbox.db
+        stack.enter_context(evidence_retention(config, db))
         sink = FanOutSink(outbox.sink, sink)
         start_verifier(config, args.pipeline_id, stack, mqtt_transports(config.mqtt.for_role("verifier")))
     return sink, db, outbox
@@ -219,17 +225,22 @@ def run(args: argparse.Namespace) -> int:
     config = select_cameras(load_config(args.config), args.camera, args.config)
     processes = auto_processes(len(config.cameras)) if args.processes == "auto" else args.processes
     outbox = None
+    probes = RunProbes(config) if args.metrics_port else None
     with contextlib.ExitStack() as stack:
         if processes > 1:
-            worker: Any = run_shards(config, args, processes, stack)
+            worker: Any = run_shards(config, args, processes, stack, probes)
         else:
             kwargs = wire_outputs(config, args, stack)
             outbox = kwargs.pop("outbox")
+            if probes is not None:  # readiness watches the outbox and hears the health reports
+                if outbox is not None:
+                    probes.watch_outbox(outbox)
+                kwargs["sink"] = FanOutSink(probes.cameras, kwargs["sink"])
             worker = PatrolWorker(config, realtime=not args.fast, **kwargs)
             if outbox is not None:
                 worker.registry.register(outbox.sink.collector())
                 reconcile_at_start(worker, outbox)
-            run_worker(worker, args)
+            run_worker(worker, args, probes)
     status = report(worker, config, args)
     return durability_status(worker, outbox) or status
 
@@ -308,11 +319,13 @@ def durability_status(worker: Any, outbox: Any) -> int:
     return EXIT_EVENTS_AT_RISK
 
 
-def run_worker(worker: Any, args: argparse.Namespace) -> None:
-    if args.metrics_port:
-        from prometheus_client import start_http_server
+def run_worker(worker: Any, args: argparse.Namespace, probes: RunProbes | None = None) -> None:
+    probe_server = None
+    if probes is not None:
+        from pipeline.probes import ProbeServer
 
-        start_http_server(args.metrics_port, registry=worker.registry)
+        probes.metrics_from(worker._metrics_snapshot)
+        probe_server = ProbeServer(args.metrics_port, worker.registry, probes.probes()).start()
 
     signalled = threading.Event()
 
@@ -320,18 +333,37 @@ def run_worker(worker: Any, args: argparse.Namespace) -> None:
         signalled.set()
         worker.request_stop()
 
-    with stop_on_signals(stop):
-        worker.run(args.duration)
+    try:
+        with stop_on_signals(stop):
+            worker.run(args.duration)
+    finally:
+        if probe_server is not None:
+            probe_server.stop()
     if signalled.is_set():
         reconcile_at_stop(worker)
 
 
-def run_shards(config: SiteConfig, args: argparse.Namespace, processes: int, stack: contextlib.ExitStack) -> Any:
+def run_shards(config: SiteConfig, args: argparse.Namespace, processes: int, stack: contextlib.ExitStack,
+               probes: RunProbes | None = None) -> Any:
     """The cameras split over ``processes`` worker processes (pipeline/shards.py); this process keeps
-    the one sink (outbox, broker link, verifier, stdout) and publishes what the shards send."""
+    the one sink (outbox, broker link, verifier, stdout), publishes what the shards send and serves
+    one metrics endpoint for all of them."""
+    from pipeline.metrics import MetricsBoard, make_registry
     from pipeline.shards import ShardedRun
 
     sink, db, _outbox = open_sink(config, args, stack)
+    board = MetricsBoard(c.id for c in config.cameras)
+    if probes is not None:
+        from pipeline.probes import ProbeServer
+
+        if _outbox is not None:
+            probes.watch_outbox(_outbox)
+        probes.metrics_from(board.cameras)
+        sink = FanOutSink(probes.cameras, sink)
+        registry = make_registry(board.cameras)  # every shard's cameras, and the one outbox's figures
+        if _outbox is not None:
+            registry.register(_outbox.sink.collector())
+        stack.enter_context(ProbeServer(args.metrics_port, registry, probes.probes()))
     on_written = None
     if db is not None and not args.no_evidence:
         from evidence.keep import reference_writer
@@ -345,6 +377,8 @@ def run_shards(config: SiteConfig, args: argparse.Namespace, processes: int, sta
             sink.report_health(payload)
         elif kind == "evidence" and on_written is not None:
             on_written(*payload)
+        elif kind == "metrics":
+            board.post(payload)
 
     options = {"realtime": not args.fast, "evidence": not args.no_evidence, "metrics_port": args.metrics_port,
                "log_level": getattr(args, "log_level", "info"), "log_json": getattr(args, "log_json", False)}
@@ -380,10 +414,10 @@ def shard_entry(config: SiteConfig, outlet: Any, stop: Any, options: dict[str, A
             kwargs.update(attach_evidence(config, on_written, stack))
         worker = PatrolWorker(config, realtime=options.get("realtime", True), **kwargs)
         worker.load_detectors()
-        if options.get("metrics_port"):
-            from prometheus_client import start_http_server
+        if options.get("metrics_port"):  # the parent serves them, with every other shard's
+            from pipeline.metrics import forward_metrics
 
-            start_http_server(options["metrics_port"] + outlet.shard, registry=worker.registry)
+            forward_metrics(worker._metrics_snapshot, lambda rows: outlet.send("metrics", rows), stop.wait)
 
         def stop_when_asked() -> None:
             stop.wait()
@@ -392,6 +426,8 @@ def shard_entry(config: SiteConfig, outlet: Any, stop: Any, options: dict[str, A
         threading.Thread(target=stop_when_asked, name="shard-stop", daemon=True).start()
         outlet.send("ready")
         worker.run()
+    if options.get("metrics_port"):
+        outlet.send("metrics", [m.copy() for m in worker._metrics_snapshot()])
     outlet.send("summary", worker.summary())  # after the evidence is drained: the last word
 
 

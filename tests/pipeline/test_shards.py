@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -221,10 +222,28 @@ def test_sigterm_stops_every_worker_process_with_a_summary(asset_path: Any, tmp_
     port = closed_port()
 
     def check_metrics_and_list_workers(proc: subprocess.Popen[str]) -> list[str]:
-        for shard in range(2):  # shard k serves its cameras' metrics on port + k
-            text = urllib.request.urlopen(f"http://127.0.0.1:{port + shard}/metrics", timeout=10).read().decode()
+        # one endpoint for both worker processes, in the parent: every camera's counters, and they grow
+        deadline = time.monotonic() + 20
+        while True:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            packets = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                       if line.startswith("patrol_source_packets_total{")]
+            if (len(packets) == 2 and min(packets) > 0) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        for shard in range(2):
             assert f'patrol_source_packets_total{{camera="street-{shard}"}}' in text
-            assert f'camera="street-{1 - shard}"' not in text
+            assert f'patrol_stage_seconds_bucket{{camera="street-{shard}",le="+Inf",stage="decode"}}' in text
+        assert len(packets) == 2 and min(packets) > 0, text[:2000]
+        assert "patrol_outbox_ready " in text  # the parent's one outbox, on the same endpoint
+        with pytest.raises(urllib.error.URLError):  # the shards serve nothing of their own
+            urllib.request.urlopen(f"http://127.0.0.1:{port + 1}/metrics", timeout=5)
+        # readiness in the parent: both shards' cameras fresh, the broker (a closed port) not connected
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10)
+        assert answer.value.code == 503
+        checks = json.loads(answer.value.read())["checks"]
+        assert checks["cameras"] == "ok" and checks["database"] == "ok" and "not connected" in checks["broker"]
         return Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
 
     proc, out, err, children = sigterm_once_streaming(
