@@ -53,7 +53,7 @@ def test_healthz_and_readyz_follow_the_database_and_the_broker(mosquitto: Any, p
 
             mosquitto.stop()
             body = wait_ready(client, 503, "broker")
-            assert body["checks"]["broker"] == f"broker 127.0.0.1:{mosquitto.port} not connected"
+            assert body["checks"]["broker"].startswith(f"broker 127.0.0.1:{mosquitto.port} not connected")
             assert body["checks"]["database"] == "ok"
             mosquitto.start()
             wait_ready(client, 200, timeout_s=60)
