@@ -69,13 +69,23 @@ def register(sub: Any) -> None:
     p.add_argument("--spill-dir", default=DEFAULT_SPILL_DIR, metavar="DIR",
                    help="where events the database refuses are spilled (append-only JSON lines, fsynced) "
                         f"once memory is full; committed first at the next start (default {DEFAULT_SPILL_DIR})")
-    p.add_argument("--hold-events", type=int, default=MEMORY_EVENTS, metavar="N",
+    p.add_argument("--hold-events", type=nonnegative_int, default=MEMORY_EVENTS, metavar="N",
                    help="events held in memory while the database refuses writes before they spill "
                         f"(default {MEMORY_EVENTS})")
     p.add_argument("--processes", type=processes_arg, default="auto", metavar="N|auto",
                    help="worker processes the cameras are split over (default auto: one per "
                         f"{CAMERAS_PER_PROCESS} cameras); see pipeline/shards.py")
     p.set_defaults(func=run)
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return n
 
 
 def processes_arg(text: str) -> int | str:

@@ -211,3 +211,42 @@ def test_events_neither_committed_nor_spilled_stop_the_pipeline_loudly(
                 _chattr("-i", spill_dir)
     finally:
         db.dispose()
+
+
+def test_a_stopped_postgresql_server_holds_events_until_it_is_back(own_postgres: Any, make_incident_event: Any,
+                                                                    tmp_path: Path) -> None:
+    db = open_database(own_postgres.url)
+    sink = OutboxSink(db, spill_path=tmp_path / "outbox.jsonl", memory_events=4, retry_s=(0.1, 0.5))
+    produced = _events(make_incident_event, 12)
+    try:
+        sink.publish(produced[:2])
+        own_postgres.stop()  # the server goes away: connections are refused
+        for ev in produced[2:10]:
+            sink.publish([ev])
+        assert sink.held_events == 8 and sink.not_ready() is not None
+        own_postgres.start()
+        sink.publish(produced[10:])
+        assert _wait(lambda: sink.held_events == 0, 60), sink.not_ready()
+        assert _committed(db) == [(e.incident_id, e.seq) for e in produced]
+    finally:
+        sink.close()
+        db.dispose()
+
+
+def test_a_torn_last_spill_line_is_reported_and_the_complete_ones_are_committed(
+        db: Database, make_incident_event: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    spill = tmp_path / "outbox.jsonl"
+    produced = _events(make_incident_event, 3)
+    whole = [json.dumps({"kind": "events", "events": [e.to_json()]}) + "\n" for e in produced[:2]]
+    spill.write_text("".join(whole) + json.dumps({"kind": "events", "events": [produced[2].to_json()]})[:40],
+                     encoding="utf-8")  # a crash in the middle of the third write
+    caplog.set_level(logging.WARNING, logger="alerts.outbox")
+    sink = OutboxSink(db, spill_path=spill, retry_s=(0.1, 0.5))
+    try:
+        assert sink.drain() and sink.held_events == 0
+    finally:
+        sink.close()
+    assert _committed(db) == [(e.incident_id, e.seq) for e in produced[:2]]
+    assert any("left in the spill file" in r.getMessage() for r in caplog.records)
+    assert any("torn line" in r.getMessage() for r in caplog.records)
+    assert not spill.exists()
