@@ -234,11 +234,11 @@ def run(args: argparse.Namespace) -> int:
 
     config = select_cameras(load_config(args.config), args.camera, args.config)
     processes = auto_processes(len(config.cameras)) if args.processes == "auto" else args.processes
-    outbox = None
+    outbox = fatal = None
     probes = RunProbes(config) if args.metrics_port else None
     with contextlib.ExitStack() as stack:
         if processes > 1:
-            worker: Any = run_shards(config, args, processes, stack, probes)
+            worker, outbox, fatal = run_shards(config, args, processes, stack, probes)
         else:
             kwargs = wire_outputs(config, args, stack)
             outbox = kwargs.pop("outbox")
@@ -252,7 +252,7 @@ def run(args: argparse.Namespace) -> int:
                 reconcile_at_start(worker, outbox)
             run_worker(worker, args, probes)
     status = report(worker, config, args)
-    return durability_status(worker, outbox) or status
+    return durability_status(fatal or getattr(worker, "fatal", None), outbox) or status
 
 
 def reconcile_at_start(worker: Any, outbox: Any) -> None:
@@ -318,10 +318,9 @@ def reconcile_at_stop(worker: Any) -> None:
             log.exception("stopped: could not hand over the closing events")
 
 
-def durability_status(worker: Any, outbox: Any) -> int:
+def durability_status(fatal: Exception | None, outbox: Any) -> int:
     """Non-zero, with one clear line, when events could be neither committed nor spilled."""
     lost = outbox.sink.lost_events if outbox is not None else 0
-    fatal = getattr(worker, "fatal", None)
     if fatal is None and not lost:
         return 0
     print(f"patrol run: stopped so as not to lose events: {fatal or 'the database refused writes'}; "
@@ -354,12 +353,14 @@ def run_worker(worker: Any, args: argparse.Namespace, probes: RunProbes | None =
 
 
 def run_shards(config: SiteConfig, args: argparse.Namespace, processes: int, stack: contextlib.ExitStack,
-               probes: RunProbes | None = None) -> Any:
+               probes: RunProbes | None = None) -> tuple[Any, Any, Exception | None]:
     """The cameras split over ``processes`` worker processes (pipeline/shards.py); this process keeps
     the one sink (outbox, broker link, verifier, stdout), publishes what the shards send and serves
-    one metrics endpoint for all of them."""
+    one metrics endpoint for all of them. Returns the run, its outbox (None without) and the
+    :class:`pipeline.worker.EventsAtRisk` the run stopped on, if any."""
     from pipeline.metrics import MetricsBoard, make_registry
     from pipeline.shards import ShardedRun
+    from pipeline.worker import EventsAtRisk
 
     sink, db, _outbox = open_sink(config, args, stack)
     board = MetricsBoard(c.id for c in config.cameras)
@@ -380,11 +381,22 @@ def run_shards(config: SiteConfig, args: argparse.Namespace, processes: int, sta
 
         on_written = reference_writer(db)
 
+    at_risk: list[EventsAtRisk] = []
+
+    def keep(hand_over: Any, payload: Any) -> None:
+        try:
+            hand_over(payload)
+        except EventsAtRisk as exc:  # the outbox can keep no more: stop rather than lose events
+            if not at_risk:
+                log.critical("stopping: %s", exc)
+            at_risk.append(exc)
+            shards.request_stop()
+
     def on_message(_shard: int, kind: str, payload: Any) -> None:
         if kind == "events":
-            sink.publish(payload)
+            keep(sink.publish, payload)
         elif kind == "health":
-            sink.report_health(payload)
+            keep(sink.report_health, payload)
         elif kind == "evidence" and on_written is not None:
             on_written(*payload)
         elif kind == "metrics":
@@ -402,7 +414,7 @@ def run_shards(config: SiteConfig, args: argparse.Namespace, processes: int, sta
             sink.flush()
         except Exception:
             log.exception("event sink failed to flush")
-    return shards
+    return shards, _outbox, at_risk[0] if at_risk else None
 
 
 def shard_entry(config: SiteConfig, outlet: Any, stop: Any, options: dict[str, Any]) -> None:

@@ -9,7 +9,7 @@ tests/pipeline/test_run_publish.py); with an 8 s limit the parking rule fires ab
   place and the same incident continues (an ``updated`` event with the next seq): one incident for
   the parked car, not two.
 * The database made immutable mid-run with nowhere to spill: the run stops with exit status 3 and
-  one clear line; the event is on stdout.
+  one clear line; the event is on stdout (in one process, and over worker processes).
 """
 
 from __future__ import annotations
@@ -169,15 +169,16 @@ def test_restart_after_sigkill_continues_the_parked_cars_incident_not_a_second_o
 
 
 @pytest.mark.skipif(shutil.which("chattr") is None, reason="chattr (e2fsprogs) not installed")
+@pytest.mark.parametrize("processes", ["1", "2"], ids=["one-process", "worker-shards"])
 def test_database_unwritable_and_nowhere_to_spill_stops_the_run_loudly(
-        asset_path: Any, mosquitto: Any, tmp_path: Path) -> None:
+        asset_path: Any, mosquitto: Any, tmp_path: Path, processes: str) -> None:
     db_path = tmp_path / "patrol.db"
     db_url = f"sqlite:///{db_path}"
     spill = tmp_path / "spill"
     spill.mkdir()
     cfg = _site(tmp_path, db_url, mosquitto.port, asset_path("vehicle_counting_input_video"))
     files = [db_path, db_path.with_name(db_path.name + "-wal"), spill]
-    run = Run(cfg, "--spill-dir", str(spill), "--hold-events", "0")
+    run = Run(cfg, "--spill-dir", str(spill), "--hold-events", "0", "--processes", processes)
     frozen = False
     try:
         run.wait_for("the camera streaming", lambda: any("connecting -> streaming" in line for line in run.stderr))
