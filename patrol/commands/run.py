@@ -75,6 +75,15 @@ def register(sub: Any) -> None:
     p.add_argument("--processes", type=processes_arg, default="auto", metavar="N|auto",
                    help="worker processes the cameras are split over (default auto: one per "
                         f"{CAMERAS_PER_PROCESS} cameras); see pipeline/shards.py")
+    c = p.add_argument_group("many hosts (Ray; patrol/cluster.py)")
+    c.add_argument("--cluster", metavar="ADDRESS",
+                   help="run the cameras over the nodes of this Ray cluster (e.g. 10.0.0.2:6379, or 'auto' on "
+                        "a node of it); this process keeps the outbox publisher and the verifier")
+    c.add_argument("--cameras-per-group", type=nonnegative_int, default=0, metavar="N",
+                   help="cameras per Ray actor (default: sized so the groups fit without the largest node)")
+    c.add_argument("--group-cpus", type=float, default=1.0, metavar="CPUS", help="CPUs each group reserves")
+    c.add_argument("--cluster-status", metavar="FILE", help="rewrite FILE every second with each group's node "
+                                                            "and cameras (JSON)")
     p.set_defaults(func=run)
 
 
@@ -233,6 +242,10 @@ def run(args: argparse.Namespace) -> int:
     from pipeline.worker import PatrolWorker
 
     config = select_cameras(load_config(args.config), args.camera, args.config)
+    if getattr(args, "cluster", None):
+        from patrol.cluster import run_cluster
+
+        return run_cluster(config, args)
     processes = auto_processes(len(config.cameras)) if args.processes == "auto" else args.processes
     outbox = fatal = None
     probes = RunProbes(config) if args.metrics_port else None
@@ -250,7 +263,7 @@ def run(args: argparse.Namespace) -> int:
             if outbox is not None:
                 worker.registry.register(outbox.sink.collector())
                 reconcile_at_start(worker, outbox)
-            run_worker(worker, args, probes)
+            run_worker(worker, args, probes, outbox)
     status = report(worker, config, args)
     return durability_status(fatal or getattr(worker, "fatal", None), outbox) or status
 
@@ -296,9 +309,10 @@ def _close_row(row: Any, reason: str) -> Any:
                          severity=row.severity, started_at=row.started_at, event_at=time.time(), reason=reason)
 
 
-def reconcile_at_stop(worker: Any) -> None:
+def reconcile_at_stop(worker: Any, outbox: Any = None) -> None:
     """A graceful stop (SIGINT/SIGTERM) leaves nothing open: every camera's open incidents, and
-    those still waiting to be resumed, are closed with reason ``pipeline_stopped``."""
+    those still waiting to be resumed, are closed with reason ``pipeline_stopped``; so are its open
+    camera_offline incidents, read from the database (when it holds everything: nothing is held)."""
     import time
 
     from rules.lifecycle import STOPPED
@@ -309,6 +323,16 @@ def reconcile_at_stop(worker: Any) -> None:
         lifecycle = getattr(rt.analyzer, "lifecycle", None)
         if lifecycle is not None:
             events.extend(lifecycle.close_all(STOPPED, now))
+    if outbox is not None and not outbox.sink.held_events:
+        from storage import repository as repo
+        from storage.errors import StorageError
+
+        try:
+            with outbox.db.transaction() as s:
+                offline = [r for r in repo.open_incidents_of(s, list(worker.cameras)) if r.type == "camera_offline"]
+            events.extend(_close_row(row, STOPPED) for row in offline)
+        except StorageError as exc:
+            log.error("stopped: cannot read the open camera_offline incidents: %s", exc)
     if events:
         log.info("stopped: %d open incident(s) closed (%s)", len(events), STOPPED)
         try:
@@ -328,7 +352,7 @@ def durability_status(fatal: Exception | None, outbox: Any) -> int:
     return EXIT_EVENTS_AT_RISK
 
 
-def run_worker(worker: Any, args: argparse.Namespace, probes: RunProbes | None = None) -> None:
+def run_worker(worker: Any, args: argparse.Namespace, probes: RunProbes | None = None, outbox: Any = None) -> None:
     probe_server = None
     if probes is not None:
         from pipeline.probes import ProbeServer
@@ -349,7 +373,7 @@ def run_worker(worker: Any, args: argparse.Namespace, probes: RunProbes | None =
         if probe_server is not None:
             probe_server.stop()
     if signalled.is_set():
-        reconcile_at_stop(worker)
+        reconcile_at_stop(worker, outbox)
 
 
 def run_shards(config: SiteConfig, args: argparse.Namespace, processes: int, stack: contextlib.ExitStack,

@@ -4,7 +4,8 @@
 The street clip has a silver car standing at the right-hand kerb for the whole clip (see
 tests/pipeline/test_run_publish.py); with an 8 s limit the parking rule fires about 8 s in.
 
-* SIGTERM once the incident is open: it is closed (``reason: pipeline_stopped``); nothing open.
+* SIGTERM once the incident is open: it is closed (``reason: pipeline_stopped``); nothing open (a
+  dead camera's camera_offline incident too).
 * SIGKILL once it is open, then a restart on the same clip: the car is found again at the same
   place and the same incident continues (an ``updated`` event with the next seq): one incident for
   the parked car, not two.
@@ -197,3 +198,30 @@ def test_database_unwritable_and_nowhere_to_spill_stops_the_run_loudly(
     assert "stopped so as not to lose events" in err and "cannot commit to the database" in err
     (opened,) = run.opened()  # the event the database never took is on stdout
     assert opened["incident_id"] not in [i for i, _, _ in _incidents(db_url)]
+
+
+def test_sigterm_closes_an_open_camera_offline_incident_too(mosquitto: Any, tmp_path: Path) -> None:
+    from run_helpers import closed_port
+
+    db_url = f"sqlite:///{tmp_path / 'patrol.db'}"
+    site = {
+        "site": {"name": "durability-offline", "timezone": "UTC"},
+        "database": {"url": db_url},
+        "mqtt": {"host": "127.0.0.1", "port": mosquitto.port},
+        "cameras": [{"id": "street", "url": f"rtsp://127.0.0.1:{closed_port()}/gate", "grid_cell": "JD-0103",
+                     "watchdog": {"offline_after_s": 1.5, "open_timeout_s": 1, "backoff_initial_s": 0.5}}],
+    }
+    cfg = tmp_path / "site.yaml"
+    cfg.write_text(yaml.safe_dump(site), encoding="utf-8")
+    run = Run(cfg, "--no-evidence")
+    try:
+        run.wait_for("the dead camera's camera_offline incident",
+                     lambda: any(e["type"] == "camera_offline" and e["event"] == "opened" for e in run.events))
+        time.sleep(0.5)
+        assert run.stop(signal.SIGTERM) == 0
+    finally:
+        run.kill()
+    (opened,) = [e for e in run.events if e["type"] == "camera_offline" and e["event"] == "opened"]
+    closed = [e for e in run.events if e["incident_id"] == opened["incident_id"] and e["event"] == "closed"]
+    assert [(e["seq"], e["reason"]) for e in closed] == [(2, "pipeline_stopped")]
+    assert _open_on(db_url) == []
