@@ -323,16 +323,8 @@ def reconcile_at_stop(worker: Any, outbox: Any = None) -> None:
         lifecycle = getattr(rt.analyzer, "lifecycle", None)
         if lifecycle is not None:
             events.extend(lifecycle.close_all(STOPPED, now))
-    if outbox is not None and not outbox.sink.held_events:
-        from storage import repository as repo
-        from storage.errors import StorageError
-
-        try:
-            with outbox.db.transaction() as s:
-                offline = [r for r in repo.open_incidents_of(s, list(worker.cameras)) if r.type == "camera_offline"]
-            events.extend(_close_row(row, STOPPED) for row in offline)
-        except StorageError as exc:
-            log.error("stopped: cannot read the open camera_offline incidents: %s", exc)
+    if outbox is not None:
+        events.extend(closing_rows(outbox, list(worker.cameras), STOPPED, only_type="camera_offline"))
     if events:
         log.info("stopped: %d open incident(s) closed (%s)", len(events), STOPPED)
         try:
@@ -340,6 +332,25 @@ def reconcile_at_stop(worker: Any, outbox: Any = None) -> None:
             worker.sink.flush()
         except Exception:
             log.exception("stopped: could not hand over the closing events")
+
+
+def closing_rows(outbox: Any, camera_ids: list[str], reason: str, only_type: str | None = None) -> list[Any]:
+    """``closed`` events (``reason``) for the incidents of ``camera_ids`` open in the database (of
+    ``only_type`` when given); none while the outbox holds events (the database is behind then)."""
+    from storage import repository as repo
+    from storage.errors import StorageError
+
+    if outbox.sink.held_events:
+        log.error("%s: %d event(s) not committed yet: open incidents left for the next start",
+                  reason, outbox.sink.held_events)
+        return []
+    try:
+        with outbox.db.transaction() as s:
+            rows = [r for r in repo.open_incidents_of(s, camera_ids) if only_type is None or r.type == only_type]
+    except StorageError as exc:
+        log.error("%s: cannot read the open incidents: %s", reason, exc)
+        return []
+    return [_close_row(row, reason) for row in rows]
 
 
 def durability_status(fatal: Exception | None, outbox: Any) -> int:
@@ -430,10 +441,26 @@ def run_shards(config: SiteConfig, args: argparse.Namespace, processes: int, sta
                "log_level": getattr(args, "log_level", "info"), "log_json": getattr(args, "log_json", False)}
     shards = ShardedRun(config, processes, "patrol.commands.run:shard_entry", on_message, options)
     log.info("site %s: %d camera(s) over %d worker processes", config.site.name, len(config.cameras), processes)
+    camera_ids = [c.id for c in config.cameras]
+    if _outbox is not None:  # the shards' lifecycles are in other processes: left-open incidents are closed
+        from rules.lifecycle import RESTARTED
+
+        _outbox.sink.drain()
+        keep(sink.publish, closing_rows(_outbox, camera_ids, RESTARTED))
+    signalled = threading.Event()
+
+    def stop() -> None:
+        signalled.set()
+        shards.request_stop()
+
     try:
-        with stop_on_signals(shards.request_stop):
+        with stop_on_signals(stop):
             shards.run(args.duration)
     finally:
+        if signalled.is_set() and _outbox is not None:  # every shard has ended: the database is complete
+            from rules.lifecycle import STOPPED
+
+            keep(sink.publish, closing_rows(_outbox, camera_ids, STOPPED))
         try:
             sink.flush()
         except Exception:

@@ -120,9 +120,12 @@ def _open_on(db_url: str) -> list[str]:
         db.dispose()
 
 
-def test_sigterm_closes_the_open_incident_with_a_reason(asset_path: Any, mosquitto: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", ["1", "2"], ids=["one-process", "worker-shards"])
+def test_sigterm_closes_the_open_incident_with_a_reason(asset_path: Any, mosquitto: Any, tmp_path: Path,
+                                                        processes: str) -> None:
     db_url = f"sqlite:///{tmp_path / 'patrol.db'}"
-    run = Run(_site(tmp_path, db_url, mosquitto.port, asset_path("vehicle_counting_input_video")))
+    run = Run(_site(tmp_path, db_url, mosquitto.port, asset_path("vehicle_counting_input_video")),
+              "--processes", processes)
     try:
         run.wait_for("the parked car's incident opened", lambda: bool(run.opened()))
         assert run.stop(signal.SIGTERM) == 0
