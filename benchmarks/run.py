@@ -235,7 +235,7 @@ def table(results: dict[str, Any], verdicts: list[Verdict]) -> str:
         lines += ["", f"  {'capacity (ms; MB per camera; cores used)':<42} {'cameras':>8} {'procs':>6} {'p50 e2e':>8} "
                       f"{'p95 e2e':>8} {'p99 e2e':>8} {'MB/cam':>7} {'cores':>6} {'cpu-projected':>14}"]
         for key, r in cap.items():
-            if not isinstance(r, dict):
+            if not isinstance(r, dict) or key == "regions":  # the regions summary has its own line below
                 continue
             at = r.get("at_capacity", r)
             n = r.get("capacity", at.get("cameras") if at.get("sustained") else 0)

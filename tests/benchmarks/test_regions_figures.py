@@ -28,3 +28,12 @@ def test_table_prints_both_figures() -> None:
                "stages": {}, "capacity": {"regions": regions_summary(trial(40, 38.0), trial(28, 52.5))}}
     assert ("zone-focused detection (1080p, 0.5 fps): capacity 40 cameras off, 28 on (0.7x); 38.0 vs 52.5 "
             "cpu-ms per camera-second") in table(results, [])
+
+
+def test_the_summary_is_no_row_of_the_capacity_table() -> None:
+    results = {"mode": "full", "machine": {"cpu": "x", "cores": 2, "load_avg_at_start": [0.0]}, "stages": {},
+               "capacity": {"ours_1080p_0.5fps": trial(40, 38.0),
+                            "regions": regions_summary(trial(40, 38.0), trial(28, 52.5))}}
+    rows = [line.split()[0] for line in table(results, []).splitlines() if line.startswith("  ours") or
+            line.startswith("  regions")]
+    assert rows == ["ours_1080p_0.5fps"]
