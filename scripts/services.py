@@ -71,17 +71,18 @@ class Mosquitto(_Service):
 
     ``users`` maps username -> password; when given, anonymous access is off. ``acl``: the text of
     an ``acl_file`` (alerts/acl.py builds one per role); without it every account may use every topic.
+    ``also_listen``: more addresses for the plain listener (a test bridge's, for network namespaces).
     """
 
     def __init__(self, port: int | None = None, users: dict[str, str] | None = None,
-                 acl: str | None = None, tls: bool = False) -> None:
+                 acl: str | None = None, tls: bool = False, also_listen: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="patrol-mosquitto-"))
         self.users = users or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = self.dir / "mosquitto.log"
         self.conf = self.dir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1",
+        lines = [f"listener {self.port} 127.0.0.1", *(f"listener {self.port} {host}" for host in also_listen),
                  "persistence true", f"persistence_location {self.dir}/",
                  "autosave_interval 1",
                  "max_queued_messages 100000", "max_inflight_messages 100",
@@ -168,10 +169,16 @@ def _has_user(name: str) -> bool:
 
 
 class Postgres(_Service):
-    """A PostgreSQL cluster in a temp dir on a free port, database ``patrol``, trust auth on localhost."""
+    """A PostgreSQL cluster in a temp dir on a free port, database ``patrol``, trust auth on localhost.
 
-    def __init__(self, port: int | None = None, bin_dir: Path = PG_BIN) -> None:
+    ``also_listen``: (address, subnet) pairs it also listens on and trusts (a test bridge's, for
+    network namespaces); ``url_at(address)`` is the URL from there.
+    """
+
+    def __init__(self, port: int | None = None, bin_dir: Path = PG_BIN,
+                 also_listen: tuple[tuple[str, str], ...] = ()) -> None:
         self.port = port or free_port()
+        self.also_listen = also_listen
         self.bin = bin_dir
         self.dir = Path(tempfile.mkdtemp(prefix="patrol-pg-"))
         self.data = self.dir / "data"
@@ -181,7 +188,10 @@ class Postgres(_Service):
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/patrol"
+        return self.url_at("127.0.0.1")
+
+    def url_at(self, host: str) -> str:
+        return f"postgresql+psycopg://{self.user}@{host}:{self.port}/patrol"
 
     def _cmd(self, *argv: str) -> list[str]:
         return ["runuser", "-u", self.as_user, "--", *argv] if self.as_user else list(argv)
@@ -192,11 +202,15 @@ class Postgres(_Service):
         if not self.data.exists():
             subprocess.run(self._cmd(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", self.user,
                                      "--no-sync", "-E", "UTF8"), check=True, capture_output=True)
+            if self.also_listen:
+                with (self.data / "pg_hba.conf").open("a") as hba:
+                    hba.writelines(f"host all all {subnet} trust\n" for _, subnet in self.also_listen)
         # fsync off: fast, and still safe against a killed server (commits reach the OS before they
         # return); never synchronous_commit=off — an immediate stop would lose acknowledged commits
         self.proc = subprocess.Popen(
             self._cmd(str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
-                      "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.dir}",
+                      "-c", "listen_addresses=" + ",".join(["127.0.0.1", *(a for a, _ in self.also_listen)]),
+                      "-c", f"unix_socket_directories={self.dir}",
                       "-c", "fsync=off", "-c", "full_page_writes=off"),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port, 30, self.proc)

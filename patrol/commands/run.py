@@ -243,9 +243,10 @@ def run(args: argparse.Namespace) -> int:
 
     config = select_cameras(load_config(args.config), args.camera, args.config)
     if getattr(args, "cluster", None):
-        from patrol.cluster import run_cluster
+        from patrol.cluster import RunHooks, run_cluster
 
-        return run_cluster(config, args)
+        return run_cluster(config, args, RunHooks(select_cameras, attach_evidence, reconcile_at_start,
+                                                  reconcile_at_stop, open_sink))
     processes = auto_processes(len(config.cameras)) if args.processes == "auto" else args.processes
     outbox = fatal = None
     probes = RunProbes(config) if args.metrics_port else None
