@@ -43,7 +43,9 @@ def apply_event(db: Database, cfg: TicketsConfig, ev: IncidentEvent, topic: str)
             return "duplicate"
         done = repo.applied_seq(s, ev.incident_id)
         applied = 0
-        while (row := repo.received_unapplied(s, ev.incident_id, done + 1)) is not None:
+        for row in repo.held_events(s, ev.incident_id):  # by seq: apply while contiguous
+            if row.seq != done + 1:
+                break
             _apply_in_order(s, cfg, IncidentEvent.model_validate_json(row.payload))
             repo.mark_applied(s, row)
             done += 1
