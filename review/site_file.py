@@ -3,10 +3,11 @@ shown as a diff, written with a backup and re-validated after writing.
 
 Comments: ruamel.yaml is not a dependency, so the file is not round-tripped. Instead the camera's
 ``zones:`` block is located with PyYAML's node positions and only that block is replaced: comments and
-formatting everywhere else in the file stay as they were; comments *inside* that zones block are
-lost (they stay in the backup). Where the block cannot be spliced (the camera had no ``zones:`` key, or
-a flow-style one such as ``zones: []``), the whole file is written by the YAML dumper and its comments
-are only in the backup; :attr:`Change.kept_comments` says which.
+formatting everywhere else in the file stay as they were, and so does the text of every zone the
+edit left unchanged (comments between unchanged zones included); comments inside a changed zone are
+lost (they stay in the backup). Where the block cannot be spliced (the camera had no ``zones:`` key,
+or a flow-style one such as ``zones: []``), the whole file is written by the YAML dumper and its
+comments are only in the backup; :attr:`Change.kept_comments` says which.
 """
 
 from __future__ import annotations
@@ -113,7 +114,17 @@ def replace_zones(path: Path, camera_id: str, zones: list[dict[str, Any]]) -> Ch
     node = _zones_node(text, index) if zones else None
     if node is not None:
         column = node.start_mark.column
-        block = dump_yaml(zones).rstrip("\n").replace("\n", "\n" + " " * column)
+        before = raw["cameras"][index].get("zones") or []
+        block, last_kept = "", False
+        for i, zone in enumerate(zones):
+            kept = i < len(before) and i < len(node.value) and before[i] == zone
+            if kept and last_kept:  # the original text from the previous zone on, comments between included
+                block += text[_content_end(node.value[i - 1]):_content_end(node.value[i])]
+            else:
+                block += ("\n" + " " * column) if i else ""
+                block += ("- " + text[node.value[i].start_mark.index:_content_end(node.value[i])] if kept
+                          else dump_yaml([zone]).rstrip("\n").replace("\n", "\n" + " " * column))
+            last_kept = kept
         spliced = text[:node.start_mark.index] + block + text[_content_end(node):]
         try:
             if parse_yaml(spliced) == wanted:
