@@ -81,12 +81,14 @@ def review_services(config: SiteConfig, *, mqtt: bool = True) -> Iterator[Review
 
 
 def serve(config: SiteConfig, host: str | None = None, port: int | None = None,
-          site_file: str | None = None) -> None:
-    """``site_file``: the YAML ``config`` was loaded from, which the camera pages may edit."""
+          site_file: str | None = None, latest_frames: str | None = None) -> None:
+    """``site_file``: the YAML ``config`` was loaded from, which the camera pages may edit;
+    ``latest_frames``: the folder ``patrol run --latest-frames`` writes each camera's latest frame to."""
     import uvicorn
 
     with review_services(config) as services:
         services.ctx.site_file = site_file
+        services.ctx.snapshots_dir = latest_frames
         app = create_app(services.ctx)
         h, p = host or config.review.host, port or config.review.port
         print(f"review page: http://{h}:{p}/  (log in with an operator from 'patrol review add-operator')",

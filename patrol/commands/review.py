@@ -20,6 +20,8 @@ def register(sub: Any) -> None:
     s.add_argument("--config", required=True, metavar="FILE")
     s.add_argument("--host", help="override review.host")
     s.add_argument("--port", type=int, help="override review.port")
+    s.add_argument("--latest-frames", metavar="DIR", help="show the cameras' latest frames from DIR on the camera "
+                   "pages (what patrol run --latest-frames DIR writes)")
     s.set_defaults(func=serve)
     a = rsub.add_parser("add-operator", help="create an operator account (password hashed with argon2)")
     a.add_argument("username", metavar="USER")
@@ -52,7 +54,8 @@ def serve(args: argparse.Namespace) -> int:
     retention_db = open_database(config.database.url)  # its own pool: the page's stays the page's
     try:
         with evidence_retention(config, retention_db):
-            run_server(config, args.host, args.port, site_file=args.config)
+            run_server(config, args.host, args.port, site_file=args.config,
+                       latest_frames=args.latest_frames)
     finally:
         retention_db.dispose()
     return 0

@@ -64,6 +64,8 @@ def register(sub: Any) -> None:
     p.add_argument("--no-publish", action="store_true",
                    help="print events only: no database, no outbox, no broker, no verifier")
     p.add_argument("--no-evidence", action="store_true", help="write no clips, snapshots or manifests")
+    p.add_argument("--latest-frames", metavar="DIR", help="write each camera's latest analysed frame to "
+                   "DIR/<camera>/latest.jpg every 10 s, for the camera page (patrol review serve --latest-frames DIR)")
     p.add_argument("--pipeline-id", default=socket.gethostname(), metavar="ID",
                    help="this pipeline's name on the broker (availability topic, client id)")
     p.add_argument("--spill-dir", default=DEFAULT_SPILL_DIR, metavar="DIR",
@@ -197,6 +199,15 @@ def wire_outputs(config: SiteConfig, args: argparse.Namespace, stack: contextlib
         from evidence.keep import reference_writer
 
         kwargs.update(attach_evidence(config, reference_writer(db) if db is not None else None, stack))
+    return with_latest_frames(kwargs, getattr(args, "latest_frames", None))
+
+
+def with_latest_frames(kwargs: dict[str, Any], directory: str | None) -> dict[str, Any]:
+    """The camera page's latest frames (pipeline/snapshots.py) around the analyzers, when asked."""
+    if directory:
+        from pipeline.snapshots import SnapshotWriter, with_snapshots
+
+        kwargs["analyzer_factory"] = with_snapshots(kwargs["analyzer_factory"], SnapshotWriter(directory))
     return kwargs
 
 
@@ -439,6 +450,7 @@ def run_shards(config: SiteConfig, args: argparse.Namespace, processes: int, sta
             board.post(payload)
 
     options = {"realtime": not args.fast, "evidence": not args.no_evidence, "metrics_port": args.metrics_port,
+               "latest_frames": getattr(args, "latest_frames", None),
                "log_level": getattr(args, "log_level", "info"), "log_json": getattr(args, "log_json", False)}
     shards = ShardedRun(config, processes, "patrol.commands.run:shard_entry", on_message, options)
     log.info("site %s: %d camera(s) over %d worker processes", config.site.name, len(config.cameras), processes)
@@ -486,6 +498,7 @@ def shard_entry(config: SiteConfig, outlet: Any, stop: Any, options: dict[str, A
                 outlet.send("evidence", (incident_id, manifest))
 
             kwargs.update(attach_evidence(config, on_written, stack))
+        with_latest_frames(kwargs, options.get("latest_frames"))
         worker = PatrolWorker(config, realtime=options.get("realtime", True), **kwargs)
         worker.load_detectors()
         if options.get("metrics_port"):  # the parent serves them, with every other shard's

@@ -140,6 +140,21 @@ def _picture(ctx: ReviewContext, config: SiteConfig, camera_id: str, at_s: float
     return data, f"frame at {at_s:g} s of {source.name}"
 
 
+def _picture_size(ctx: ReviewContext, config: SiteConfig, camera_id: str, at_s: float) -> tuple[int, int] | None:
+    """Width and height of the picture the page will show (None: there is none)."""
+    from PIL import Image
+
+    try:
+        picture = _picture(ctx, config, camera_id, at_s)
+        if picture is None:
+            return None
+        with Image.open(io.BytesIO(picture[0])) as image:
+            return image.width, image.height
+    except (OSError, ValueError) as exc:
+        log.warning("camera %s: no picture: %s", camera_id, exc)
+        return None
+
+
 def _camera_or_404(config: SiteConfig, camera_id: str) -> None:
     if camera_id not in {c.id for c in config.cameras}:
         raise HTTPException(404, "No such camera.")
@@ -159,10 +174,9 @@ def camera_page(request: Request, ctx: Ctx, camera_id: str, t: float = DEFAULT_F
         raise HTTPException(422, "t: seconds into the clip, 0 to 86400.")
     zones = raw["cameras"][camera_index(raw, camera_id)].get("zones") or []
     types = {name: zone_fields(name) for name in zone_types()}
-    source = _source_file(ctx, config, camera_id)
-    has_picture = source is not None or (
-        ctx.snapshots_dir is not None and (Path(ctx.snapshots_dir) / camera_id / "latest.jpg").is_file())
-    size = _frame_jpeg(str(source), source.stat().st_mtime, t)[1:] if source is not None else (1280, 720)
+    editor_size = _picture_size(ctx, config, camera_id, t)
+    has_picture = editor_size is not None
+    size = editor_size or (1280, 720)
     session = session_of(request)
     assert session is not None  # require_role let only a logged-in engineer through
     editor = {"camera": camera_id, "zones": zones, "types": types, "width": size[0], "height": size[1],
