@@ -64,6 +64,8 @@ import numpy.typing as npt
 
 Box = tuple[float, float, float, float] | Sequence[float]
 GreyImage = npt.NDArray[np.float32]
+ChromaImage = npt.NDArray[np.float32]
+"""2 x H x W: YCrCb Cr and Cb, each plane contiguous (OpenCV filters them fast one by one)."""
 BoolMask = npt.NDArray[np.bool_]
 
 MERGE_GAP = 0.015
@@ -100,7 +102,54 @@ ghost or a light change spares pixels whose onset is this far from the region's:
 platform a departing train's region (onset ~95 s) touched the suitcase (onset ~45 s); healed as
 one, it wiped the suitcase into the background. Ten seconds is two short-term time constants:
 pieces of one object set down show up within one."""
+LOW_DIFF = 10.0
+"""The lowest grey threshold away from people (see ``HALO``): a faint object on a quiet floor is
+foreground from here, measured against each pixel's noise like ``MIN_DIFF``. Next to a person
+(their reflection in a polished floor, their shadow) a pixel needs ``MIN_DIFF``, or a colour change."""
+CHROMA_MIN = 16.0
+"""The lowest chroma threshold (YCrCb Cr, Cb levels, the larger of the two, after the gain): a
+coloured object as bright as its background is foreground by colour alone. Light and shadow
+scale chroma with the brightness, which the gain takes out. Measured 2026-12-02 on the SOC
+triplets: at 8 the colour fringes of the CANTATA lobby's palm (grey contrast 2-5) became static
+objects (whole-mask IoU 0.43); at 12, 0.53; at 16, 0.61."""
+TEXTURE_MIN = 12.0
+"""The lowest texture threshold (change of 3x3 Sobel gradient magnitude, after the gain): an object
+that covers the floor's pattern (or brings its own) changes it; a shadow or a light keeps it.
+A texture change counts where the grey difference is at least half of the pixel's low threshold."""
+HALO = (0.5, 0.6)
+"""Around each ignore box, this fraction of its width on each side and of its height below it is
+the person's halo: their reflection and their shadow fall there. Only ``MIN_DIFF`` or a colour
+change makes a pixel foreground there (a faint change never starts there, it may continue)."""
+HALO_HOLD_S = 2.0
+"""A halo stays this long after its box was last seen: the detector misses people for a frame or two."""
+CONFIRM_S = 1.0
+"""Static evidence (seconds of a pixel being foreground to the long-term model and background to
+the short-term one, ``DualBackground._evidence``) a pixel needs before it is static; it grows by
+each frame's interval and decays twice as fast, so one frame's verdict never makes a static pixel
+and one frame's dropout never removes one (hysteresis: a static pixel stays static while its
+evidence is above zero)."""
+EVIDENCE_CAP_S = 4.0
+"""Static evidence is capped at this: a pixel that stops being static leaves within 2 s."""
+LIGHT_CHROMA_KEEP = 0.5
+"""A region whose mean chroma change is over this share of its pixels' chroma thresholds is not a
+light change, however well its grey texture correlates with the background's (a real object
+changes colour or texture; a shadow keeps both)."""
+_NO_CHROMA: ChromaImage = np.zeros((2, 0, 0), np.float32)
+TIME_EPS_S = 1e-3  # sums of frame intervals fall short of a duration by rounding
 _EPS = 1.0  # added to grey levels before taking ratios, so black pixels do not explode the gain
+
+
+@dataclass(frozen=True, slots=True)
+class _FaintCues:
+    faint: BoolMask
+    """Foreground to the long-term model by a low-contrast cue."""
+    faint_short: BoolMask
+    """Foreground to the short-term model by a low-contrast cue."""
+    near: BoolMask
+    """In a person's halo now or within ``HALO_HOLD_S``."""
+    chroma_excess: GreyImage
+    texture_excess: GreyImage
+    chroma_t: GreyImage
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +173,13 @@ class StaticRegion:
     contrast: float = 0.0
     """Mean absolute grey difference (0..255, after gain normalisation) of its pixels from the
     long-term background: how much the object stands out."""
+    colour_contrast: float = 0.0
+    """Mean chroma difference (YCrCb levels, the larger of Cr and Cb) of its pixels from the background."""
+    texture_change: float = 0.0
+    """Mean change of the gradient magnitude (3x3 Sobel) of its pixels against the background's."""
+    faint_share: float = 0.0
+    """Share of its pixels found by the low-contrast cues only (grey below ``MIN_DIFF``, colour,
+    texture), not by the grey difference that today's fixed-floor model needed."""
 
     @property
     def ground_point(self) -> tuple[float, float]:
@@ -203,6 +259,45 @@ def _prepared(image: npt.NDArray[np.uint8], work_size: tuple[int, int]) -> GreyI
     return out
 
 
+_last_chroma = threading.local()
+
+
+def _prepared_chroma(image: npt.NDArray[np.uint8], work_size: tuple[int, int]) -> ChromaImage:
+    """Chroma (YCrCb Cr and Cb planes; 128 for a grey input) of ``image`` at ``work_size``, blurred
+    like the grey image; memoised per thread like :func:`_prepared`. Must not be modified."""
+    memo = getattr(_last_chroma, "value", None)
+    if memo is not None and memo[0]() is image and memo[1] == work_size:
+        cached: ChromaImage = memo[2]
+        return cached
+    if image.ndim == 2:
+        out: ChromaImage = np.full((2, work_size[1], work_size[0]), 128.0, np.float32)
+    else:
+        small = image
+        if (image.shape[1], image.shape[0]) != work_size:
+            small = np.asarray(cv2.resize(image, work_size, interpolation=cv2.INTER_AREA), dtype=np.uint8)
+        planes = cv2.split(cv2.cvtColor(small, cv2.COLOR_BGR2YCrCb))[1:]
+        out = np.stack([cv2.GaussianBlur(np.asarray(p, np.float32), (5, 5), 0) for p in planes]).astype(np.float32)
+    out.flags.writeable = False
+    try:
+        _last_chroma.value = (weakref.ref(image), work_size, out)
+    except TypeError:
+        _last_chroma.value = None
+    return out
+
+
+def _excess(now: npt.NDArray[np.float32], ref: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """How far ``now`` lies outside the 3x3 min..max of ``ref`` (0 inside: 1 px sway tolerant);
+    for a chroma image (2 x H x W), the larger of its two planes."""
+    if now.ndim == 3:
+        out: npt.NDArray[np.float32] = np.maximum(_excess(now[0], ref[0]), _excess(now[1], ref[1]))
+        return out
+    kernel = np.ones((3, 3), np.uint8)
+    hi = cv2.dilate(ref, kernel)
+    lo = cv2.erode(ref, kernel)
+    result: npt.NDArray[np.float32] = np.maximum(np.maximum(now - hi, lo - now), np.float32(0.0))
+    return result
+
+
 class DualBackground:
     """Long- and short-term backgrounds; ``update`` returns the static regions of this frame.
 
@@ -227,6 +322,13 @@ class DualBackground:
             light change (see :meth:`_is_lighting`) and is learnt, not reported.
         max_ignored_frac: a region whose box lies more than this much under ignore boxes is the
             fringe of a person or vehicle (its box drawn too tight), not an object of its own.
+        low_contrast: also find objects that differ little from their background: by colour
+            (``CHROMA_MIN``), by texture (``TEXTURE_MIN``) and by a lower grey floor away from people
+            (``LOW_DIFF``, ``HALO``), each against the pixel's own measured noise, made static only by
+            accumulated evidence (``CONFIRM_S``); and a light change must keep its colour
+            (``LIGHT_CHROMA_KEEP``). Off by default: on the AVSS platform it adds a false object
+            (people far up the platform whom the detector misses leave faint reflections), see the
+            module docstring.
     """
 
     def __init__(
@@ -244,6 +346,7 @@ class DualBackground:
         ghost_edge_ratio: float = 0.5,
         lighting_ncc: float = 0.85,
         max_ignored_frac: float = 0.4,
+        low_contrast: bool = False,
     ) -> None:
         if not 0 < short_term_s < long_term_s:
             raise ValueError(
@@ -265,6 +368,7 @@ class DualBackground:
         self.global_change_frac = global_change_frac
         self.max_shift_px = max_shift_px
         self.ignore_margin = ignore_margin
+        self.low_contrast = low_contrast
         self._input_size: tuple[int, int] | None = None  # (w, h) of input images
         self._work_size: tuple[int, int] = (0, 0)
         self._long: GreyImage | None = None
@@ -277,6 +381,16 @@ class DualBackground:
         self._last_pts: float | None = None
         self._first_pts: float | None = None
         self._noise: GreyImage | None = None  # per-pixel mean |frame - long-term model| on background
+        self._long_c: ChromaImage | None = None  # chroma of the long- and short-term models
+        self._short_c: ChromaImage | None = None
+        self._noise_c: GreyImage | None = None  # per-pixel mean chroma excess on background
+        self._noise_t: GreyImage | None = None  # per-pixel mean gradient-magnitude excess on background
+        self._evidence: npt.NDArray[np.float32] | None = None  # static evidence, seconds (CONFIRM_S)
+        # the last update's chroma excess, gradient excess, strong-grey pixels, chroma thresholds
+        self._cues: tuple[GreyImage, GreyImage, BoolMask, GreyImage] = (
+            np.zeros((0, 0), np.float32), np.zeros((0, 0), np.float32), np.zeros((0, 0), bool),
+            np.zeros((0, 0), np.float32))
+        self._near_pts: npt.NDArray[np.float64] | None = None  # when each pixel was last in a halo
         self._still_fg: BoolMask | None = None
         self._last_regions: list[StaticRegion] = []
         self._static_mask: BoolMask | None = None
@@ -310,7 +424,10 @@ class DualBackground:
         """Forget both models; the next update starts afresh."""
         self._input_size = None
         self._long = self._short = self._seen_s = None
-        self._noise = None
+        self._noise = self._noise_c = self._noise_t = None
+        self._long_c = self._short_c = None
+        self._evidence = None
+        self._near_pts = None
         self._onset = None
         self._known = None
         self._last_pts = None
@@ -338,14 +455,15 @@ class DualBackground:
         if self._input_size != size or (self._last_pts is not None and pts < self._last_pts):
             self.reset()
             self._start(size)
-        grey = self._prepare(image)
+        grey, chroma = self._prepare(image)
         ignore = self._ignore_mask(ignore_boxes)
         if self._long is None:
-            self._first_frame(grey, ignore, pts)
+            self._first_frame(grey, chroma, ignore, pts)
             return []
         dt = pts - (self._last_pts if self._last_pts is not None else pts)
         self._last_pts = pts
-        regions = self._step(grey, ignore, pts, dt)
+        halo = self._ignore_mask(ignore_boxes, halo=True) if self.low_contrast else ignore
+        regions = self._step(grey, chroma, ignore, halo, pts, dt)
         self._last_regions = regions
         return list(regions)
 
@@ -358,12 +476,19 @@ class DualBackground:
         self._work_size = (ww, wh)
         self._window = None
 
-    def _prepare(self, image: npt.NDArray[np.uint8]) -> GreyImage:
-        """The frame as the models see it: grey, at the working size, blurred. Models of one camera
-        (stall occupancy, each keep-clear zone) share it for the same picture (see :func:`_prepared`)."""
-        return _prepared(image, self._work_size)
+    def _prepare(self, image: npt.NDArray[np.uint8]) -> tuple[GreyImage, ChromaImage]:
+        """The frame as the models see it: grey and (with ``low_contrast``) chroma, at the working
+        size, blurred. Models of one camera (stall occupancy, each keep-clear zone) share them for
+        the same picture (see :func:`_prepared`). Without ``low_contrast`` the chroma is not computed
+        (an empty array stands in for it)."""
+        grey = _prepared(image, self._work_size)
+        if not self.low_contrast:
+            return grey, _NO_CHROMA
+        return grey, _prepared_chroma(image, self._work_size)
 
-    def _ignore_mask(self, boxes: Sequence[Box]) -> BoolMask:
+    def _ignore_mask(self, boxes: Sequence[Box], *, halo: bool = False) -> BoolMask:
+        """Working-resolution mask of ``boxes`` grown by ``ignore_margin`` on each side, or with
+        ``halo`` by ``HALO`` (sideways and below: where a person's reflection and shadow fall)."""
         assert self._input_size is not None
         ww, wh = self._work_size
         sx = ww / self._input_size[0]
@@ -374,19 +499,26 @@ class DualBackground:
             if len(values) != 4 or not all(math.isfinite(v) for v in values):
                 raise ValueError(f"DualBackground.update: ignore_boxes[{i}] must be 4 finite numbers, got {box!r}")
             x1, y1, x2, y2 = values
-            mx = (x2 - x1) * self.ignore_margin
+            mx = (x2 - x1) * (HALO[0] if halo else self.ignore_margin)
             my = (y2 - y1) * self.ignore_margin
+            below = (y2 - y1) * HALO[1] if halo else my
             c1 = max(0, math.floor((x1 - mx) * sx))
             r1 = max(0, math.floor((y1 - my) * sy))
             c2 = min(ww, math.ceil((x2 + mx) * sx))
-            r2 = min(wh, math.ceil((y2 + my) * sy))
+            r2 = min(wh, math.ceil((y2 + below) * sy))
             if c2 > c1 and r2 > r1:
                 mask[r1:r2, c1:c2] = 1
         return mask.astype(bool)
 
-    def _first_frame(self, grey: GreyImage, ignore: BoolMask, pts: float) -> None:
+    def _first_frame(self, grey: GreyImage, chroma: ChromaImage, ignore: BoolMask, pts: float) -> None:
         self._long = grey.copy()
         self._short = grey.copy()
+        self._long_c = chroma.copy()
+        self._short_c = chroma.copy()
+        self._noise_c = np.full(grey.shape, CHROMA_MIN / NOISE_K, np.float32)
+        self._noise_t = np.full(grey.shape, TEXTURE_MIN / NOISE_K, np.float32)
+        self._evidence = np.zeros(grey.shape, np.float32)
+        self._near_pts = np.full(grey.shape, -np.inf, np.float64)
         self._known = ~ignore
         self._onset = np.full(grey.shape, np.nan, np.float64)
         self._seen_s = np.zeros(grey.shape, np.float64)
@@ -399,7 +531,7 @@ class DualBackground:
 
     def _shift(self, grey: GreyImage, ref: GreyImage) -> tuple[float, float]:
         """Camera shift of ``grey`` against ``ref`` in working pixels, by phase correlation at half
-        resolution (shifts under 1 px are left to the 3x3 tolerance of :meth:`_foreground`)."""
+        resolution (shifts under 1 px are left to the 3x3 tolerance of :func:`_excess`)."""
         a = cv2.pyrDown(ref).astype(np.float64)
         b = cv2.pyrDown(grey).astype(np.float64)
         if self._window is None or self._window.shape != a.shape:
@@ -424,26 +556,27 @@ class DualBackground:
             return 1.0
         return float(np.median((grey[::2, ::2][sub] + _EPS) / (ref[::2, ::2][sub] + _EPS)))
 
-    def _foreground(self, grey: GreyImage, ref: GreyImage, threshold: float | npt.NDArray[np.floating]) -> BoolMask:
-        """|grey - ref| > threshold (one number or one per pixel), measured against ref's 3x3 min and
-        max (1 px sway tolerant)."""
-        kernel = np.ones((3, 3), np.uint8)
-        hi = cv2.dilate(ref, kernel)
-        lo = cv2.erode(ref, kernel)
-        out: BoolMask = (grey - hi > threshold) | (lo - grey > threshold)
-        return out
-
-    def _step(self, grey: GreyImage, ignore: BoolMask, pts: float, dt: float) -> list[StaticRegion]:
+    def _step(self, grey: GreyImage, chroma: ChromaImage, ignore: BoolMask, halo: BoolMask, pts: float,
+              dt: float) -> list[StaticRegion]:
         assert self._long is not None and self._short is not None
         assert self._known is not None and self._onset is not None and self._seen_s is not None
+        assert self._long_c is not None and self._short_c is not None and self._evidence is not None
+        assert self._noise is not None and self._noise_c is not None and self._noise_t is not None
+        assert self._near_pts is not None
         long, short, known, onset, seen = self._long, self._short, self._known, self._onset, self._seen_s
+        long_c, short_c, evidence = self._long_c, self._short_c, self._evidence
         # pixels of the long-term model never seen clear of a person/vehicle: learn them now
         fresh = ~known & ~ignore
-        long[fresh] = grey[fresh]
-        short[fresh] = grey[fresh]
-        onset[fresh] = np.nan
-        seen[fresh] = 0.0
-        known |= fresh
+        if fresh.any():
+            long[fresh] = grey[fresh]
+            short[fresh] = grey[fresh]
+            if self.low_contrast:
+                long_c[:, fresh] = chroma[:, fresh]
+                short_c[:, fresh] = chroma[:, fresh]
+            onset[fresh] = np.nan
+            seen[fresh] = 0.0
+            evidence[fresh] = 0.0
+            known |= fresh
 
         dx, dy = self._shift(grey, long)
         self.last_shift = (dx, dy)
@@ -453,6 +586,9 @@ class DualBackground:
                                                borderMode=cv2.BORDER_REPLICATE), dtype=np.float32)
             if self._misfit(warped, long) < SHIFT_GAIN * self._misfit(grey, long):
                 grey = warped
+                if self.low_contrast:
+                    chroma = np.stack([cv2.warpAffine(plane, m, self._work_size, flags=cv2.INTER_LINEAR,
+                                                      borderMode=cv2.BORDER_REPLICATE) for plane in chroma])
             else:  # a large new object biases phase correlation (1.1 px for a 100x100 px box)
                 self.last_shift = (0.0, 0.0)
         clear = known & ~ignore
@@ -460,23 +596,35 @@ class DualBackground:
         gain_short = self._gain(grey, short, clear)
         self.last_gain = gain_long
         if not 0.2 <= gain_long <= 5.0:
-            return self._readapt(grey, pts)
+            return self._readapt(grey, chroma, pts)
         norm_long = (grey + _EPS) / gain_long - _EPS
         norm_short = (grey + _EPS) / gain_short - _EPS
-        threshold = self.threshold_map()
-        fg_long = self._foreground(norm_long, long, threshold) & known
-        fg_short = self._foreground(norm_short, short, threshold)
+        strong_t = self.threshold_map()
+        e_long, e_short = _excess(norm_long, long), _excess(norm_short, short)
+        strong = e_long > strong_t
+        if self.low_contrast:
+            cues = self._faint_cues(grey, chroma, (e_long, e_short), (gain_long, gain_short), halo, pts)
+            faint, near = cues.faint, cues.near
+            fg_long = (strong | (faint & (~near | np.isfinite(onset)))) & known
+            # the short-term model has absorbed a pixel by the measure that made it foreground
+            fg_short = np.where(strong, e_short > strong_t, cues.faint_short)
+            still_fg = ((e_long > strong_t / 2) | (fg_long & faint)) & known
+            learn_long = known & ~ignore & ~fg_long & ~(faint & near)
+        else:
+            fg_long = strong & known
+            fg_short = e_short > strong_t
+            still_fg = (e_long > strong_t / 2) & known
+            learn_long = known & ~ignore & ~fg_long
         n_clear = int(clear.sum())
-        if n_clear and float((fg_long & clear).sum()) / n_clear > self.global_change_frac:
-            return self._readapt(grey, pts)
+        if n_clear and float((strong & known & clear).sum()) / n_clear > self.global_change_frac:
+            return self._readapt(grey, chroma, pts)
 
         # onset: when each pixel began to differ from the long-term model (hysteresis at half the
-        # threshold so one noisy frame does not restart it; kept while occluded by an ignore box),
-        # and for how many seconds it has differed so while clear of every ignore box: a person
+        # grey threshold so one noisy frame does not restart it; kept while occluded by an ignore
+        # box), and for how many seconds it has differed so while clear of every ignore box: a person
         # the detector misses for a frame or two shows up as a "static" silhouette whose onset is
         # old but who was seen only for those frames
-        still_fg = self._foreground(norm_long, long, threshold / 2) & known
-        self._still_fg = fg_long
+        self._still_fg = strong & known
         background = ~still_fg & ~ignore
         onset[background] = np.nan
         seen[background] = 0.0
@@ -484,38 +632,98 @@ class DualBackground:
         onset[fg_long & np.isnan(onset)] = pts
 
         # learn: short-term everywhere (a bag set down by a person standing next to it is learnt
-        # while they stand there); long-term only where it looks
-        # like background, and static objects older than max_static_s
+        # while they stand there); long-term only where it looks like background (not a faint
+        # change next to a person either: it may be an object they set down), and static objects
+        # older than max_static_s
         a_short = learning_rate(dt, self.short_term_s)
         a_long = learning_rate(dt, self._long_tau(pts))
         short += a_short * (grey - short)
-        learn_long = known & ~ignore & ~fg_long
-        residual = np.abs(norm_long[learn_long] - long[learn_long])
-        long[learn_long] += a_long * (grey[learn_long] - long[learn_long])
-        assert self._noise is not None
-        self._noise[learn_long] += a_long * (residual - self._noise[learn_long])
+        # masked learning as arithmetic on a 0/a_long weight: boolean indexing costs ~1 ms an array
+        rate = learn_long.astype(np.float32) * np.float32(a_long)
+        if self.low_contrast:
+            short_c += a_short * (chroma - short_c)
+            self._learn_cues(grey, chroma, norm_long, gain_long, rate)
+        self._noise += rate * (np.abs(norm_long - long) - self._noise)
+        long += rate * (grey - long)
         expired = known & ~ignore & fg_long & (pts - onset > self.max_static_s)
         if expired.any():
             long[expired] = short[expired]
+            if self.low_contrast:
+                long_c[:, expired] = short_c[:, expired]
             onset[expired] = np.nan
             seen[expired] = 0.0
 
-        raw = (fg_long & ~fg_short & ~ignore & ~expired).astype(np.uint8)
-        opened = cv2.morphologyEx(raw, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
+        # static evidence: seconds foreground to the long-term and background to the short-term
+        # model, decaying twice as fast, frozen under ignore boxes (see CONFIRM_S)
+        raw = fg_long & ~fg_short & ~ignore & ~expired
+        candidate = raw
+        if self.low_contrast:
+            was_static = self._static_mask if self._static_mask is not None else np.zeros(raw.shape, bool)
+            grown = np.minimum(evidence + np.float32(dt), np.float32(EVIDENCE_CAP_S))
+            faded = np.maximum(evidence - np.float32(2 * dt), np.float32(0.0))
+            evidence[:] = np.where(raw, grown, np.where(ignore, evidence, faded))
+            candidate = fg_long & ~ignore & ~expired & (
+                (evidence >= CONFIRM_S - TIME_EPS_S) | (was_static & (evidence > 0)))
+        opened = cv2.morphologyEx(candidate.astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
         closed = cv2.morphologyEx(opened, cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8))
         static = np.asarray(closed, dtype=np.uint8) & (~ignore).astype(np.uint8)
         self._static_mask = static.astype(bool)
+        if not self.low_contrast:
+            zero = np.zeros(strong.shape, np.float32)
+            self._cues = (zero, zero, np.ones(strong.shape, bool), np.ones(strong.shape, np.float32))
+        else:
+            self._cues = (cues.chroma_excess, cues.texture_excess, strong, cues.chroma_t)
         return self._regions(static, norm_long, long, ignore)
 
-    def threshold_map(self) -> GreyImage:
-        """Per-pixel foreground threshold (grey levels): ``NOISE_K`` x the pixel's own measured
+    def _faint_cues(self, grey: GreyImage, chroma: ChromaImage, excess: tuple[GreyImage, GreyImage],
+                    gains: tuple[float, float], halo: BoolMask, pts: float) -> _FaintCues:
+        """The low-contrast cues of this frame (``low_contrast``): a faint grey difference, a chroma
+        change, a texture change with some grey difference, each over the pixel's own noise.
+        ``excess`` is the grey excess over the long- and short-term models, ``gains`` their gains."""
+        assert self._long is not None and self._short is not None and self._near_pts is not None
+        assert self._long_c is not None and self._short_c is not None
+        assert self._noise_c is not None and self._noise_t is not None
+        faint_t = self.threshold_map(faint=True)
+        chroma_t = np.maximum(NOISE_K * self._noise_c, np.float32(CHROMA_MIN))
+        texture_t = np.maximum(NOISE_K * self._noise_t, np.float32(TEXTURE_MIN))
+        (e_long, e_short), (gain_long, gain_short) = excess, gains
+        # light scales chroma's distance from neutral (128) as it scales brightness
+        chroma_long = (chroma - 128.0) / gain_long + 128.0
+        chroma_short = (chroma - 128.0) / gain_short + 128.0
+        c_long = _excess(chroma_long, self._long_c)
+        short_diff = np.abs(chroma_short - self._short_c)  # the short-term test needs no sway tolerance
+        c_short = np.maximum(short_diff[0], short_diff[1])
+        t_long = _excess(_gradient(grey) / gain_long, _gradient(self._long))
+        faint = (e_long > faint_t) | (c_long > chroma_t) | ((t_long > texture_t) & (e_long > faint_t / 2))
+        faint_short = (e_short > faint_t) | (c_short > chroma_t)
+        # next to a person (now or in the last HALO_HOLD_S) a faint change starts nothing: their
+        # reflection and shadow fall there; a pixel already differing keeps differing
+        self._near_pts[halo] = pts
+        near = pts - self._near_pts <= HALO_HOLD_S
+        return _FaintCues(faint, faint_short, near, c_long, t_long, chroma_t)
+
+    def _learn_cues(self, grey: GreyImage, chroma: ChromaImage, norm_long: GreyImage, gain_long: float,
+                    rate: GreyImage) -> None:
+        """Learn the long-term chroma and the chroma and texture noise where ``rate`` (0 or the
+        long-term rate per pixel) says the pixel shows background."""
+        assert self._long is not None and self._long_c is not None
+        assert self._noise_c is not None and self._noise_t is not None
+        chroma_long = (chroma - 128.0) / gain_long + 128.0
+        diff = np.abs(chroma_long - self._long_c)
+        residual_t = np.abs(_gradient(grey) / gain_long - _gradient(self._long))
+        self._noise_c += rate * (np.maximum(diff[0], diff[1]) - self._noise_c)
+        self._noise_t += rate * (residual_t - self._noise_t)
+        self._long_c += rate * (chroma - self._long_c)
+
+    def threshold_map(self, *, faint: bool = False) -> GreyImage:
+        """Per-pixel grey foreground threshold (grey levels): ``NOISE_K`` x the pixel's own measured
         noise (mean absolute difference of the frame from the long-term model while it showed
-        background), between ``MIN_DIFF`` and ``diff_threshold``. A new pixel starts at
-        ``diff_threshold`` and earns a lower one by staying quiet."""
+        background), between ``MIN_DIFF`` (``LOW_DIFF`` with ``faint``: away from people) and
+        ``diff_threshold``. A new pixel starts at ``MIN_DIFF`` and earns a lower one by staying quiet."""
+        floor = min(LOW_DIFF if faint else MIN_DIFF, self.diff_threshold)
         if self._noise is None:
             return np.full((self._work_size[1], self._work_size[0]), self.diff_threshold, np.float32)
-        out: GreyImage = np.clip(NOISE_K * self._noise, min(MIN_DIFF, self.diff_threshold),
-                                 self.diff_threshold).astype(np.float32)
+        out: GreyImage = np.clip(NOISE_K * self._noise, floor, self.diff_threshold).astype(np.float32)
         return out
 
     def _long_tau(self, pts: float) -> float:
@@ -545,12 +753,16 @@ class DualBackground:
         hidden = self._still_fg[r1:r2, c1:c2] | self._ignore_mask(ignore_boxes)[r1:r2, c1:c2]
         return float(hidden.mean())
 
-    def _readapt(self, grey: GreyImage, pts: float) -> list[StaticRegion]:
+    def _readapt(self, grey: GreyImage, chroma: ChromaImage, pts: float) -> list[StaticRegion]:
         assert self._long is not None and self._short is not None
+        assert self._long_c is not None and self._short_c is not None and self._evidence is not None
         assert self._onset is not None and self._seen_s is not None
         self.global_changes += 1
         self._long[:] = grey
         self._short[:] = grey
+        self._long_c[:] = chroma
+        self._short_c[:] = chroma
+        self._evidence[:] = 0.0
         self._onset[:] = np.nan
         self._seen_s[:] = 0.0
         self._static_mask = np.zeros(grey.shape, bool)
@@ -579,6 +791,7 @@ class DualBackground:
         if not big:
             return []
         grad_now, grad_long = _gradient(now), _gradient(long)
+        c_long, t_long, strong, chroma_t = self._cues
         regions: list[StaticRegion] = []
         for group in big:
             members = stats[[1 + i for i in group]]
@@ -590,7 +803,7 @@ class DualBackground:
                 continue  # the fringe of a person or vehicle the detector boxed too tightly
             pix = np.isin(labels, [1 + i for i in group]) if len(group) > 1 else labels == 1 + group[0]
             ghost = self._is_ghost(pix, now, long, grad_now, grad_long, ignore)
-            if ghost or self._is_lighting(pix, now, long):
+            if ghost or self._is_lighting(pix, now, long, c_long, chroma_t):
                 # the long-term model still shows something that has gone, or the same surface in
                 # other light: learn what is there now
                 times = onset[pix]
@@ -621,6 +834,9 @@ class DualBackground:
                 seen_s=float(np.median(seen[pix])),
                 mask=mask,
                 contrast=float(np.mean(np.abs(now[pix] - long[pix]))),
+                colour_contrast=float(np.mean(c_long[pix])),
+                texture_change=float(np.mean(t_long[pix])),
+                faint_share=float(np.mean(~strong[pix])),
             ))
         return regions
 
@@ -638,13 +854,23 @@ class DualBackground:
         out: BoolMask = np.abs(now - float(np.median(now[ring]))) <= self.diff_threshold
         return out
 
-    def _is_lighting(self, pix: BoolMask, now: GreyImage, long: GreyImage) -> bool:
+    def _is_lighting(self, pix: BoolMask, now: GreyImage, long: GreyImage, chroma_excess: GreyImage,
+                     chroma_t: GreyImage) -> bool:
         """A region that shows the long-term model's own texture, only brighter or darker, is the
         same surface in other light (a shadow, a lamp, part of the frame lit). Light multiplies:
         the frame must correlate with the model (normalised cross-correlation >= ``lighting_ncc``)
         AND keep its relative contrast (std / mean within 25% of the model's), so an object that
         happens to line up with a road marking is not taken for light. The model must be
-        textured (grey-level spread >= 4): on a flat surface light cannot be told from an object."""
+        textured (grey-level spread >= 4): on a flat surface light cannot be told from an object.
+        And it must keep its colour: a mean chroma change over ``LIGHT_CHROMA_KEEP`` of the pixels'
+        chroma thresholds is an object, whatever the grey texture says. With ``low_contrast`` the
+        region's 1-px rim is left out (when 16 pixels remain): the texture cue finds a shadow's edge,
+        which is the floor on one side and shade on the other."""
+        if self.low_contrast:
+            inner = cv2.erode(pix.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            pix = inner if int(inner.sum()) >= 16 else pix
+            if float(chroma_excess[pix].mean()) > LIGHT_CHROMA_KEEP * float(chroma_t[pix].mean()):
+                return False
         a = now[pix].astype(np.float64) + _EPS
         b = long[pix].astype(np.float64) + _EPS
         if a.size < 16 or b.std() < 4.0 or a.std() < 1e-6:

@@ -33,7 +33,10 @@ A region keeps the place and start time it was first reported with, so one objec
 incident even when its outline wobbles or grows from frame to frame. Its type is the majority of
 the heuristic's verdicts on the whole (merged) region over the frames it was reported: it may
 change, which the lifecycle turns into an ``updated`` event of the same incident. The evidence
-states the region's ``contrast`` (mean grey difference from the long-term background).
+states the region's ``contrast`` (mean grey difference from the long-term background), and, from a
+background model with ``low_contrast`` (0 otherwise), its ``colour_contrast`` (mean chroma change),
+``texture_change`` (mean gradient-magnitude change) and ``faint_share`` (share of its pixels found
+only by those low-contrast cues).
 """
 
 from __future__ import annotations
@@ -258,6 +261,9 @@ class ObstructionRule:
             durations={"static_s": round(region.seen_s, 3), "since_arrival_s": round(frame.pts - memory.since, 3)},
             signals={"area_frac": round(region.area_frac, 5),
                      "contrast": round(region.contrast, 2),
+                     "colour_contrast": round(region.colour_contrast, 2),
+                     "texture_change": round(region.texture_change, 2),
+                     "faint_share": round(region.faint_share, 4),
                      "vegetation_score": round(veg.score, 4),
                      "green_brown_share": round(veg.green_brown_share, 4),
                      "edge_density": round(veg.edge_density, 4)},

@@ -228,3 +228,94 @@ def test_models_of_one_camera_prepare_each_frame_once_and_still_see_the_same() -
         return [[(r.xyxy, r.area_frac, r.static_since_pts, r.seen_s, None if r.mask is None else r.mask.tolist())
                  for r in regions] for regions in frames_out]
     assert facts(out_b) == facts(out_alone) and out_a[-1] and out_b[-1]
+
+
+# ---- low_contrast: colour, texture, a lower grey floor away from people, accumulated evidence ----
+
+def flat(w: int = 320, h: int = 240, bgr: tuple[int, int, int] = (120, 120, 120)) -> np.ndarray:
+    return np.full((h, w, 3), bgr, np.uint8)
+
+
+def painted(img: np.ndarray, box: tuple[int, int, int, int], bgr: tuple[int, int, int]) -> np.ndarray:
+    out = img.copy()
+    x1, y1, x2, y2 = box
+    out[y1:y2, x1:x2] = bgr
+    return out
+
+
+@pytest.mark.parametrize("low_contrast, found", [(False, 0), (True, 1)])
+def test_a_faint_object_away_from_people_is_found_only_by_the_low_contrast_model(
+        low_contrast: bool, found: int) -> None:
+    # 14 grey levels on a quiet floor: under MIN_DIFF (18), over LOW_DIFF (10)
+    base = flat()
+    obj = painted(base, (140, 120, 190, 170), (134, 134, 134))
+    run = feed(model(low_contrast=low_contrast), lambda t: obj if t >= 5.0 else base, 20.0)
+    regions = run[-1][1]
+    assert len(regions) == found
+    if found:
+        (region,) = regions
+        assert region.xyxy == pytest.approx((140, 120, 190, 170), abs=4)
+        assert region.contrast == pytest.approx(14, abs=2)
+        assert region.faint_share > 0.9 and region.static_since_pts == 5.0
+
+
+@pytest.mark.parametrize("low_contrast, found", [(False, 0), (True, 1)])
+def test_a_coloured_object_as_bright_as_its_background_is_found_by_colour(low_contrast: bool, found: int) -> None:
+    # BGR (60, 120, 170) has luma 128 on a floor of 120 (8 grey levels: no grey cue at all) but
+    # Cr 158 against 128: a colour change of 30 levels
+    base = flat()
+    obj = painted(base, (140, 120, 190, 170), (60, 120, 170))
+    regions = feed(model(low_contrast=low_contrast), lambda t: obj if t >= 5.0 else base, 20.0)[-1][1]
+    assert len(regions) == found
+    if found:
+        assert regions[0].colour_contrast > 16 and regions[0].contrast < 10
+
+
+def test_a_faint_change_next_to_a_person_starts_nothing() -> None:
+    # a person standing 2..30 s (boxed by the detector) with their faint reflection below their feet
+    base = flat()
+    person = painted(painted(base, (150, 60, 180, 150), (200, 200, 200)), (145, 152, 185, 180), (134, 134, 134))
+    bg = model(low_contrast=True)
+    run = feed(bg, lambda t: person if t >= 2.0 else base, 30.0,
+               boxes_at=lambda t: [(150.0, 60.0, 180.0, 150.0)] if t >= 2.0 else [])
+    assert all(not regions for _, regions in run)
+
+
+def test_a_shadow_is_still_learnt_as_light_by_the_low_contrast_model() -> None:
+    # a textured patch darkened by a quarter, its colour kept: light, not an object
+    base = scene()
+    shadow = base.copy()
+    shadow[100:180, 100:200] = (shadow[100:180, 100:200] * 0.75).astype(np.uint8)
+    bg = model(low_contrast=True)
+    run = feed(bg, lambda t: shadow if t >= 5.0 else base, 20.0)
+    assert all(not regions for _, regions in run)
+    assert bg.relit >= 1
+
+
+def test_a_tinted_object_that_keeps_the_floor_texture_is_not_taken_for_light() -> None:
+    # a transparent coloured sheet over the textured floor: the grey texture correlates with the
+    # floor's, the colour does not (light and shadow keep chroma, an object changes it)
+    base = scene()
+    sheet = base.astype(np.float32)
+    sheet[100:180, 100:200] *= np.array([0.55, 0.8, 1.0], np.float32)
+    tinted = np.clip(sheet, 0, 255).astype(np.uint8)
+    bg = model(low_contrast=True)
+    regions = feed(bg, lambda t: tinted if t >= 5.0 else base, 20.0)[-1][1]
+    assert len(regions) == 1 and regions[0].colour_contrast > 8
+    assert regions[0].xyxy == pytest.approx((100, 100, 200, 180), abs=6)
+
+
+def test_static_evidence_needs_a_second_of_persistence() -> None:
+    # at 5 fps the low-contrast model needs its pixels' evidence to build up to CONFIRM_S: the object
+    # becomes static later than in the grey model (which takes one frame's verdict), at most CONFIRM_S
+    # and a frame later (some pixels are absorbed by the short-term model earlier than the grey
+    # model's region appears)
+    from rules.background import CONFIRM_S
+
+    base = scene()
+    obj = with_box(base, (140, 120, 190, 170))
+    first = {}
+    for low in (False, True):
+        run = feed(model(low_contrast=low), lambda t: obj if t >= 5.0 else base, 12.0, fps=5.0)
+        first[low] = next(t for t, regions in run if regions)
+    assert first[False] < first[True] <= first[False] + CONFIRM_S + 0.2 + 1e-6

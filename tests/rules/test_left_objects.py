@@ -158,7 +158,7 @@ SOC_FILES = {"EPFL": ("EPFL_bkg01005", "EPFL_frame01005", "EPFL_mask01005"),
              "cantata": ("cantata-bkg00355", "cantata-frame00355", "cantata-mask00355")}
 
 
-def soc_iou(folder: Path, name: str, detector) -> tuple[float, float]:
+def soc_iou(folder: Path, name: str, detector, low_contrast: bool = False) -> tuple[float, float]:
     """Learn the background image for 60 s at 2 fps, hold the frame for 20 s (people in it given as
     ignore boxes, as the pipeline would), and compare the static mask with the ground truth: the
     IoU of the whole mask, and of the connected piece of it that matches the object best (the
@@ -169,7 +169,7 @@ def soc_iou(folder: Path, name: str, detector) -> tuple[float, float]:
     detections = detector.detect([frm])[0]
     people = [tuple(float(v) for v in xyxy) for xyxy, c in zip(detections.xyxy, detections.class_id, strict=True)
               if int(c) == 0]
-    model = DualBackground(min_area=0.0005)
+    model = DualBackground(min_area=0.0005, low_contrast=low_contrast)
     pts = 0.0
     while pts < 60.0:
         model.update(bkg, pts)
@@ -196,13 +196,17 @@ def test_soc_static_object_matches_the_ground_truth(asset_path, yolox_detector) 
     assert sum(v >= 0.5 for v in best.values()) >= 3, best
 
 
-@pytest.mark.xfail(strict=True, reason="measured 2026-12-02: IoU EPFL 0.76, PETS 0.31, avss 0.04, cantata 0.53 "
-                   "(work width 320): two of four reach 0.5; the held frames' other changes "
-                   "(people the detector misses, moved things) fill the static mask")
-def test_soc_whole_static_mask_matches_the_ground_truth(asset_path, yolox_detector) -> None:
+@pytest.mark.xfail(strict=True, reason="measured 2026-12-02 (work width 320): two of four reach 0.5. "
+                   "Grey model: EPFL 0.76, PETS 0.31, avss 0.04, cantata 0.53; low_contrast model: EPFL 0.87, "
+                   "PETS 0.15, avss 0.03, cantata 0.61. The held frames' other real changes fill the mask: the "
+                   "avss train (3.5% of the frame), a PETS sitting person the detector scores 0.29 and the "
+                   "ghost of a man walking through the PETS background image")
+@pytest.mark.parametrize("low_contrast", [False, True], ids=["grey", "low_contrast"])
+def test_soc_whole_static_mask_matches_the_ground_truth(low_contrast: bool, asset_path, yolox_detector) -> None:
     folder = asset_path("soc_test")
-    ious = {name: soc_iou(folder, name, yolox_detector)[0] for name in SOC}
-    print("SOC IoU of the whole static mask:", {k: round(v, 3) for k, v in ious.items()})
+    ious = {name: soc_iou(folder, name, yolox_detector, low_contrast)[0] for name in SOC}
+    print(f"SOC IoU of the whole static mask ({'low_contrast' if low_contrast else 'grey'} model):",
+          {k: round(v, 3) for k, v in ious.items()})
     assert all(0.0 <= v <= 1.0 for v in ious.values())
     assert sum(v >= 0.5 for v in ious.values()) >= 3, ious
 
@@ -215,7 +219,8 @@ def test_soc_whole_static_mask_matches_the_ground_truth(asset_path, yolox_detect
 LOW_BOX = (124, 318, 196, 382)
 
 
-def low_contrast_replay(asset_path, detector, alpha: float) -> tuple[float, list[IncidentEvent]]:
+def low_contrast_replay(asset_path, detector, alpha: float,
+                        low_contrast: bool) -> tuple[float, list[IncidentEvent]]:
     clip = CLIPS["aboda"]
     zone = KeepClearZone(id="floor", type="keep_clear", polygon=clip.polygon, limit_s=LIMIT_S)
     rule: ObstructionRule | None = None
@@ -239,25 +244,39 @@ def low_contrast_replay(asset_path, detector, alpha: float) -> tuple[float, list
                     for a in (full, empty, image[y1:y2, x1:x2].astype(np.float32))]
             backpack = np.abs(grey[0] - grey[1]) > 25
             contrast = float(np.abs(grey[2] - grey[1])[backpack].mean())
-        rule = rule or ObstructionRule(zone, (frame.width, frame.height))
+        rule = rule or ObstructionRule(zone, (frame.width, frame.height), DualBackground(
+            long_term_s=zone.long_term_s, short_term_s=zone.short_term_s, diff_threshold=zone.diff_threshold,
+            min_area=zone.min_area, low_contrast=low_contrast))
         events += lifecycle.step(frame, rule.update(frame, [], detections))
     return contrast, events
 
 
-@pytest.mark.parametrize("alpha, most", [
-    (0.17, 23.0),
-    pytest.param(0.15, 20.0, marks=pytest.mark.xfail(
-        strict=True, reason="measured 2026-12-02: at a mean 20.1 grey levels nothing fires (per-pixel "
-        "thresholds bottom out at MIN_DIFF 18, which the AVSS platform needs)")),
+@pytest.mark.parametrize("alpha, most, low_contrast", [
+    # the grey model (per-pixel thresholds down to MIN_DIFF 18, which the AVSS platform needs)
+    pytest.param(0.17, 23.0, False, id="grey-22.7"),
+    # the low-contrast model: colour, texture, a floor of LOW_DIFF 10 away from people, evidence
+    pytest.param(0.15, 20.0, True, id="low_contrast-20.1"),
 ])
-def test_a_low_contrast_real_object_still_fires(alpha: float, most: float, asset_path, yolox_detector) -> None:
-    contrast, events = low_contrast_replay(asset_path, yolox_detector, alpha)
+def test_a_low_contrast_real_object_still_fires(alpha: float, most: float, low_contrast: bool, asset_path,
+                                                yolox_detector) -> None:
+    contrast, events = low_contrast_replay(asset_path, yolox_detector, alpha, low_contrast)
     print(f"aboda backpack at alpha {alpha}: mean contrast {contrast:.1f} grey levels")
     assert contrast <= most
     opened = [e for e in events if e.event == "opened"]
     assert [e.type for e in opened] == ["obstruction"], [(e.stream_pts, e.location) for e in opened]
     assert _overlaps(opened[0], CLIPS["aboda"].object_box)
+    # set down ~9-13 s, alone from ~15 s: the faint backpack is found as soon as the people have gone
+    assert 9.0 + LIMIT_S <= (opened[0].stream_pts or 0.0) <= 15.0 + LIMIT_S + 5.0
     # the evidence says how faint it was (working image, against the long-term background)
-    stated = opened[0].evidence.signals["contrast"]
-    print(f"evidence contrast {stated}")
-    assert 0 < stated <= most + 5
+    signals = opened[0].evidence.signals
+    print(f"evidence {signals}")
+    assert 0 < signals["contrast"] <= most + 5
+    if low_contrast:
+        assert signals["faint_share"] > 0, "some of the backpack is found only by the low-contrast cues"
+
+
+def test_the_grey_model_misses_the_faintest_backpack(asset_path, yolox_detector) -> None:
+    """What the low-contrast model adds: at a mean 20.1 grey levels the grey model finds nothing."""
+    contrast, events = low_contrast_replay(asset_path, yolox_detector, 0.15, low_contrast=False)
+    assert contrast <= 20.0
+    assert [e for e in events if e.event == "opened"] == []
