@@ -23,6 +23,11 @@ from storage.db import Database
 from storage.models import Operator
 
 
+PURGE_AFTER_S = 86_400.0
+"""A session expired or revoked more than a day ago is deleted at the next login (kept a day for
+whoever looks into a revocation)."""
+
+
 def throttle_keys(username: str, address: str | None) -> list[tuple[str, ThrottlePolicy]]:
     """The keys one login attempt counts against: the account name (case-folded) and the address."""
     keys = [("user:" + username.strip().casefold()[:64], ACCOUNT_THROTTLE)]
@@ -73,6 +78,7 @@ def start_session(db: Database, username: str, *, now: float, max_age_s: float, 
         op = repo.get_operator(s, username)
         if op is None or op.disabled:
             return None
+        repo.purge_review_sessions(s, now - PURGE_AFTER_S)
         repo.add_review_session(s, sid, op.id, csrf, at=now, expires_at=now + max_age_s, address=address)
         repo.clear_login_failures(s, throttle_keys(username, None)[0][0])
         return Started(token, _session(sid, csrf, op))

@@ -205,3 +205,20 @@ def test_accounts_have_roles_and_a_department_member_names_its_department(db: Da
         roles = {o.username: (o.role, o.department) for o in repo.list_operators(s)}
     assert roles == {"alice": ("operator", None), "bob": ("operator", None), "erin": ("engineer", None),
                      "dora": ("department", "urban_management")}
+
+
+def test_sessions_ended_a_day_ago_are_deleted_at_the_next_login(ctx: ReviewContext, db: Database) -> None:
+    clock = FakeClock()
+    ctx.clock = clock
+    client = TestClient(create_app(ctx), follow_redirects=False)
+    csrf = login(client)
+    client.post("/logout", data={"csrf_token": csrf})
+    clock.t += 3600
+    login(client)
+    with db.transaction() as s:
+        assert len(s.scalars(select(ReviewSession)).all()) == 2  # the revoked one is kept a day
+    clock.t += 86_400 + 1
+    login(TestClient(client.app, follow_redirects=False), "bob", PASSWORD + "!")
+    with db.transaction() as s:
+        rows = s.scalars(select(ReviewSession)).all()
+    assert len(rows) == 2 and all(r.revoked_at is None for r in rows)  # alice's second (ended < 1 day ago), bob's
