@@ -22,7 +22,6 @@ from storage import repository as repo
 from storage.db import Database
 from storage.models import Operator
 
-
 PURGE_AFTER_S = 86_400.0
 """A session expired or revoked more than a day ago is deleted at the next login (kept a day for
 whoever looks into a revocation)."""
