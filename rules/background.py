@@ -47,7 +47,8 @@ static object stays reported while it stays — until ``max_static_s``, after wh
 as background.
 
 **Low-contrast mode** (``low_contrast=True``, off by default). The grey model needs a difference
-of ``MIN_DIFF`` (18) grey levels: the ABODA backpack faded to a mean 20.1 grey levels is lost. This
+of ``MIN_DIFF`` (18) grey levels: the ABODA backpack faded to a mean 18.8 grey levels is lost
+(with this mode it fires, and at 16.2 too). This
 mode adds, per pixel and each against the pixel's own measured noise (``NOISE_K`` x a running mean
 absolute residual, learnt where the pixel shows background):
 
@@ -67,8 +68,8 @@ absolute residual, learnt where the pixel shows background):
 Its known limit (measured 2026-12-02, 2 fps): on the AVSS platform it adds an object far up the
 platform (74.9-99.8 s, people there the detector misses leave faint reflections) and the wheeled-
 away suitcase's incident does not close by the clip's end; on the SOC triplets it finds more of
-each object and more of the other changes (whole-mask IoU EPFL 0.87, PETS 0.15, avss 0.03,
-cantata 0.61). It costs about 2.3x the grey model (9.4 against 4.0 ms a 960x540 frame). Use it
+each object and more of the other changes (whole-mask IoU EPFL 0.80, PETS 0.13, avss 0.03,
+cantata 0.57). It costs about 2.3x the grey model (9.4 against 4.0 ms a 960x540 frame). Use it
 for cameras on quiet ground without reflective floors; ``still_there`` still uses the grey
 threshold.
 
@@ -137,7 +138,8 @@ CHROMA_MIN = 16.0
 coloured object as bright as its background is foreground by colour alone. Light and shadow
 scale chroma with the brightness, which the gain takes out. Measured 2026-12-02 on the SOC
 triplets: at 8 the colour fringes of the CANTATA lobby's palm (grey contrast 2-5) became static
-objects (whole-mask IoU 0.43); at 12, 0.53; at 16, 0.61."""
+objects (whole-mask IoU 0.43); at 12, 0.53; at 16, 0.61 (0.57 once light changes were judged
+without their rim)."""
 TEXTURE_MIN = 12.0
 """The lowest texture threshold (change of 3x3 Sobel gradient magnitude, after the gain): an object
 that covers the floor's pattern (or brings its own) changes it; a shadow or a light keeps it.

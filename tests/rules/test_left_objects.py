@@ -197,8 +197,8 @@ def test_soc_static_object_matches_the_ground_truth(asset_path, yolox_detector) 
 
 
 @pytest.mark.xfail(strict=True, reason="measured 2026-12-02 (work width 320): two of four reach 0.5. "
-                   "Grey model: EPFL 0.76, PETS 0.31, avss 0.04, cantata 0.53; low_contrast model: EPFL 0.87, "
-                   "PETS 0.15, avss 0.03, cantata 0.61. The held frames' other real changes fill the mask: the "
+                   "Grey model: EPFL 0.76, PETS 0.31, avss 0.04, cantata 0.53; low_contrast model: EPFL 0.80, "
+                   "PETS 0.13, avss 0.03, cantata 0.57. The held frames' other real changes fill the mask: the "
                    "avss train (3.5% of the frame), a PETS sitting person the detector scores 0.29 and the "
                    "ghost of a man walking through the PETS background image")
 @pytest.mark.parametrize("low_contrast", [False, True], ids=["grey", "low_contrast"])
@@ -255,7 +255,8 @@ def low_contrast_replay(asset_path, detector, alpha: float,
     # the grey model (per-pixel thresholds down to MIN_DIFF 18, which the AVSS platform needs)
     pytest.param(0.17, 23.0, False, id="grey-22.7"),
     # the low-contrast model: colour, texture, a floor of LOW_DIFF 10 away from people, evidence
-    pytest.param(0.15, 20.0, True, id="low_contrast-20.1"),
+    pytest.param(0.14, 20.0, True, id="low_contrast-18.8"),
+    pytest.param(0.12, 17.0, True, id="low_contrast-16.2"),
 ])
 def test_a_low_contrast_real_object_still_fires(alpha: float, most: float, low_contrast: bool, asset_path,
                                                 yolox_detector) -> None:
@@ -276,7 +277,7 @@ def test_a_low_contrast_real_object_still_fires(alpha: float, most: float, low_c
 
 
 def test_the_grey_model_misses_the_faintest_backpack(asset_path, yolox_detector) -> None:
-    """What the low-contrast model adds: at a mean 20.1 grey levels the grey model finds nothing."""
-    contrast, events = low_contrast_replay(asset_path, yolox_detector, 0.15, low_contrast=False)
+    """What the low-contrast model adds: at a mean 18.8 grey levels the grey model finds nothing."""
+    contrast, events = low_contrast_replay(asset_path, yolox_detector, 0.14, low_contrast=False)
     assert contrast <= 20.0
     assert [e for e in events if e.event == "opened"] == []
