@@ -57,17 +57,16 @@ absolute residual, learnt where the pixel shows background):
   difference is at least half the low floor;
 * a lower grey floor, ``LOW_DIFF`` (10), except in a person's halo (``HALO``: beside and below an
   ignore box, for ``HALO_HOLD_S`` after it was seen), where reflections and shadows fall: there a
-  faint change starts nothing, is not learnt either (it may be a bag just set down), and a pixel
-  already differing keeps differing;
+  faint change counts for nothing, and is not learnt either (it may be a bag just set down);
 * persistence: a pixel is static only after ``CONFIRM_S`` of accumulated static evidence (growing
   by each frame interval, decaying twice as fast, frozen under ignore boxes), so one frame never
   makes a static pixel and one frame's dropout never removes one;
 * a local light change must keep its colour too (``LIGHT_CHROMA_KEEP``), judged without the
   region's rim.
 
-Its known limit (measured 2026-12-02, 2 fps): on the AVSS platform it adds an object far up the
-platform (74.9-99.8 s, people there the detector misses leave faint reflections) and the wheeled-
-away suitcase's incident does not close by the clip's end; on the SOC triplets it finds more of
+Its known limit (measured 2026-12-02, 2 fps): on the AVSS platform's polished floor the suitcase's
+own reflection below it (contrast 15-17) becomes two more obstructions (82.6-171.8 s and
+83.0-95.5 s) besides the suitcase's; on the SOC triplets it finds more of
 each object and more of the other changes (whole-mask IoU EPFL 0.80, PETS 0.13, avss 0.03,
 cantata 0.57). It costs about 2.3x the grey model (9.4 against 4.0 ms a 960x540 frame). Use it
 for cameras on quiet ground without reflective floors; ``still_there`` still uses the grey
@@ -147,7 +146,9 @@ A texture change counts where the grey difference is at least half of the pixel'
 HALO = (0.5, 0.6)
 """Around each ignore box, this fraction of its width on each side and of its height below it is
 the person's halo: their reflection and their shadow fall there. Only ``MIN_DIFF`` makes a pixel
-foreground there (no low-contrast cue starts there; a pixel already differing may continue)."""
+foreground there: no low-contrast cue counts there, even for a pixel that differed before (on the
+AVSS platform a man's reflection, flickering about 18 grey levels below his feet for 25 s, held
+on by the faint cue while he stood and became a false object)."""
 HALO_HOLD_S = 2.0
 """A halo stays this long after its box was last seen: the detector misses people for a frame or two."""
 CONFIRM_S = 1.0
@@ -633,7 +634,7 @@ class DualBackground:
         if self.low_contrast:
             cues = self._faint_cues(grey, chroma, (e_long, e_short), (gain_long, gain_short), halo, pts)
             faint, near = cues.faint, cues.near
-            fg_long = (strong | (faint & (~near | np.isfinite(onset)))) & known
+            fg_long = (strong | (faint & ~near)) & known
             # the short-term model has absorbed a pixel by the measure that made it foreground
             fg_short = np.where(strong, e_short > strong_t, cues.faint_short)
             still_fg = ((e_long > strong_t / 2) | (fg_long & faint)) & known
@@ -724,8 +725,8 @@ class DualBackground:
         t_long = _excess(_gradient(grey) / gain_long, _gradient(self._long))
         faint = (e_long > faint_t) | (c_long > chroma_t) | ((t_long > texture_t) & (e_long > faint_t / 2))
         faint_short = (e_short > faint_t) | (c_short > chroma_t)
-        # next to a person (now or in the last HALO_HOLD_S) a faint change starts nothing: their
-        # reflection and shadow fall there; a pixel already differing keeps differing
+        # next to a person (now or in the last HALO_HOLD_S) a faint change counts for nothing: their
+        # reflection and shadow fall there
         self._near_pts[halo] = pts
         near = pts - self._near_pts <= HALO_HOLD_S
         return _FaintCues(faint, faint_short, near, c_long, t_long, chroma_t)
