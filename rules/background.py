@@ -68,7 +68,7 @@ Its known limit (measured 2026-12-02, 2 fps): on the AVSS platform's polished fl
 own reflection below it (contrast 15-17) becomes two more obstructions (82.6-171.8 s and
 83.0-95.5 s) besides the suitcase's; on the SOC triplets it finds more of
 each object and more of the other changes (whole-mask IoU EPFL 0.80, PETS 0.13, avss 0.03,
-cantata 0.57). It costs about 2.3x the grey model (9.4 against 4.0 ms a 960x540 frame). Use it
+cantata 0.57). It costs about twice the grey model (9.4-10.9 against 4.0-5.2 ms a 960x540 frame, 2 shared cores). Use it
 for cameras on quiet ground without reflective floors; ``still_there`` still uses the grey
 threshold.
 
