@@ -25,7 +25,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from review import i18n
+from review import error_pages, i18n
 from review.deps import ReviewContext
 from review.middleware import authenticate, security_headers
 from review.routes import api, auth, files, metrics, pages, verdicts
@@ -52,6 +52,7 @@ def create_app(ctx: ReviewContext) -> FastAPI:
     app.middleware("http")(security_headers)
     for router in ROUTERS:
         app.include_router(router)
+    error_pages.install(app)  # an error a person meets is a page in their language; the API keeps JSON
     app.include_router(health_routes.router)
     app.include_router(camera_routes.router)  # engineers: camera pictures and the zone editor
     return app

@@ -133,13 +133,16 @@ def queue_filter(ctx: ReviewContext, camera: str | None, grid_cell: str | None, 
                  status: str | None, since: str | None, until: str | None) -> QueueFilter:
     """The queue filter from query parameters; a bad value is a 422 naming the parameter."""
     if status and status not in STATUSES:
-        raise HTTPException(422, f"status must be one of {', '.join(STATUSES)}")
-    try:
-        return QueueFilter(camera or None, grid_cell or None, type_ or None, status or "unreviewed",
-                           parse_local_time(since, ctx.timezone, "since"),
-                           parse_local_time(until, ctx.timezone, "until"))
-    except ValueError as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise i18n.UserError(422, "status must be one of %(choices)s", choices=", ".join(STATUSES))
+    times = {}
+    for name, text in (("since", since), ("until", until)):
+        try:
+            times[name] = parse_local_time(text, ctx.timezone, name)
+        except ValueError as exc:
+            raise i18n.UserError(422, "%(field)s: expected a date and time like 2026-11-26T18:30, got %(text)r",
+                                 field=name, text=text) from exc
+    return QueueFilter(camera or None, grid_cell or None, type_ or None, status or "unreviewed",
+                       times["since"], times["until"])
 
 
 def evidence_urls(ctx: ReviewContext, incident_id: str) -> dict[str, str]:

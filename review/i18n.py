@@ -11,8 +11,9 @@ are translated through the tables below, whose English labels are marked with :f
 
 Extract and update (run from the repository root)::
 
-    pybabel extract -F review/babel.cfg -k N_ -o review/locale/messages.pot .
-    pybabel update -i review/locale/messages.pot -d review/locale -D messages
+    pybabel extract -F review/babel.cfg -k N_ -k UserError:2 -k VerdictRejected --no-location --omit-header \
+        -o review/locale/messages.pot .
+    pybabel update -i review/locale/messages.pot -d review/locale -D messages --no-location --omit-header
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from babel import Locale
 from babel.dates import format_datetime
 from babel.messages import mofile, pofile
 from babel.support import NullTranslations, Translations
-from fastapi import Request
+from fastapi import HTTPException, Request
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 Language = Literal["zh-CN", "en"]
 LANGUAGES: tuple[str, ...] = get_args(Language)
@@ -59,14 +61,56 @@ REVIEW_STATUSES = {"unreviewed": N_("unreviewed"), "confirmed": N_("confirmed"),
 VERDICTS = {"confirm": N_("confirm"), "reject": N_("reject")}
 EVENTS = {"opened": N_("opened"), "updated": N_("updated"), "closed": N_("closed")}
 SEVERITIES = {"low": N_("low"), "medium": N_("medium"), "high": N_("high")}
-SIGNALS = {"stall_objects": N_("stall objects"), "lingering_people": N_("people lingering"),
-           "static_occupancy": N_("static occupancy"), "stall_model": N_("stall model")}
+SIGNALS = {"stall_object": N_("stall object"), "lingering_person": N_("person lingering"),
+           "static_occupancy": N_("static occupancy"), "stall_model": N_("stall model"),
+           "stationary_vehicle": N_("vehicle standing still"), "area_frac": N_("share of the frame"),
+           "contrast": N_("contrast"), "vegetation_score": N_("vegetation score"),
+           "green_brown_share": N_("green and brown share"), "edge_density": N_("edge density")}
+DURATIONS = {"dwell_s": N_("standing"), "seen_s": N_("seen"), "unseen_s": N_("unseen"), "evidence_s": N_("evidence"),
+             "static_s": N_("static"), "since_arrival_s": N_("since it appeared"), "hidden_s": N_("hidden"),
+             "incident_s": N_("incident"), "unsupported_s": N_("without support")}
+THRESHOLDS = {"limit_s": N_("time limit (s)"), "still_tolerance": N_("still tolerance"),
+              "min_coverage": N_("minimum coverage"), "occlusion_grace_s": N_("occlusion grace (s)"),
+              "min_area": N_("minimum area"), "diff_threshold": N_("difference threshold"),
+              "long_term_s": N_("long-term model (s)"), "short_term_s": N_("short-term model (s)"),
+              "vegetation_colour_min": N_("vegetation colour minimum"),
+              "vegetation_edge_min": N_("vegetation edge minimum"), "evidence_threshold": N_("evidence threshold"),
+              "linger_s": N_("lingering time (s)")}
 CLIP_STATES = {"pending": N_("pending"), "written": N_("written"), "failed": N_("failed"),
                "unavailable": N_("unavailable")}
 TABLES: dict[str, dict[str, str]] = {
     "type": INCIDENT_TYPES, "state": INCIDENT_STATES, "status": REVIEW_STATUSES, "verdict": VERDICTS,
-    "event": EVENTS, "severity": SEVERITIES, "signal": SIGNALS, "clip": CLIP_STATES,
+    "event": EVENTS, "severity": SEVERITIES, "signal": SIGNALS, "clip": CLIP_STATES, "duration": DURATIONS,
+    "threshold": THRESHOLDS,
 }
+
+
+class UserError(HTTPException):
+    """An HTTP error a person reads: the English text in the JSON API, its translation on a page.
+
+    ``msgid`` is a fixed English sentence with named ``%(x)s`` placeholders (extracted as ``UserError``'s
+    argument, see ``review/babel.cfg``); ``params`` fill them after translation.
+    """
+
+    def __init__(self, status_code: int, msgid: str, **params: object) -> None:
+        super().__init__(status_code, msgid % params if params else msgid)
+        self.msgid = msgid
+        self.params = params
+
+    def translated(self, language: str) -> str:
+        text = gettext(language)(self.msgid)
+        return text % self.params if self.params else text
+
+
+def message_of(exc: Exception, language: str) -> str:
+    """What a person reads for an error: a :class:`UserError` or a ``ValueError``-like with ``msgid`` and
+    ``params`` translated; any other message looked up in the catalog as it is (English if absent)."""
+    msgid, params = getattr(exc, "msgid", None), getattr(exc, "params", None)
+    if isinstance(msgid, str):
+        text = gettext(language)(msgid)
+        return text % params if params else text
+    detail = exc.detail if isinstance(exc, StarletteHTTPException) else str(exc)
+    return gettext(language)(str(detail))
 
 
 def catalog_dir(language: str) -> str:

@@ -20,7 +20,15 @@ MAX_REASON = 500
 
 
 class VerdictRejected(ValueError):
-    """The verdict request is incomplete (e.g. a rejection without a reason)."""
+    """The verdict request is incomplete (e.g. a rejection without a reason).
+
+    ``msgid`` is the English message with named placeholders, ``params`` their values: the review page
+    shows it in the operator's language (:func:`review.i18n.message_of`), the API as it is."""
+
+    def __init__(self, msgid: str, **params: object) -> None:
+        super().__init__(msgid % params if params else msgid)
+        self.msgid = msgid
+        self.params = params
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +42,12 @@ def record_verdict(db: Database, incident_id: str, operator: str, verdict: str, 
                    topic_prefix: str, at: float) -> VerdictRecord:
     """Store the verdict and its outbox message atomically. Raises VerdictRejected or storage NotFound."""
     if verdict not in ("confirm", "reject"):
-        raise VerdictRejected(f"verdict must be 'confirm' or 'reject', got {verdict!r}")
+        raise VerdictRejected("verdict must be 'confirm' or 'reject', got %(verdict)r", verdict=verdict)
     reason = reason.strip()
     if verdict == "reject" and not reason:
         raise VerdictRejected("a rejection needs a reason (it is used to tune the rules)")
     if len(reason) > MAX_REASON:
-        raise VerdictRejected(f"reason longer than {MAX_REASON} characters")
+        raise VerdictRejected("reason longer than %(max)d characters", max=MAX_REASON)
     with db.transaction() as s:
         row = repo.add_verdict(s, incident_id, operator, verdict, reason, at=at)
         inc = repo.get_incident(s, incident_id)

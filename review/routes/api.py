@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from review.deps import Ctx, evidence_urls, operator_of, queue_filter, require_csrf, session_of
-from review.queue import QueueItem, get_item, list_queue
+from review.queue import MAX_PAGE_SIZE, MIN_PAGE_SIZE, PAGE_SIZE, QueueItem, get_item, queue_counts, queue_page
 from review.routes.verdicts import record
 
 router = APIRouter(prefix="/api")
@@ -51,15 +51,29 @@ def api_me(request: Request) -> dict[str, str]:
 
 
 @router.get("/incidents", tags=["incidents"], response_model=list[IncidentOut])
-def api_incidents(ctx: Ctx, camera: str | None = None, grid_cell: str | None = None, type: str | None = None,
-                  status: str = "unreviewed", since: str | None = None,
-                  until: str | None = None) -> list[IncidentOut]:
-    """The review queue, newest first. ``status``: unreviewed, confirmed, rejected or all;
-    ``since`` / ``until``: local date-time of the site, e.g. 2026-11-26T18:30."""
+def api_incidents(ctx: Ctx, response: Response, camera: str | None = None, grid_cell: str | None = None,
+                  type: str | None = None, status: str = "unreviewed", since: str | None = None,
+                  until: str | None = None, page: int = Query(1, ge=1),
+                  per_page: int = Query(PAGE_SIZE, ge=MIN_PAGE_SIZE, le=MAX_PAGE_SIZE)) -> list[IncidentOut]:
+    """The review queue, newest first, one page (``X-Total-Count``: incidents in the whole queue).
+    ``status``: unreviewed, confirmed, rejected or all; ``since`` / ``until``: local date-time of the site,
+    e.g. 2026-11-26T18:30."""
     f = queue_filter(ctx, camera, grid_cell, type, status, since, until)
     with ctx.db.transaction() as s:
-        items = list_queue(s, f)
-    return [_out(i, evidence_urls(ctx, i.id)) for i in items]
+        result = queue_page(s, f, page, per_page)
+    response.headers["X-Total-Count"] = str(result.total)
+    return [_out(i, evidence_urls(ctx, i.id)) for i in result.items]
+
+
+@router.get("/queue/counts", tags=["incidents"])
+def api_queue_counts(ctx: Ctx, camera: str | None = None, grid_cell: str | None = None, type: str | None = None,
+                     status: str = "unreviewed", since: str | None = None,
+                     until: str | None = None) -> dict[str, dict[str, int]]:
+    """Incidents per ``type``, review ``status`` and incident ``state`` under the filters; each facet
+    counts under every filter but its own."""
+    f = queue_filter(ctx, camera, grid_cell, type, status, since, until)
+    with ctx.db.transaction() as s:
+        return queue_counts(s, f)
 
 
 @router.get("/incidents/{incident_id}", tags=["incidents"], response_model=IncidentOut)

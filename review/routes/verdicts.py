@@ -1,15 +1,20 @@
 """The confirm / reject form of the incident page; after a verdict the operator moves on to the next
-incident of the same queue. :func:`record` is shared with the JSON API's verdict route."""
+incident of the same queue. A refused verdict (a rejection without a reason, say) re-renders the form
+with the message in the operator's language and nothing recorded. :func:`record` is shared with the
+JSON API's verdict route."""
 
 from __future__ import annotations
 
 from urllib.parse import parse_qs, parse_qsl, quote, urlencode
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import RedirectResponse, Response
 
-from review.deps import Ctx, ReviewContext, operator_of, require_csrf
+from review.deps import Ctx, ReviewContext, language_of, operator_of, render, require_csrf
+from review.i18n import UserError
+from review.loop import apply_verdict
 from review.queue import STATUSES, QueueFilter, QueueItem, list_queue, parse_local_time
+from review.routes.pages import incident_values
 from review.verdicts import VerdictRecord, VerdictRejected, record_verdict
 from storage.errors import NotFound
 
@@ -24,9 +29,10 @@ def record(ctx: ReviewContext, request: Request, incident_id: str, verdict: str,
         rec = record_verdict(ctx.db, incident_id, operator_of(request), verdict, reason, ctx.topic_prefix,
                              ctx.clock())
     except VerdictRejected as exc:
-        raise HTTPException(422, str(exc)) from exc
+        raise UserError(422, exc.msgid, **exc.params) from exc
     except NotFound as exc:
-        raise HTTPException(404, f"no incident {incident_id!r}") from exc
+        raise UserError(404, "No incident %(id)s.", id=incident_id) from exc
+    apply_verdict(ctx.db, incident_id, verdict, operator=operator_of(request), reason=reason)  # loop: the ticket
     ctx.wake_outbox()
     return rec
 
@@ -34,12 +40,20 @@ def record(ctx: ReviewContext, request: Request, incident_id: str, verdict: str,
 @router.post("/incidents/{incident_id}/verdict", dependencies=[Depends(require_csrf)])
 def verdict_form(request: Request, ctx: Ctx, incident_id: str, verdict: str = Form(...), reason: str = Form(""),
                  qs: str = Form("")) -> Response:
-    record(ctx, request, incident_id, verdict, reason)
     qs = safe_qs(qs)
+    try:
+        record(ctx, request, incident_id, verdict, reason)
+    except UserError as exc:
+        if exc.status_code != 422:
+            raise
+        values = incident_values(ctx, incident_id, filter_from_qs(qs, ctx.timezone))
+        if values is None:
+            raise
+        return render(request, "incident.html", status=422, error=exc.translated(language_of(request)),
+                      reason=reason, **values)
     # next in the same queue: the decided incident has left an "unreviewed" queue, so ask again
-    f = QueueFilter(status="unreviewed") if not qs else None
     with ctx.db.transaction() as s:
-        items = list_queue(s, f or filter_from_qs(qs, ctx.timezone))
+        items = list_queue(s, filter_from_qs(qs, ctx.timezone) if qs else QueueFilter(status="unreviewed"), 2)
     following = after(items, incident_id)
     target = f"/incidents/{quote(following, safe='')}" if following else "/queue"
     return RedirectResponse(target + (f"?{qs}" if qs else ""), status_code=303)
@@ -64,3 +78,4 @@ def filter_from_qs(qs: str, tz: str) -> QueueFilter:
                            parse_local_time(p.get("since"), tz, "since"), parse_local_time(p.get("until"), tz, "until"))
     except ValueError:
         return QueueFilter()
+

@@ -24,7 +24,8 @@ def _extracted() -> set[str]:
     options = {"review/templates/**.html": {"extensions": "jinja2.ext.i18n"}}
     found = set()
     for _file, _line, message, _comments, _ctx in extract_from_dir(
-            str(ROOT), method_map, options, keywords={"_": None, "gettext": None, "ngettext": (1, 2), "N_": None}):
+            str(ROOT), method_map, options, keywords={"_": None, "gettext": None, "ngettext": (1, 2), "N_": None,
+                                    "UserError": (2,), "VerdictRejected": None}):
         found.add(message if isinstance(message, str) else message[0])
     return found
 
