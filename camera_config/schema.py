@@ -467,6 +467,12 @@ class TicketsConfig(Strict):
                                           "gap_request_window_s.")
     gap_request_window_s: float = Field(default=600.0, gt=0, le=86_400,
                                         description="The window gap_requests counts over.")
+    # --- loop: category codes for the city platform (issue 15)
+    category_codes: dict[str, Annotated[str, Field(min_length=1, max_length=32)]] = Field(
+        default_factory=lambda: {"illegal_parking": "0510", "street_stall": "0502", "obstruction": "0504",
+                                 "fallen_branch": "0107", "camera_offline": "9901"},
+        description="Incident type -> the city platform's event category code (GB/T 30428 style); the "
+                    "defaults are placeholders, to be set per city. A type without one carries none.")
 
     @field_validator("routes")
     @classmethod
@@ -478,7 +484,7 @@ class TicketsConfig(Strict):
                                  f"use one of {list(INCIDENT_TYPES)} or '*'")
         return value
 
-    @field_validator("deadlines_s")
+    @field_validator("deadlines_s", "category_codes")
     @classmethod
     def _deadline_types(cls, value: dict[str, float]) -> dict[str, float]:
         unknown = sorted(set(value) - set(INCIDENT_TYPES))

@@ -116,6 +116,8 @@ class Ticket(Base):
     last_incident_at: Mapped[float] = mapped_column(Float)
     incident_count: Mapped[int] = mapped_column(Integer, default=1)
     verify_request_id: Mapped[str | None] = mapped_column(String(64))
+    # --- loop (issue 15): the city platform's event category code (tickets.category_codes); migration 0005
+    category_code: Mapped[str | None] = mapped_column(String(32))
 
 
 class TicketHistory(Base):

@@ -11,6 +11,7 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -21,9 +22,9 @@ from core.topics import Topics
 from storage import repository as repo
 from storage.db import Database
 from storage.errors import NotFound
-from storage.models import Incident, Ticket
+from storage.models import Incident, Ticket, TicketHistory
 from tickets.routing import deadline_s, route
-from tickets.states import OPEN_STATES, check_transition
+from tickets.states import OPEN_STATES, Timings, check_transition, loop_timings
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +90,12 @@ def _ticket_for(s: Session, cfg: TicketsConfig, ev: IncidentEvent) -> Ticket:
                              evidence={"incident_id": ev.incident_id, "links": dict(ev.evidence.links)})
             return ticket
     department = route(cfg, ev.grid_cell, ev.type)
-    return repo.add_ticket(s, ev, department, ev.started_at + deadline_s(cfg, ev.type), "accepted",
-                           actor=SERVICE_ACTOR, at=now,
-                           reason=f"incident {ev.incident_id} ({ev.type}) accepted; department {department} "
-                                  f"by grid cell {ev.grid_cell}")
+    ticket = repo.add_ticket(s, ev, department, ev.started_at + deadline_s(cfg, ev.type), "accepted",
+                             actor=SERVICE_ACTOR, at=now,
+                             reason=f"incident {ev.incident_id} ({ev.type}) accepted; department {department} "
+                                    f"by grid cell {ev.grid_cell}")
+    ticket.category_code = cfg.category_codes.get(ev.type)
+    return ticket
 
 
 def transition(s: Session, ticket_id: int, target: str, *, actor: str, reason: str,
@@ -157,13 +160,15 @@ def _verify_refusal(ticket: Ticket, result: dict[str, Any], camera_id: str | Non
     return None
 
 
-def apply_verify_result(db: Database, result: dict[str, Any], *, camera_id: str | None = None) -> str:
+def apply_verify_result(db: Database, result: dict[str, Any], *, camera_id: str | None = None,
+                        archive: bool = False) -> str:
     """Disposed ticket + matching request: 'verified' or 'dispatched' (problem still there).
 
     Only an answer to a request this service made counts: the ticket exists and is disposed, the
     request id is the one sent for it (a random 128-bit id only the verifiers read: topic ACL), and
     the camera of the result's topic (``camera_id``; the verifier's ACL alone may write
     ``verify/result/#``) and payload is the ticket's. Anything else raises :class:`VerifyIgnored`.
+    With ``archive`` a verified ticket is archived at once (the loop's last step; 'archived').
     """
     with db.transaction() as s:
         try:
@@ -185,6 +190,9 @@ def apply_verify_result(db: Database, result: dict[str, Any], *, camera_id: str 
                        reason=f"re-check of camera {ticket.camera_id} zone {ticket.zone_id}: gone "
                               f"({result.get('frames_present')}/{result.get('frames')} frames)")
         ticket.verify_request_id = None
+        if archive and ticket.state == "verified":
+            transition(s, ticket.id, "archived", actor=SERVICE_ACTOR,
+                       reason="verified: the problem is gone, the loop is closed")
         return ticket.state
 
 
@@ -240,14 +248,23 @@ def ticket_view(s: Session, ticket: Ticket, *, full: bool = False, now: float | 
         "created_at": ticket.created_at, "updated_at": ticket.updated_at, "due_at": ticket.due_at,
         "overdue_s": round(now - ticket.due_at, 1) if ticket.state in OPEN_STATES and now > ticket.due_at
         else None,
+        "category_code": ticket.category_code,
     }
+    history = repo.ticket_history(s, ticket.id)
+    out["timings"] = timings_of(ticket, history, now).as_dict()
     if full:
         out["history"] = [
             {"at": h.at, "actor": h.actor, "from": h.from_state, "to": h.to_state, "reason": h.reason,
              "evidence": json.loads(h.evidence) if h.evidence else None}
-            for h in repo.ticket_history(s, ticket.id)]
+            for h in history]
         out["incidents"] = [_incident_view(s, i) for i in repo.incidents_of_ticket(s, ticket.id)]
     return out
+
+
+def timings_of(ticket: Ticket, history: Sequence[TicketHistory], now: float) -> Timings:
+    """The ticket's :class:`~tickets.states.Timings` from its history rows (oldest first)."""
+    return loop_timings([(h.at, h.to_state) for h in history], due_at=ticket.due_at, state=ticket.state,
+                        now=now)
 
 
 def _incident_view(s: Session, inc: Incident) -> dict[str, Any]:
