@@ -29,8 +29,10 @@ from review import error_pages, i18n
 from review.deps import ReviewContext
 from review.middleware import authenticate, security_headers
 from review.routes import api, auth, files, metrics, pages, verdicts
-from review.routes import health as health_routes
 from review.routes import cameras as camera_routes
+from review.routes import departments as department_routes
+from review.routes import health as health_routes
+from review.routes import reports as report_routes
 
 HERE = Path(__file__).parent
 ROUTERS = (auth.router, pages.router, verdicts.router, files.router, metrics.router, api.router)
@@ -55,6 +57,8 @@ def create_app(ctx: ReviewContext) -> FastAPI:
     error_pages.install(app)  # an error a person meets is a page in their language; the API keeps JSON
     app.include_router(health_routes.router)
     app.include_router(camera_routes.router)  # engineers: camera pictures and the zone editor
+    app.include_router(department_routes.router)  # loop: the departments' view and ticket pages
+    app.include_router(report_routes.router)  # loop: timings per department and grid cell
     return app
 
 

@@ -79,7 +79,8 @@ def test_evidence_inside_the_store_is_served_after_login(client: TestClient) -> 
 def test_every_post_route_checks_csrf(client: TestClient) -> None:
     posts = [r for _, methods, r in routes_of(client.app) if isinstance(r, APIRoute) and "POST" in methods]  # type: ignore[arg-type]
     assert {r.path for r in posts} == {"/login", "/logout", "/incidents/{incident_id}/verdict",
-                                       "/api/incidents/{incident_id}/verdict", "/cameras/{camera_id}/zones"}
+                                       "/api/incidents/{incident_id}/verdict", "/cameras/{camera_id}/zones",
+                                       "/tickets/{ticket_id}/dispose"}
     for route in posts:
         assert any(d.call is require_csrf for d in route.dependant.dependencies), route.path
 
