@@ -188,6 +188,9 @@ class KeepClearZone(ZoneBase):
                                 description="Time constant of the short-term background, seconds.")
     diff_threshold: float = Field(default=30.0, gt=0, le=255,
                                   description="Grey-level difference that counts as foreground.")
+    low_contrast: bool = Field(default=False, description=(
+        "Also find objects that differ little from their background (colour, texture, a floor of 10 grey "
+        "levels away from people): finds a faint object, but on a glossy floor its reflection too."))
     ignore_classes: tuple[str, ...] = Field(default=("person", "car", "truck", "bus", "motorcycle", "bicycle"))
 
     _classes = field_validator("ignore_classes")(_check_classes)

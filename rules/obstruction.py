@@ -163,7 +163,7 @@ class ObstructionRule:
         self.mask = build_zone_mask(zone, *frame_size)
         self.background = background or DualBackground(
             long_term_s=zone.long_term_s, short_term_s=zone.short_term_s,
-            diff_threshold=zone.diff_threshold, min_area=zone.min_area)
+            diff_threshold=zone.diff_threshold, min_area=zone.min_area, low_contrast=zone.low_contrast)
         self._ignore_ids = frozenset(CLASS_ID[name] for name in zone.ignore_classes)
         self._known: list[_Known] = []
         self.last_regions: list[StaticRegion] = []

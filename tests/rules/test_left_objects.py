@@ -222,7 +222,8 @@ LOW_BOX = (124, 318, 196, 382)
 def low_contrast_replay(asset_path, detector, alpha: float,
                         low_contrast: bool) -> tuple[float, list[IncidentEvent]]:
     clip = CLIPS["aboda"]
-    zone = KeepClearZone(id="floor", type="keep_clear", polygon=clip.polygon, limit_s=LIMIT_S)
+    zone = KeepClearZone(id="floor", type="keep_clear", polygon=clip.polygon, limit_s=LIMIT_S,
+                         low_contrast=low_contrast)  # the zone's own setting, as a site file gives it
     rule: ObstructionRule | None = None
     lifecycle = IncidentLifecycle("left-cam", "JD-0101", {zone.id: ZonePolicy.of(zone)})
     events: list[IncidentEvent] = []
@@ -244,9 +245,8 @@ def low_contrast_replay(asset_path, detector, alpha: float,
                     for a in (full, empty, image[y1:y2, x1:x2].astype(np.float32))]
             backpack = np.abs(grey[0] - grey[1]) > 25
             contrast = float(np.abs(grey[2] - grey[1])[backpack].mean())
-        rule = rule or ObstructionRule(zone, (frame.width, frame.height), DualBackground(
-            long_term_s=zone.long_term_s, short_term_s=zone.short_term_s, diff_threshold=zone.diff_threshold,
-            min_area=zone.min_area, low_contrast=low_contrast))
+        rule = rule or ObstructionRule(zone, (frame.width, frame.height))
+        assert rule.background.low_contrast is low_contrast
         events += lifecycle.step(frame, rule.update(frame, [], detections))
     return contrast, events
 
