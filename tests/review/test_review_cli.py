@@ -114,3 +114,28 @@ def test_retention_command_dry_run_then_delete(tmp_path: Path, capsys: pytest.Ca
     assert main(["review", "retention", "--config", str(cfg)]) == 0
     assert "deleted 1 incident folder(s)" in capsys.readouterr().out
     assert sorted(p.name for p in (tmp_path / "evidence").iterdir()) == ["inc-new-000002"]
+
+
+def test_roles_and_the_operator_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = _config(tmp_path)
+    (tmp_path / "pw").write_text("a-good-password\n")
+    pw = ["--config", str(cfg), "--password-file", str(tmp_path / "pw")]
+    assert main(["review", "add-operator", "erin", *pw, "--role", "engineer"]) == 0
+    assert "role engineer" in capsys.readouterr().out
+    assert main(["review", "add-operator", "dora", *pw, "--role", "department", "--department", "greening"]) == 0
+    assert main(["review", "add-operator", "dan", *pw, "--role", "department"]) == 2
+    assert "needs --department" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse names the choices
+        main(["review", "add-operator", "root", *pw, "--role", "superuser"])
+    assert main(["review", "disable-operator", "erin", "--config", str(cfg)]) == 0
+    assert main(["review", "remove-operator", "dora", "--config", str(cfg)]) == 0
+    assert "'dora': removed" in capsys.readouterr().out
+    assert main(["review", "remove-operator", "dora", "--config", str(cfg)]) == 2
+    assert "no operator 'dora'" in capsys.readouterr().err
+    db = open_database(f"sqlite:///{tmp_path / 'patrol.db'}")
+    with db.transaction() as s:
+        ops = {o.username: (o.role, o.department, o.disabled) for o in s.scalars(select(Operator))}
+    db.dispose()
+    assert ops == {"erin": ("engineer", None, True)}
+    assert main(["review", "enable-operator", "erin", "--config", str(cfg)]) == 0
+    assert "'erin': enabled" in capsys.readouterr().out
