@@ -53,11 +53,15 @@ class ResultApplier:
         self.db, self.applied, self.errors = db, [], []  # type: ignore[var-annotated]
         self.ready = threading.Event()
         self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="loop-results")
-        self.client.on_connect = lambda c, *_: (c.subscribe("patrol/v1/verify/result/#", qos=1), self.ready.set())
+        self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
         assert self.ready.wait(10)
+
+    def _on_connect(self, client: Any, *_: Any) -> None:
+        client.subscribe("patrol/v1/verify/result/#", qos=1)
+        self.ready.set()
 
     def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
         try:
@@ -93,8 +97,8 @@ def _login(page: Any, base: str, user: str, password: str, then: str) -> None:
     page.wait_for_load_state()
 
 
-def test_the_whole_loop_in_chromium_on_a_real_replay(review_site, browser, tmp_path: Path, asset_path,  # type: ignore[no-untyped-def]  # noqa: F811
-                                                     mosquitto) -> None:
+def test_the_whole_loop_in_chromium_on_a_real_replay(review_site: Any, browser: Any, tmp_path: Path,  # noqa: F811
+                                                     asset_path: Any, mosquitto: Any) -> None:
     base, db, _listener, _evidence = review_site
     clip = asset_path("vehicle_counting_input_video")
     site = _site(tmp_path, clip, mosquitto.port)
@@ -109,7 +113,11 @@ def test_the_whole_loop_in_chromium_on_a_real_replay(review_site, browser, tmp_p
         ev = IncidentEvent.model_validate_json(payload)
         apply_event(db, cfg, ev, ev.topic())
     with db.transaction() as s:
-        tickets = {zone: repo.get_incident(s, inc).ticket_id for zone, inc in incidents.items()}
+        tickets: dict[str, int] = {}
+        for zone, inc in incidents.items():
+            ticket_id = repo.get_incident(s, inc).ticket_id
+            assert ticket_id is not None, zone
+            tickets[zone] = ticket_id
         department = repo.get_ticket(s, tickets["far-side"]).department  # tickets.default_department
         assert {repo.get_ticket(s, t).state for t in tickets.values()} == {"accepted"}
     add_operator(db, MEMBER, MEMBER_PW, role="department", department=department)
@@ -143,7 +151,7 @@ def test_the_whole_loop_in_chromium_on_a_real_replay(review_site, browser, tmp_p
         page.goto(f"{base}/department")
         assert page.evaluate("document.documentElement.lang") == "zh-CN"
         listed = page.locator("#dispatched li.ticket")
-        assert sorted(int(listed.nth(i).get_attribute("data-ticket")) for i in range(listed.count())) == \
+        assert sorted(int(listed.nth(i).get_attribute("data-ticket") or 0) for i in range(listed.count())) == \
             sorted(tickets.values())
         assert "违章停车" in page.inner_text("#dispatched") and "0510" in page.inner_text("#dispatched")
         _screens(page, "department", tmp_path)

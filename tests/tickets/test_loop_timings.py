@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from pydantic import ValidationError
 
@@ -12,7 +14,7 @@ from tickets.desk import apply_event, ticket_view, transition
 from tickets.states import loop_timings
 
 
-def test_category_code_comes_from_the_config_and_is_in_the_ticket_json(db: Database, make_incident_event) -> None:  # type: ignore[no-untyped-def]
+def test_category_code_comes_from_the_config_and_is_in_the_ticket_json(db: Database, make_incident_event: Any) -> None:
     cfg = TicketsConfig(category_codes={"illegal_parking": "110101-0510"})
     apply_event(db, cfg, make_incident_event("inc-park1", type="illegal_parking"), "t")
     apply_event(db, cfg, make_incident_event("inc-stall1", type="street_stall", camera_id="cam-9"), "t")
@@ -30,7 +32,7 @@ def test_bad_category_codes_are_refused_naming_the_entry(codes: dict[str, str], 
         TicketsConfig(category_codes=codes)
 
 
-def test_timings_follow_the_history(db: Database, make_incident_event) -> None:  # type: ignore[no-untyped-def]
+def test_timings_follow_the_history(db: Database, make_incident_event: Any) -> None:
     cfg = TicketsConfig()
     apply_event(db, cfg, make_incident_event("inc-time1"), "t")
     with db.transaction() as s:
