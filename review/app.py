@@ -58,6 +58,7 @@ def create_app(ctx: ReviewContext) -> FastAPI:
     app.include_router(health_routes.router)
     app.include_router(camera_routes.router)  # engineers: camera pictures and the zone editor
     app.include_router(department_routes.router)  # loop: the departments' view and ticket pages
+    app.include_router(department_routes.api_router)  # loop: GET /api/tickets/{id}
     app.include_router(report_routes.router)  # loop: timings per department and grid cell
     return app
 

@@ -142,7 +142,7 @@ def verify_request(ticket: Ticket, now: float, duration_s: float) -> dict[str, A
     loc = None if ticket.location_x is None else [ticket.location_x, ticket.location_y]
     return {"request_id": ticket.verify_request_id, "ticket_id": ticket.id, "camera_id": ticket.camera_id,
             "zone_id": ticket.zone_id, "type": ticket.type, "location": loc, "duration_s": duration_s,
-            "requested_at": now}
+            "requested_at": now, "category_code": ticket.category_code}
 
 
 class VerifyIgnored(Exception):

@@ -18,6 +18,7 @@ from tickets.desk import ticket_view
 from tickets.states import TransitionError
 
 router = APIRouter(include_in_schema=False)
+api_router = APIRouter(prefix="/api")
 MEMBERS = Depends(require_role("department"))
 RECENT_S = 7 * 86_400.0
 """Disposed (and verified, archived) tickets stay on the department view this long."""
@@ -62,6 +63,17 @@ def ticket_page(request: Request, ctx: Ctx, ticket_id: int) -> Response:
     with ctx.db.transaction() as s:
         view = ticket_view(s, repo.get_ticket(s, ticket_id), full=True, now=ctx.clock())
     return render(request, "department_ticket.html", t=view)
+
+
+@api_router.get("/tickets/{ticket_id}", tags=["tickets"], dependencies=[MEMBERS])
+def ticket_json(request: Request, ctx: Ctx, ticket_id: int) -> dict[str, Any]:
+    """The ticket as ``patrol tickets show`` prints it (state, category code, timings, history)."""
+    try:
+        department_ticket(ctx.db, ticket_id, department_of(request))
+    except NotYours as exc:
+        raise HTTPException(404, "No such ticket.") from exc
+    with ctx.db.transaction() as s:
+        return ticket_view(s, repo.get_ticket(s, ticket_id), full=True, now=ctx.clock())
 
 
 @router.post("/tickets/{ticket_id}/dispose", dependencies=[MEMBERS, Depends(require_csrf)])

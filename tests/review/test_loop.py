@@ -97,6 +97,7 @@ def test_department_member_disposes_then_verifier_verifies_and_archives(client: 
         requests = [json.loads(o.payload) for o in s.scalars(select(OutboxRow)) if "/verify/request/" in o.topic]
         request_id = repo.get_ticket(s, loop["G-01"]).verify_request_id
     assert [q["ticket_id"] for q in requests] == [loop["G-01"]] and requests[0]["request_id"] == request_id
+    assert requests[0]["category_code"] == "0510"  # the message carries the city platform's code
     # first answer: the car is still there -> back to dispatched with the evidence
     assert apply_verify_result(db, {"request_id": request_id, "ticket_id": loop["G-01"], "camera_id": "cam-a",
                                     "present": True, "frames": 4, "frames_present": 4}, archive=True) == "dispatched"
@@ -129,6 +130,9 @@ def test_a_member_cannot_see_or_change_another_departments_ticket(client: TestCl
     assert client.get("/department?department=traffic").text.count(f'data-ticket="{loop["G-01"]}"') == 0
     assert client.get(f"/tickets/{loop['G-01']}").status_code == 404
     assert client.get(f"/tickets/{loop['G-02']}").status_code == 200
+    assert client.get(f"/api/tickets/{loop['G-01']}").status_code == 404
+    api = client.get(f"/api/tickets/{loop['G-02']}")
+    assert api.status_code == 200 and api.json()["category_code"] == "0510" and api.json()["department"] == "parks"
     r = client.post(f"/tickets/{loop['G-01']}/dispose", data={"note": "not ours", "csrf_token": token})
     assert r.status_code == 404 and _state(db, loop["G-01"]) == "dispatched"
     report = client.get("/report")  # the last 7 days: the tickets were accepted just now
