@@ -476,6 +476,9 @@ class TicketsConfig(Strict):
                                  "fallen_branch": "0107", "camera_offline": "9901"},
         description="Incident type -> the city platform's event category code (GB/T 30428 style); the "
                     "defaults are placeholders, to be set per city. A type without one carries none.")
+    archive_verified: bool = Field(default=False, description=(
+        "A ticket the verifier finds gone is archived at once (the loop's last step); off: it stays "
+        "'verified' until 'patrol tickets transition ID archived'."))
 
     @field_validator("routes")
     @classmethod

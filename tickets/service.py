@@ -214,7 +214,7 @@ class TicketService:
     def _verify_result(self, topic: str, payload: bytes) -> str:
         result, camera = decode_verify_result(self.topics, topic, payload, self.mqtt_cfg.max_payload_bytes)
         try:
-            return apply_verify_result(self.db, result, camera_id=camera)
+            return apply_verify_result(self.db, result, camera_id=camera, archive=self.cfg.archive_verified)
         except VerifyIgnored as exc:
             log.warning("ignored a verify result this service did not ask for (forged, stale or repeated): %s",
                         exc, extra={"topic": topic})

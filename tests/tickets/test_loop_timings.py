@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -53,3 +54,26 @@ def test_redispatch_counts_disposal_from_the_first_dispatch_and_overdue_rules() 
     assert not loop_timings(hist[:3], due_at=300.0, state="disposed", now=1_000.0).overdue  # disposed in time
     assert loop_timings(hist[:2], due_at=300.0, state="dispatched", now=1_000.0).overdue  # still open, late
     assert not loop_timings(hist[:2], due_at=300.0, state="dispatched", now=200.0).overdue
+
+
+@pytest.mark.parametrize("archive, final", [(True, "archived"), (False, "verified")])
+def test_the_ticket_service_archives_a_verified_ticket_when_configured(db: Database, make_incident_event: Any,
+                                                                      archive: bool, final: str) -> None:
+    from alerts.memory import InMemoryBroker
+    from camera_config.schema import MqttConfig
+    from tickets.service import TicketService
+
+    broker = InMemoryBroker()
+    service = TicketService(db, MqttConfig(), TicketsConfig(archive_verified=archive), client_id="loop-tickets",
+                            transports=broker.transport)
+    apply_event(db, service.cfg, make_incident_event("inc-arch1"), "t")
+    with db.transaction() as s:
+        ticket = repo.list_tickets(s)[0]
+        transition(s, ticket.id, "dispatched", actor="op", reason="confirmed")
+        transition(s, ticket.id, "disposed", actor="dept", reason="towed")
+        request_id, ticket_id = ticket.verify_request_id, ticket.id
+    result = {"request_id": request_id, "ticket_id": ticket_id, "camera_id": "cam-1", "present": False,
+              "frames": 8, "frames_present": 0}
+    assert service._verify_result("patrol/v1/verify/result/cam-1", json.dumps(result).encode()) == final
+    with db.transaction() as s:
+        assert repo.get_ticket(s, ticket_id).state == final
