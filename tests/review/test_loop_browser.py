@@ -8,9 +8,9 @@ browser (zh-CN) the operator confirms both -> dispatched; the department member 
 ``/department`` and marks each disposed with a note. The review page's outbox publisher sends the
 verify requests to a real mosquitto; the real :class:`alerts.verify.VerifierService` answers there,
 running YOLOX-Nano and the zone check on real frames of the clip from 28 s on (measured: far-side
-0/8 frames with a car, kerb-right 8/8); the results are applied with
-``apply_verify_result(archive=True)`` by a subscriber on the same broker. far-side: verified ->
-archived, every step's time on the ticket page; kerb-right: back to dispatched with the evidence.
+0/8 frames with a car, kerb-right 8/8); the results are applied by the real
+:class:`tickets.service.TicketService` (``tickets.archive_verified: true``) on the same broker.
+far-side: verified -> archived, every step's time on the ticket page; kerb-right: back to dispatched with the evidence.
 Screenshots of the department view, a ticket and the report at 1440x900 and 390x844 in zh-CN go to
 the test's tmp dir (paths printed); at 390 px nothing is wider than the screen.
 """
@@ -23,57 +23,25 @@ import time
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import select
 from test_browser import OPERATOR, PASSWORD, SIZES, _site, browser, review_site, wait_js  # noqa: F401
 
 from alerts.verify import Verifier, VerifierService
-from camera_config.schema import Camera, TicketsConfig
+from camera_config.schema import Camera, MqttConfig, TicketsConfig
 from core.events import IncidentEvent
 from core.types import Frame
 from patrol.commands.replay import clip_frames
 from review.server import add_operator
 from storage import repository as repo
-from storage.db import Database
 from storage.models import Incident, IncidentEventRow
-from tickets.desk import apply_event, apply_verify_result, ticket_view
+from tickets.desk import apply_event, ticket_view
+from tickets.service import TicketService
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MEMBER, MEMBER_PW = "street-team", "dispose-demo-pw"
 GONE_FROM_S = 28.0
-
-
-class ResultApplier:
-    """The ticket side of step 5 on the broker: verify results in, applied (a verified ticket archived)."""
-
-    def __init__(self, port: int, db: Database) -> None:
-        self.db, self.applied, self.errors = db, [], []  # type: ignore[var-annotated]
-        self.ready = threading.Event()
-        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id="loop-results")
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-        assert self.ready.wait(10)
-
-    def _on_connect(self, client: Any, *_: Any) -> None:
-        client.subscribe("patrol/v1/verify/result/#", qos=1)
-        self.ready.set()
-
-    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
-        try:
-            result = json.loads(msg.payload)
-            self.applied.append((result["ticket_id"], apply_verify_result(
-                self.db, result, camera_id=msg.topic.rsplit("/", 1)[1], archive=True), result))
-        except Exception as exc:
-            self.errors.append(repr(exc))
-
-    def close(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
 
 
 def _screens(page: Any, name: str, out: Path) -> None:
@@ -129,12 +97,15 @@ def test_the_whole_loop_in_chromium_on_a_real_replay(review_site: Any, browser: 
         return [f for f in frames if f.pts < GONE_FROM_S + duration_s]
 
     verifier = VerifierService(site, client_id="loop-verifier", verifier=Verifier(site, grabber=grabber))
-    applier = ResultApplier(mosquitto.port, db)
+    service = TicketService(db, MqttConfig(port=mosquitto.port), TicketsConfig(archive_verified=True),
+                            client_id="loop-tickets")
     stop = threading.Event()
-    thread = threading.Thread(target=verifier.run, args=(stop,), daemon=True)
-    thread.start()
+    threads = [threading.Thread(target=verifier.run, args=(stop,), daemon=True),
+               threading.Thread(target=service.run, args=(stop,), daemon=True)]
+    for thread in threads:
+        thread.start()
     try:
-        assert verifier.transport.wait_connected(10)
+        assert verifier.transport.wait_connected(10) and service.transport.wait_connected(10)
         context = browser.new_context(viewport=SIZES["1440x900"])
         page = context.new_page()
         # the operator confirms both incidents -> their tickets are dispatched
@@ -160,15 +131,21 @@ def test_the_whole_loop_in_chromium_on_a_real_replay(review_site: Any, browser: 
             page.fill("form.dispose input[name=note]", "已劝离并拖走车辆")
             page.click("form.dispose button[type=submit]")
             page.wait_for_url(f"{base}/tickets/{tickets[zone]}")
-        # the verifier re-checks on the clip's frames; the results come back over the broker
+        # the verifier re-checks on the clip's frames; the ticket service applies its answers from the broker
         deadline = time.monotonic() + 120
-        while len(applier.applied) < 2 and not applier.errors and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            with db.transaction() as s:
+                states = {zone: repo.get_ticket(s, t).state for zone, t in tickets.items()}
+            if states == {"far-side": "archived", "kerb-right": "dispatched"}:
+                break
             time.sleep(0.2)
-        assert not applier.errors, applier.errors
-        outcome = {ticket_id: (state, r["frames_present"], r["frames"]) for ticket_id, state, r in applier.applied}
-        print(f"verify results: {outcome}")
-        assert outcome[tickets["far-side"]][0] == "archived" and outcome[tickets["far-side"]][1] == 0
-        assert outcome[tickets["kerb-right"]][0] == "dispatched" and outcome[tickets["kerb-right"]][1] >= 6
+        with db.transaction() as s:
+            checks = {zone: [json.loads(h.evidence or "{}") for h in repo.ticket_history(s, t)
+                             if h.actor == "verifier"] for zone, t in tickets.items()}
+        print(f"verify results: { {z: [(c['frames_present'], c['frames']) for c in cs] for z, cs in checks.items()} }")
+        assert states == {"far-side": "archived", "kerb-right": "dispatched"}, states
+        assert [c["frames_present"] for c in checks["far-side"]] == [0]
+        assert len(checks["kerb-right"]) == 1 and checks["kerb-right"][0]["frames_present"] >= 6
 
         page.goto(f"{base}/tickets/{tickets['far-side']}")
         assert page.get_attribute("#ticket-state", "data-state") == "archived"
@@ -197,5 +174,5 @@ def test_the_whole_loop_in_chromium_on_a_real_replay(review_site: Any, browser: 
         context.close()
     finally:
         stop.set()
-        thread.join(15)
-        applier.close()
+        for thread in threads:
+            thread.join(15)
