@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -190,6 +191,52 @@ def rtsp_server(rtsp_server_module, tmp_path: Path):  # type: ignore[no-untyped-
     yield start
     for srv in servers:
         srv.kill()
+
+
+class AclBroker:
+    """A mosquitto with a password file and the per-role ACL (alerts/acl.py): one account per role."""
+
+    passwords: ClassVar[dict[str, str]] = {"pl-acct": "pl-pw", "tk-acct": "tk-pw", "vf-acct": "vf-pw",
+                                           "rv-acct": "rv-pw"}
+    accounts: ClassVar[dict[str, str]] = {"pipeline": "pl-acct", "tickets": "tk-acct", "verifier": "vf-acct",
+                                          "review": "rv-acct"}
+
+    def __init__(self, broker) -> None:  # type: ignore[no-untyped-def]
+        self.broker = broker
+        self.port: int = broker.port
+
+    def mqtt(self, role: str | None = None):  # type: ignore[no-untyped-def]
+        """The MqttConfig with every role's account; ``role``: as that role connects."""
+        from camera_config.schema import MqttAccount, MqttConfig
+
+        cfg = MqttConfig(port=self.port, accounts={r: MqttAccount(username=u, password=self.passwords[u])
+                                                   for r, u in self.accounts.items()})
+        return cfg if role is None else cfg.for_role(role)  # type: ignore[arg-type]
+
+    def pub(self, user: str, topic: str, payload: str) -> str:
+        """Publish at QoS 1 with mosquitto's own client (MQTT v5); its debug output shows the PUBACK code
+        (``RC:135``: not authorized)."""
+        import subprocess
+
+        done = subprocess.run(["mosquitto_pub", "-V", "mqttv5", "-p", str(self.port), "-u", user,
+                               "-P", self.passwords[user], "-q", "1", "-d", "-t", topic, "-m", payload],
+                              capture_output=True, text=True, timeout=20)
+        return done.stdout + done.stderr
+
+
+@pytest.fixture
+def acl_broker():  # type: ignore[no-untyped-def]
+    """:class:`AclBroker`: a fresh mosquitto with the four role accounts and their ACL."""
+    import shutil
+
+    from alerts.acl import acl_text
+    from core.topics import Topics
+
+    if shutil.which("mosquitto") is None or shutil.which("mosquitto_pub") is None:
+        pytest.skip("mosquitto / mosquitto-clients not installed (scripts/install_system_deps.sh)")
+    acl = acl_text(AclBroker.accounts, Topics())  # type: ignore[arg-type]
+    with _services().Mosquitto(users=AclBroker.passwords, acl=acl) as broker:
+        yield AclBroker(broker)
 
 
 @pytest.fixture

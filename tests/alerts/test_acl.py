@@ -9,8 +9,6 @@ nor the pipelines; the same messages from the right accounts go through.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -28,11 +26,12 @@ from core.topics import TICKETS_GROUP, Topics
 from patrol.cli import main as patrol_main
 from storage import repository as repo
 from storage.db import open_database
+from tests.conftest import AclBroker
 from tickets.service import TicketService
 
 TOPICS = Topics()
-PASSWORDS = {"pl-acct": "pl-pw", "tk-acct": "tk-pw", "vf-acct": "vf-pw", "rv-acct": "rv-pw"}
-ACCOUNTS: dict[str, str] = {"pipeline": "pl-acct", "tickets": "tk-acct", "verifier": "vf-acct", "review": "rv-acct"}
+PASSWORDS = AclBroker.passwords
+ACCOUNTS = AclBroker.accounts
 
 
 def _wait(cond: Any, timeout: float = 15.0) -> bool:
@@ -42,28 +41,6 @@ def _wait(cond: Any, timeout: float = 15.0) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-def _mqtt(port: int, role: str) -> MqttConfig:
-    return MqttConfig(port=port, accounts={r: MqttAccount(username=u, password=PASSWORDS[u])  # type: ignore[arg-type]
-                                           for r, u in ACCOUNTS.items()}).for_role(role)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def acl_broker():  # type: ignore[no-untyped-def]
-    from tests.conftest import _services  # scripts/services.py, loaded by path
-
-    if shutil.which("mosquitto") is None or shutil.which("mosquitto_pub") is None:
-        pytest.skip("mosquitto / mosquitto-clients not installed (scripts/install_system_deps.sh)")
-    with _services().Mosquitto(users=PASSWORDS, acl=acl_text(ACCOUNTS, TOPICS)) as broker:  # type: ignore[arg-type]
-        yield broker
-
-
-def _pub(port: int, user: str, topic: str, payload: str) -> str:
-    """Publish with mosquitto's own client at QoS 1, MQTT v5; its debug output shows the PUBACK code."""
-    done = subprocess.run(["mosquitto_pub", "-V", "mqttv5", "-p", str(port), "-u", user, "-P", PASSWORDS[user],
-                           "-q", "1", "-d", "-t", topic, "-m", payload], capture_output=True, text=True, timeout=20)
-    return done.stdout + done.stderr
 
 
 def _incident(make_incident_event: Any, incident_id: str, seq: int = 1, event: str = "opened") -> tuple[str, str]:
@@ -110,12 +87,11 @@ def test_patrol_broker_acl_writes_the_sites_acl(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_forged_messages_are_refused_by_the_broker_and_reach_no_one(acl_broker, make_incident_event) -> None:
-    port = acl_broker.port
     got: dict[str, list[Message]] = {"tickets": [], "pipeline": []}
-    tickets = MqttTransport(_mqtt(port, "tickets"), Endpoint("acl-tickets"))
+    tickets = MqttTransport(acl_broker.mqtt("tickets"), Endpoint("acl-tickets"))
     tickets.subscribe(TOPICS.incidents, got["tickets"].append, shared_group=TICKETS_GROUP)
     tickets.subscribe(TOPICS.verify_result(), got["tickets"].append, shared_group=TICKETS_GROUP)
-    pipeline = MqttTransport(_mqtt(port, "pipeline"), Endpoint("acl-pipeline"))
+    pipeline = MqttTransport(acl_broker.mqtt("pipeline"), Endpoint("acl-pipeline"))
     pipeline.subscribe(TOPICS.replay_request, got["pipeline"].append)
     for t in (tickets, pipeline):
         t.start()
@@ -129,14 +105,14 @@ def test_forged_messages_are_refused_by_the_broker_and_reach_no_one(acl_broker, 
         forgeries = [("rv-acct", *opened), ("rv-acct", *closed), ("rv-acct", *verify), ("rv-acct", *replay),
                      ("pl-acct", *verify), ("pl-acct", *replay), ("vf-acct", *opened)]
         for user, topic, payload in forgeries:
-            out = _pub(port, user, topic, payload)
+            out = acl_broker.pub(user, topic, payload)
             print(f"{user} -> {topic}: " + " ".join(line for line in out.splitlines() if "PUBACK" in line))
             assert "received PUBACK" in out and "RC:135" in out, f"broker did not refuse {user} on {topic}: {out}"
 
         legit = [("pl-acct", *_incident(make_incident_event, "inc-legit")), ("vf-acct", *verify),
                  ("tk-acct", *replay)]
         for user, topic, payload in legit:
-            out = _pub(port, user, topic, payload)
+            out = acl_broker.pub(user, topic, payload)
             assert "RC:135" not in out and "received PUBACK" in out, out
         assert _wait(lambda: len(got["tickets"]) == 2 and len(got["pipeline"]) == 1)
         time.sleep(0.5)  # anything forged would have arrived by now, before the legit ones
@@ -151,16 +127,16 @@ def test_forged_messages_are_refused_by_the_broker_and_reach_no_one(acl_broker, 
 def test_ticket_service_on_an_acl_broker_makes_tickets_only_from_the_pipeline(acl_broker, tmp_path: Path,
                                                                                 make_incident_event) -> None:
     db = open_database(f"sqlite:///{tmp_path / 'acl.db'}")
-    svc = TicketService(db, _mqtt(acl_broker.port, "tickets"), TicketsConfig(), client_id="acl-svc")
+    svc = TicketService(db, acl_broker.mqtt("tickets"), TicketsConfig(), client_id="acl-svc")
     stop = threading.Event()
     thread = threading.Thread(target=svc.run, args=(stop,), daemon=True)
     thread.start()
     try:
         assert svc.transport.wait_connected(10)
         topic, payload = _incident(make_incident_event, "inc-by-review")
-        assert "RC:135" in _pub(acl_broker.port, "rv-acct", topic, payload)
+        assert "RC:135" in acl_broker.pub("rv-acct", topic, payload)
         topic, payload = _incident(make_incident_event, "inc-by-pipeline")
-        assert "RC:135" not in _pub(acl_broker.port, "pl-acct", topic, payload)
+        assert "RC:135" not in acl_broker.pub("pl-acct", topic, payload)
 
         def tickets() -> list[str]:
             with db.transaction() as s:

@@ -7,22 +7,20 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from alerts.acl import acl_text
-from camera_config.schema import MqttAccount, MqttConfig, TicketsConfig
+from camera_config.schema import MqttConfig, TicketsConfig
 from core.topics import Topics
 from storage import repository as repo
 from storage.db import Database
+from tests.conftest import AclBroker
 from tickets.desk import transition
 from tickets.service import TicketService
 
@@ -109,33 +107,14 @@ def test_a_held_event_without_predecessors_is_dead_lettered_and_its_replay_reque
 
 # ---------------------------------------------------------------- forged verify results, ACL'd broker
 
-PASSWORDS = {"pl-acct": "pl-pw", "tk-acct": "tk-pw", "vf-acct": "vf-pw", "rv-acct": "rv-pw"}
-ACCOUNTS = {"pipeline": "pl-acct", "tickets": "tk-acct", "verifier": "vf-acct", "review": "rv-acct"}
-
-
-@pytest.fixture
-def acl_broker() -> Iterator[Any]:
-    from tests.conftest import _services  # scripts/services.py, loaded by path
-
-    if shutil.which("mosquitto") is None or shutil.which("mosquitto_pub") is None:
-        pytest.skip("mosquitto / mosquitto-clients not installed (scripts/install_system_deps.sh)")
-    with _services().Mosquitto(users=PASSWORDS, acl=acl_text(ACCOUNTS, TOPICS)) as broker:  # type: ignore[arg-type]
-        yield broker
-
-
-def _pub(port: int, user: str, topic: str, payload: str) -> str:
-    """Publish at QoS 1 with mosquitto's own client (MQTT v5); its debug output shows the PUBACK code."""
-    done = subprocess.run(["mosquitto_pub", "-V", "mqttv5", "-p", str(port), "-u", user, "-P", PASSWORDS[user],
-                           "-q", "1", "-d", "-t", topic, "-m", payload], capture_output=True, text=True, timeout=20)
-    return done.stdout + done.stderr
+PASSWORDS = AclBroker.passwords
 
 
 def test_a_verify_result_the_service_did_not_ask_for_is_ignored_with_a_log_line(
         db: Database, acl_broker, make_incident_event, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="tickets.service")
     port = acl_broker.port
-    mqtt_cfg = MqttConfig(port=port, accounts={role: MqttAccount(username=user, password=PASSWORDS[user])
-                                               for role, user in ACCOUNTS.items()})
+    mqtt_cfg = acl_broker.mqtt()
     serving = _Serving(TicketService(db, mqtt_cfg, TicketsConfig(), client_id="tickets-verify"))
     requests: list[dict[str, Any]] = []
     verifier = _client(port, "verifier-probe", "vf-acct", PASSWORDS["vf-acct"])
@@ -143,7 +122,7 @@ def test_a_verify_result_the_service_did_not_ask_for_is_ignored_with_a_log_line(
     verifier.subscribe(TOPICS.verify_request(), qos=1)
     try:
         ev = make_incident_event("inc-verify-1", 1)
-        assert "RC:135" not in _pub(port, "pl-acct", ev.topic(), ev.to_json())
+        assert "RC:135" not in acl_broker.pub("pl-acct", ev.topic(), ev.to_json())
 
         def state() -> str | None:
             with db.transaction() as s:
@@ -161,13 +140,13 @@ def test_a_verify_result_the_service_did_not_ask_for_is_ignored_with_a_log_line(
         gone = {"ticket_id": tid, "request_id": request_id, "present": False, "frames": 6, "frames_present": 0}
 
         # the review page's account cannot even send it: the broker refuses (MQTT v5 reason code 135)
-        assert "RC:135" in _pub(port, "rv-acct", TOPICS.verify_result("cam-1"), json.dumps(gone))
+        assert "RC:135" in acl_broker.pub("rv-acct", TOPICS.verify_result("cam-1"), json.dumps(gone))
         # the verifier's account, but not an answer to the request this service made: ignored, logged
         forged = [({**gone, "request_id": "f" * 32}, "cam-1", "is not the open verify request of ticket"),
                   ({**gone, "ticket_id": tid + 100}, "cam-1", f"no ticket {tid + 100}"),
                   (gone, "cam-9", f"the topic names camera 'cam-9'; ticket {tid} is on 'cam-1'")]
         for payload, camera, _why in forged:
-            assert "RC:135" not in _pub(port, "vf-acct", TOPICS.verify_result(camera), json.dumps(payload))
+            assert "RC:135" not in acl_broker.pub("vf-acct", TOPICS.verify_result(camera), json.dumps(payload))
 
         def letters() -> list[str]:
             with db.transaction() as s:
@@ -181,7 +160,7 @@ def test_a_verify_result_the_service_did_not_ask_for_is_ignored_with_a_log_line(
             assert any(why in reason and reason.startswith("verify result ignored:") for reason in letters())
 
         # the real answer, from the verifier, to the request made: applied
-        assert "RC:135" not in _pub(port, "vf-acct", TOPICS.verify_result("cam-1"), json.dumps(gone))
+        assert "RC:135" not in acl_broker.pub("vf-acct", TOPICS.verify_result("cam-1"), json.dumps(gone))
         assert _wait(lambda: state() == "verified")
         with db.transaction() as s:
             last = repo.ticket_history(s, tid)[-1]
