@@ -151,6 +151,9 @@ def run_cluster(config: SiteConfig, args: argparse.Namespace, hooks: RunHooks) -
         raise ClusterError("patrol run --cluster needs Ray: pip install '.[cluster]'") from exc
     from patrol.signals import stop_on_signals
 
+    if args.no_publish:
+        raise ClusterError("--no-publish cannot go with --cluster: the camera groups hand their events over "
+                           "through the site's database (the outbox), which this process publishes")
     if config.database.url.startswith("sqlite"):
         log.warning("cluster run on a SQLite database (%s): every node must reach the same file; use "
                     "PostgreSQL across hosts", config.database.url)
@@ -172,7 +175,7 @@ def run_cluster(config: SiteConfig, args: argparse.Namespace, hooks: RunHooks) -
     rows: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
         stack.callback(ray.shutdown)
-        hooks.open_sink(config, argparse.Namespace(**{**vars(args), "no_publish": False}), stack)  # publisher, verifier
+        hooks.open_sink(config, args, stack)  # the outbox publisher and the verifier
         actors: list[Any] = [actor.options(scheduling_strategy="SPREAD", name=f"patrol-{args.pipeline_id}-g{k}").remote(
             config, k, cams, options, hooks) for k, cams in enumerate(groups)]
         last: dict[int, dict[str, Any]] = {}
