@@ -30,6 +30,10 @@ class ModelError(PatrolError):
     """A detector model cannot be loaded or produced output of an unexpected shape."""
 
 
+class InputError(PatrolError):
+    """A file or value named on the command line that the command cannot use (exit status 2)."""
+
+
 class SourceError(PatrolError):
     """A camera source cannot be opened or decoded. Messages carry the redacted URL only."""
 

@@ -52,7 +52,7 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 USAGE_ERRORS: tuple[str, ...] = (
-    "core.errors:ConfigError", "core.errors:AssetError", "evaluation.labels:LabelError",
+    "core.errors:ConfigError", "core.errors:AssetError", "core.errors:InputError", "evaluation.labels:LabelError",
     "evaluation.tune:GridError", "evaluation.patch:PatchError", "review.security:ReviewError",
     "tickets.states:TransitionError", "storage.errors:NotFound",
 )

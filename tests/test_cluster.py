@@ -134,7 +134,13 @@ def test_cluster_moves_a_dead_nodes_cameras_and_delivers_every_event_once(
                     c["state"] == "streaming" and c["frames_analysed"] >= 2 and c["started_at"] >= after
                     and c["node_ip"] != avoid for c in cams.values())
 
-            _wait("all 12 cameras streaming on the cluster", all_streaming, 300)
+            try:
+                _wait("all 12 cameras streaming on the cluster", all_streaming, 300)
+            except AssertionError:
+                driver_log.flush()
+                print("driver log tail:\n" + (tmp_path / "driver.log").read_text(errors="replace")[-4000:])
+                print("status:", json.dumps(_status(status_path))[:3000])
+                raise
             before = _status(status_path)
             nodes_used = {g["node_ip"] for g in before["groups"]}
             print(f"groups: {[(g['group'], g['node_ip'], len(g['cameras'])) for g in before['groups']]}")

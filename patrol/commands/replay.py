@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from camera_config.loader import load_config
 from camera_config.schema import Camera
-from core.errors import ConfigError, PatrolError, SourceError
+from core.errors import ConfigError, InputError, PatrolError, SourceError
 from core.events import IncidentEvent
 from core.progress import progress
 from core.types import Frame
@@ -50,7 +50,7 @@ def register(sub: Any) -> None:
     p.add_argument("--debug-video", metavar="OUT.mp4",
                    help="write the analysed frames annotated: zones, detections with scores, track ids, "
                         "each rule's candidates with their clocks, reasons and events")
-    p.set_defaults(func=run_replay)
+    p.set_defaults(func=replay_command)
 
 
 def parse_start(text: str, timezone: str) -> float:
@@ -99,6 +99,15 @@ def clip_frames(path: Path, camera: Camera, analysis_fps: float, wall_start: flo
         thread.join()
     if source.error is not None:
         raise source.error
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    """``patrol replay``: the clip is the command's input, so a clip it cannot read is a usage error
+    (exit 2), not a failing camera (``patrol run``'s exit 1)."""
+    try:
+        return run_replay(args)
+    except SourceError as exc:
+        raise InputError(str(exc)) from exc
 
 
 def run_replay(args: argparse.Namespace) -> int:

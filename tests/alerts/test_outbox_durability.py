@@ -142,7 +142,8 @@ def test_events_are_held_while_the_database_refuses_writes_and_none_is_lost(
             assert sink.held_events == 20
         sink.publish(produced[23:])  # after the outage: queued behind what is held, never ahead of it
         assert _wait(lambda: sink.held_events == 0, 30), sink.not_ready()
-        assert outbox_module.readiness() == (True, [])
+        # ready once the retry thread has also marked the outage over (just after its last commit)
+        assert _wait(lambda: outbox_module.readiness() == (True, []), 10), outbox_module.readiness()
         assert not spill.exists(), "the spill file is removed once all of it is committed"
         want = [(e.incident_id, e.seq) for e in produced]
         assert _committed(db) == want, "every produced event committed exactly once, in order"
