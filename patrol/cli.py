@@ -88,7 +88,7 @@ def exit_code_for(exc: BaseException) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="patrol", description="Bright Patrol video-patrol pipeline.",
                                      epilog="exit status: 0 ok, 1 runtime failure, 2 config or usage error, "
-                                            "130 interrupted")
+                                            "3 events neither committed nor spilled (patrol run), 130 interrupted")
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument("--log-json", action="store_true", help="one JSON object per log line")
