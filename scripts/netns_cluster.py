@@ -38,6 +38,12 @@ def _ip(*argv: str) -> None:
         raise RuntimeError(f"ip {' '.join(argv)}: {done.stderr.strip()}")
 
 
+def _ray_command() -> str:
+    """This Python's own ``ray`` (the venv's), else one on PATH: the nodes must run our interpreter."""
+    own = Path(sys.executable).parent / "ray"
+    return str(own) if own.exists() else (shutil.which("ray") or "ray")
+
+
 def available() -> str | None:
     """None when namespaces can be made here, else why not."""
     if os.geteuid() != 0:
@@ -77,7 +83,7 @@ class NetnsCluster:
 
     workers: list[int]
     head_cpus: int = 0
-    ray: str = field(default_factory=lambda: shutil.which("ray") or str(Path(sys.executable).parent / "ray"))
+    ray: str = field(default_factory=lambda: _ray_command())
     env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
