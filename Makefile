@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATROL_MIRROR ?= $(abspath ../shared)
 export PATROL_CACHE ?= $(abspath var/cache)
 
-.PHONY: demo test lint typecheck unit bench bench-smoke setup system-deps assets clean
+.PHONY: demo test test-cluster lint typecheck unit bench bench-smoke setup system-deps assets clean
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY) on PATH"; exit 1; }
@@ -36,6 +36,10 @@ unit: setup assets
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck unit
+
+# the Ray cluster of network namespaces (tests/test_cluster.py), not yet part of `make test`
+test-cluster: setup assets
+	PATROL_CLUSTER_TEST=1 $(BIN)/python -m pytest -q tests/test_cluster.py
 
 demo: assets
 	$(BIN)/python scripts/demo.py
