@@ -323,6 +323,10 @@ class DetectorChoice(Strict):
     default_score: float = Field(default=0.3, ge=0, le=1)
     class_scores: dict[str, Annotated[float, Field(ge=0, le=1)]] = Field(
         default_factory=dict, description="Per-class score thresholds by COCO name.")
+    ignore_score: float = Field(default=0.2, ge=0, le=1, description=(
+        "Least score of a person or vehicle detection (a keep_clear zone's `ignore_classes`) that the "
+        "background model keeps out of its static objects, though no rule acts on it below the class "
+        "threshold: a person scored 0.29 who sits still is not a left object."))
     regions: Literal["auto", "off", "zones"] | tuple[CropBox, ...] = Field(default="auto", description=(
         "Zone-focused detection (models/regions.py): besides the whole frame the detector runs on tiles "
         "at native resolution. `auto`: around each zone that fits in a few tiles, and only when the "
@@ -334,6 +338,12 @@ class DetectorChoice(Strict):
     def _known(cls, value: dict[str, float]) -> dict[str, float]:
         _check_classes(tuple(value))
         return value
+
+    @property
+    def lowest_score(self) -> float:
+        """The score the detector itself must run at: the loosest threshold this choice uses
+        (the analyzer applies the per-class ones, and ``ignore_score`` for the background model)."""
+        return min([self.default_score, *self.class_scores.values(), self.ignore_score])
 
 
 class Watchdog(Strict):

@@ -103,6 +103,7 @@ def cache_key(clip_sha256: str, camera: Camera, model: ModelIdentity,
     settings: dict[str, Any] = {
         "default_score": camera.detector.default_score,
         "class_scores": dict(sorted(camera.detector.class_scores.items())),
+        "ignore_score": camera.detector.ignore_score,
         "analysis_fps": camera.analysis_fps,
         "input_size": list(model.input_size),
     }
@@ -256,8 +257,7 @@ def default_detector_factory(camera: Camera) -> DetectorLike:
     from models.regions import with_regions
 
     choice = camera.detector
-    lowest = min([choice.default_score, *choice.class_scores.values()])
-    return with_regions(load_detector(choice.model, score_threshold=lowest), camera)  # type: ignore[return-value]
+    return with_regions(load_detector(choice.model, score_threshold=choice.lowest_score), camera)  # type: ignore[return-value]
 
 
 # --- sweeps: record once, play back -----------------------------------------------------------------

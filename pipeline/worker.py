@@ -130,7 +130,7 @@ def default_detector_loader(model: str, score_threshold: float) -> DetectorLike:
 
 def lowest_score(choices: Sequence[DetectorChoice]) -> float:
     """The loosest threshold any camera asks of a shared model; cameras filter further themselves."""
-    return min(min([c.default_score, *c.class_scores.values()]) for c in choices)
+    return min(c.lowest_score for c in choices)
 
 
 @dataclass

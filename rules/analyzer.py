@@ -3,7 +3,9 @@
 ``CameraAnalyzer.process(frame, detections) -> list[IncidentEvent]`` runs, for one analysed frame:
 detector score thresholds from the camera config (:class:`pipeline.scores.ScoreThresholds`) ->
 tracker -> every zone's rule, built from its kind in :mod:`rules.registry` and gated by the zone's
-schedule here, for every zone alike -> lifecycle.
+schedule here, for every zone alike -> lifecycle. Background models (keep_clear zones, the shared
+stall-occupancy one) are told of people and vehicles down to ``detector.ignore_score`` (the weak
+detections, :meth:`~pipeline.scores.ScoreThresholds.weak`); rules act on the thresholded ones.
 It never runs a detector itself, so detection and analysis stay separable: :func:`replay`
 iterates frames, asks a ``detect(frame)`` callable (a live detector via :func:`detector_fn`, or a
 cache of per-frame detections) and feeds the analyzer. Rules are built on the first frame, when
@@ -34,7 +36,7 @@ from pipeline.zones import schedule_active
 from rules.background import DualBackground, StaticRegion
 from rules.findings import Finding, Rule
 from rules.lifecycle import IncidentLifecycle, ZonePolicy
-from rules.registry import OccupancyFed, RuleContext, RuleKind, kinds_of
+from rules.registry import OccupancyFed, RuleContext, RuleKind, WeakFed, kinds_of
 from rules.stall import StallRule
 
 log = logging.getLogger("patrol.analyzer")
@@ -134,16 +136,17 @@ class CameraAnalyzer:
             self._build(size)
         frame = self._continuous(frame)
         dets = self.thresholds(detections)
+        weak = self.thresholds.weak(detections)
         tracks = self.tracker.update(frame.pts, dets)
         regions: list[StaticRegion] = []
         if self.background is not None:
-            movers = dets[np.isin(dets.class_id, list(MOVERS))]
+            movers = weak[np.isin(weak.class_id, list(MOVERS))]
             regions = self.background.update(frame.image, frame.pts,
                                              ignore_boxes=[tuple(map(float, b)) for b in movers.xyxy])
         self._score_stalls(frame)
         findings: list[Finding] = []
         for i, (zone, kind) in enumerate(zip(self.camera.zones, self.kinds, strict=True)):
-            findings.extend(self._run_zone(i, zone, kind, frame, tracks, dets, regions))
+            findings.extend(self._run_zone(i, zone, kind, frame, tracks, dets, weak, regions))
         events = self.lifecycle.step(frame, findings)
         self.last = FrameReport(frame.pts, len(dets), tuple(tracks), tuple(findings), tuple(events),
                                 *((dets, self._rule_states(frame)) if self.debug else ()))
@@ -159,7 +162,7 @@ class CameraAnalyzer:
         return tuple(states)
 
     def _run_zone(self, i: int, zone: ZoneBase, kind: RuleKind[Any], frame: Frame, tracks: Sequence[Track],
-                  dets: Detections, regions: Sequence[StaticRegion]) -> list[Finding]:
+                  dets: Detections, weak: Detections, regions: Sequence[StaticRegion]) -> list[Finding]:
         """Zone ``i``'s findings this frame, under its schedule (see :data:`rules.registry.OffSchedule`)."""
         active = schedule_active(zone.schedule, frame.wall_time, self.tz)
         was_active, self._on_schedule[i] = self._on_schedule[i], active
@@ -170,6 +173,8 @@ class CameraAnalyzer:
         rule = self.rules[i]
         if kind.static_occupancy:
             cast(OccupancyFed, rule).static_regions = regions
+        if kind.weak_detections:
+            cast(WeakFed, rule).weak_detections = weak
         if isinstance(rule, StallRule):
             rule.model_regions = self._stall_regions
         found = rule.update(frame, tracks, dets)

@@ -13,7 +13,9 @@ there, and while it is hidden (people, a train in front of it: its box still not
 its place turns back to background and the incident closes after the zone's grace.
 ``started_pts`` is when the object arrived (``StaticRegion.static_since_pts``). Tracks and detections of
 ``zone.ignore_classes`` (people, vehicles) are only used to tell the background model what to
-ignore — a parked car is the parking rule's business, a person sitting down is nobody's.
+ignore — a parked car is the parking rule's business, a person sitting down is nobody's — and for
+that the analyzer gives the weaker detections too, down to ``detector.ignore_score`` (0.2): on the
+SOC PETS frame a seated person scored 0.29 against the 0.3 threshold was otherwise a static object.
 
 Each finding is typed by a documented colour-and-texture heuristic (:func:`vegetation_signals`):
 
@@ -168,10 +170,17 @@ class ObstructionRule:
         self._known: list[_Known] = []
         self.last_regions: list[StaticRegion] = []
         """Every static region of the last frame, in the zone or not (for engineers tuning a camera)."""
+        self.weak_detections: Detections | None = None
+        """Set by the analyzer before each update (:class:`rules.registry.WeakFed`): the frame's
+        detections down to ``detector.ignore_score``, read for people and vehicles instead of
+        ``update``'s thresholded ones. None (a rule fed by hand): ``update``'s detections."""
 
     def ignore_boxes(self, tracks: Sequence[Track], detections: Detections) -> list[Box]:
-        """Boxes of people and vehicles (``zone.ignore_classes``) from this frame's tracks and detections."""
+        """Boxes of people and vehicles (``zone.ignore_classes``) from this frame's tracks and
+        detections (the weak ones when the analyzer gave them)."""
         boxes: list[Box] = [t.xyxy for t in tracks if t.class_id in self._ignore_ids]
+        if self.weak_detections is not None:
+            detections = self.weak_detections
         for xyxy, class_id in zip(detections.xyxy, detections.class_id, strict=True):
             if int(class_id) in self._ignore_ids:
                 x1, y1, x2, y2 = (float(v) for v in xyxy)

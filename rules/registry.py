@@ -33,6 +33,7 @@ from camera_config.schema import (
     zone_type_of,
 )
 from core.errors import PatrolError
+from core.types import Detections
 from rules.checks import ZoneCheck, not_ignored_check, stall_check, vehicle_check
 from rules.findings import Rule
 from rules.obstruction import ObstructionRule
@@ -72,6 +73,12 @@ class OccupancyFed(Protocol):
     static_regions: Sequence[StaticRegionLike]
 
 
+class WeakFed(Protocol):
+    """A rule of a kind with ``weak_detections``: the analyzer sets this before each ``update``."""
+
+    weak_detections: Detections | None
+
+
 @dataclass(frozen=True)
 class RuleKind(Generic[Z]):
     """One kind of rule, declared in one place."""
@@ -88,6 +95,10 @@ class RuleKind(Generic[Z]):
     static_occupancy: bool = False
     """The rule takes ``static_regions`` (:class:`OccupancyFed`) from the camera's shared background
     model, which the analyzer runs when any zone needs it (and the analyzer is allowed pixels)."""
+    weak_detections: bool = False
+    """The rule also takes ``weak_detections`` (:class:`WeakFed`): this frame's detections past the
+    class thresholds and the others from ``detector.ignore_score`` up, for its background model's
+    people and vehicles; its ``update`` still gets the thresholded ones."""
     off_schedule: OffSchedule = "reset"
     """See :data:`OffSchedule`."""
     zone_type: str = field(init=False)
@@ -155,4 +166,4 @@ register(RuleKind(NoParkingZone, lambda zone, ctx: ParkingRule(zone, ctx.frame_s
 register(RuleKind(NoVendingZone, lambda zone, ctx: StallRule(zone, ctx.frame_size), stall_check,
                   reads_pixels=True, static_occupancy=True))
 register(RuleKind(KeepClearZone, lambda zone, ctx: ObstructionRule(zone, ctx.frame_size), not_ignored_check,
-                  reads_pixels=True, off_schedule="observe"))
+                  reads_pixels=True, weak_detections=True, off_schedule="observe"))

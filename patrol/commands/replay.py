@@ -131,7 +131,7 @@ def run_replay(args: argparse.Namespace) -> int:
 
     choice = camera.detector
     detector = with_regions(load_detector(args.model or choice.model,  # tiles as `patrol run` has them
-                                          score_threshold=min([choice.default_score, *choice.class_scores.values()])),
+                                          score_threshold=choice.lowest_score),
                             camera)
     frames = progress(clip_frames(source, camera, fps, wall_start), desc=f"replay {camera.id}",
                       total=expected_frames(source, fps), unit="frame", quiet=getattr(args, "log_json", False))

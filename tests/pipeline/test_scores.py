@@ -35,6 +35,19 @@ def test_one_rule_per_class(class_id: int, score: float, kept: bool) -> None:
     assert len(out) == (1 if kept else 0)
 
 
+@pytest.mark.parametrize(("class_id", "score", "kept"), [
+    (CLASS_ID["person"], 0.25, True),    # under its 0.6 threshold, from ignore_score (0.2) up
+    (CLASS_ID["person"], 0.19, False),
+    (CLASS_ID["car"], 0.2, True),        # its own threshold
+    (80, 0.99, False),
+])
+def test_weak_detections_reach_down_to_the_ignore_score(class_id: int, score: float, kept: bool) -> None:
+    thresholds = ScoreThresholds(CHOICE)
+    assert len(thresholds.weak(dets((class_id, score)))) == (1 if kept else 0)
+    low = ScoreThresholds(DetectorChoice(default_score=0.4, class_scores={"car": 0.1}, ignore_score=0.3))
+    assert len(low.weak(dets((CLASS_ID["car"], 0.15)))) == 1  # a class threshold below the ignore score
+
+
 def test_empty_stays_empty() -> None:
     assert len(ScoreThresholds(CHOICE)(Detections.empty())) == 0
 

@@ -148,8 +148,10 @@ def test_class_score_thresholds_per_camera() -> None:
     worker.cameras["a"].slot.put(frame("a", 0.0))
     worker.step()
     assert worker.summary()[0]["detections"] == {"car": 1, "person": 1}
-    assert lowest_score([DetectorChoice(default_score=0.4, class_scores={"car": 0.2}),
-                         DetectorChoice(default_score=0.35)]) == pytest.approx(0.2)
+    assert lowest_score([DetectorChoice(default_score=0.4, class_scores={"car": 0.25}, ignore_score=0.3),
+                         DetectorChoice(default_score=0.35, ignore_score=0.3)]) == pytest.approx(0.25)
+    # the background model's people (detector.ignore_score) need the model to run that low too
+    assert lowest_score([DetectorChoice(default_score=0.4, ignore_score=0.15)]) == pytest.approx(0.15)
 
 
 def test_truncated_camera_fails_while_the_other_runs_to_the_end(asset_path: Any, tmp_path: Path) -> None:

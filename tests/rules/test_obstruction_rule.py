@@ -333,6 +333,31 @@ def test_schedule(schedule: dict | None, fires: bool) -> None:
     assert opened == ([15.0] if fires else [])
 
 
+@pytest.mark.parametrize("ignore_score, opened", [(None, []), (0.3, [15.0])], ids=["default", "ignore-0.3"])
+def test_a_weakly_detected_person_sitting_still_is_not_a_left_object(ignore_score: float | None,
+                                                                     opened: list[float]) -> None:
+    """A person sits in the zone from 5 s, detected at 0.25 only: under the 0.3 threshold no rule acts
+    on them, but from ``detector.ignore_score`` (0.2) the analyzer still tells the background model
+    they are a person. With the ignore score at 0.3 they become an obstruction at the limit."""
+    from camera_config.schema import Camera
+    from rules.analyzer import CameraAnalyzer
+
+    detector = {} if ignore_score is None else {"ignore_score": ignore_score}
+    camera = Camera.model_validate({"id": "cam-1", "url": "clip.mp4", "grid_cell": "JD-0101", "analysis_fps": 2,
+                                    "detector": detector, "zones": [keep_clear().model_dump(mode="json")]})
+    analyzer = CameraAnalyzer(camera, "Asia/Shanghai")
+    scene = Scene(covers=[Cover("person", BOX, start=5.0)])
+    seen = []
+    for i in range(61):
+        t = i / 2
+        weak = scene.detections(t)
+        weak = Detections(weak.xyxy, np.full(len(weak), 0.25, np.float32), weak.class_id)
+        events = analyzer.process(Frame("cam-1", t, MONDAY_9AM + t, scene.image(t)), weak)
+        seen += [e.stream_pts for e in events if e.event == "opened"]
+    assert analyzer.last is not None and analyzer.last.detections == 0  # no rule saw the person
+    assert seen == opened
+
+
 def test_two_rules_can_share_one_background() -> None:
     shared = DualBackground(long_term_s=60.0, short_term_s=2.0, min_area=0.005)
     left = ObstructionRule(keep_clear(id="left", polygon=[(0, 0.3), (0.5, 0.3), (0.5, 1), (0, 1)]), (W, H), shared)
