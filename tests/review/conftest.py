@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from review_kit import PASSWORD, incident
+from street_run import run_pipeline, street_site
 
 from evidence.store import EvidenceStore
 from review.app import ReviewContext, create_app
@@ -55,3 +56,17 @@ def ctx(db: Database, tmp_path: Path) -> ReviewContext:
 @pytest.fixture
 def client(ctx: ReviewContext) -> TestClient:
     return TestClient(create_app(ctx), follow_redirects=False)
+
+
+@pytest.fixture(scope="session")
+def street_run(tmp_path_factory: pytest.TempPathFactory, asset_path) -> Path:  # type: ignore[no-untyped-def]
+    """A folder with the recorded street run (tests/review/street_run.py): ``patrol.db`` with its
+    incidents and unsent outbox, ``evidence/``. Recorded once (18 s at the camera's pace); copy it with
+    :func:`street_run.copy_run` before changing anything."""
+    folder = tmp_path_factory.mktemp("street-run")
+    # the worker's sink only commits to the outbox: no broker is reached while recording
+    config = street_site(folder, asset_path("vehicle_counting_input_video"), broker_port=1)
+    database = open_database(config.database.url)
+    run_pipeline(config, database)
+    database.dispose()  # closing the last connection checkpoints the WAL into the file
+    return folder

@@ -4,7 +4,8 @@ The pipeline (file source -> 2 fps -> YOLOX-Nano -> tracker -> parking rule -> l
 runs over the first 18 s of vehicle_counting_input_video.mp4 with two no_parking zones: the kerb on the right where a
 silver car stands all clip, and the far side where a queue of cars waits at the junction for ~20 s
 (see tests/rules/test_parking_footage.py for what the footage shows). Evidence (remuxed clip,
-snapshots, manifest) is written by the recorder hooked into the worker. Then the review page runs
+snapshots, manifest) is written by the recorder hooked into the worker (tests/review/street_run.py:
+recorded once per session, each test gets its own copy of the database and evidence). Then the review page runs
 under uvicorn with a real outbox publisher to a real mosquitto, and Chromium logs in, lists the
 queue, plays a clip, sees the snapshot, confirms one incident and rejects another with a reason.
 Screenshots land in test-artifacts/.
@@ -25,14 +26,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import select
+from street_run import copy_run, street_site
 
 from alerts.mqtt import MqttTransport
-from alerts.outbox import OutboxPublisher, OutboxSink
+from alerts.outbox import OutboxPublisher
 from alerts.transport import Endpoint
-from camera_config.loader import parse_config
-from camera_config.schema import SiteConfig
-from evidence.attach import build_recorder, drain, packet_listeners, with_evidence
-from evidence.keep import reference_writer
 from evidence.manifest import verify_manifest
 from evidence.store import EvidenceStore
 from review.app import create_app
@@ -46,10 +44,6 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-KERB = {"id": "kerb-right", "type": "no_parking", "limit_s": 10,
-        "polygon": [[0.85, 0.40], [1.0, 0.40], [1.0, 0.65], [0.85, 0.65]]}
-FAR_SIDE = {"id": "far-side", "type": "no_parking", "limit_s": 10,
-            "polygon": [[0.40, 0.28], [0.70, 0.28], [0.70, 0.50], [0.40, 0.50]]}
 OPERATOR, PASSWORD = "operator", "review-demo-pw"
 
 
@@ -57,38 +51,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-class _Sink(OutboxSink):
-    def flush(self) -> None:
-        pass
-
-
-def _site(tmp: Path, clip: Path, broker_port: int) -> SiteConfig:
-    return parse_config({
-        "site": {"name": "Jiading test", "timezone": "Asia/Shanghai"},
-        "cameras": [{"id": "street-1", "url": str(clip), "grid_cell": "JD-0101", "analysis_fps": 2,
-                     "zones": [KERB, FAR_SIDE]}],
-        "mqtt": {"port": broker_port},
-        "database": {"url": f"sqlite:///{tmp / 'patrol.db'}"},
-        "evidence": {"dir": str(tmp / "evidence"), "pre_roll_s": 4, "post_roll_s": 4},
-        "review": {"secret_file": str(tmp / "review-secret")},
-    })
-
-
-def run_pipeline(config: SiteConfig, db: Database) -> None:
-    """The real worker over the first 18 s of the clip at the camera's own pace (a live camera feeds
-    frames in real time; read faster, the latest-frame slot would drop most frames), evidence hooked in."""
-    from pipeline.worker import PatrolWorker
-    from rules.analyzer import camera_analyzer
-
-    recorder, writer = build_recorder(config, on_written=reference_writer(db))
-    worker = PatrolWorker(config, analyzer_factory=with_evidence(camera_analyzer, recorder),
-                          packet_listeners=packet_listeners(recorder), sink=_Sink(db, config.mqtt.topic_prefix),
-                          realtime=True)
-    worker.run(duration=18)
-    drain(recorder, writer, [c.id for c in config.cameras])
-    assert writer.written >= 2 and writer.dropped == 0 and writer.failed == 0
 
 
 class VerdictListener:
@@ -114,12 +76,15 @@ class VerdictListener:
 
 
 @pytest.fixture
-def review_site(tmp_path: Path, asset_path, mosquitto) -> Iterator[tuple[str, Database, VerdictListener, str]]:  # type: ignore[no-untyped-def]
+def review_site(tmp_path: Path, asset_path, mosquitto, street_run: Path  # type: ignore[no-untyped-def]
+                ) -> Iterator[tuple[str, Database, VerdictListener, str]]:
+    """The review page over this test's copy of the recorded street run (its outbox not yet sent),
+    under uvicorn, with a real outbox publisher to a real mosquitto and a listener of verdicts."""
     import uvicorn
 
-    config = _site(tmp_path, asset_path("vehicle_counting_input_video"), mosquitto.port)
+    config = street_site(tmp_path, asset_path("vehicle_counting_input_video"), mosquitto.port)
+    copy_run(street_run, tmp_path)
     db = open_database(config.database.url)
-    run_pipeline(config, db)
     add_operator(db, OPERATOR, PASSWORD)
     listener = VerdictListener(mosquitto.port)
     ctx = build_context(config, db)
@@ -147,8 +112,9 @@ def review_site(tmp_path: Path, asset_path, mosquitto) -> Iterator[tuple[str, Da
         db.dispose()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One headless Chromium for the module; each test opens its own page or context."""
     if not Path(CHROMIUM).exists() or shutil.which("ffprobe") is None:
         pytest.skip("chromium not installed (scripts/install_system_deps.sh)")
     from playwright.sync_api import sync_playwright

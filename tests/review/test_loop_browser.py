@@ -1,8 +1,9 @@
 """Issue 15 acceptance 2 and the loop's part of 3: the whole loop in headless Chromium on a real replay.
 
-The pipeline of tests/review/test_browser.py (the first 18 s of vehicle_counting_input_video.mp4, two
-no_parking zones: kerb-right, where a silver car stands the whole clip, and far-side, where a queue of
-cars waits ~20 s and then drives off) raises the incidents; the ticket service's desk
+The pipeline of tests/review/test_browser.py (tests/review/street_run.py, recorded once a session:
+the first 18 s of vehicle_counting_input_video.mp4, two no_parking zones: kerb-right, where a silver
+car stands the whole clip, and far-side, where a queue of cars waits ~20 s and then drives off) raises
+the incidents; the ticket service's desk
 (:func:`tickets.desk.apply_event`, in-process) makes their tickets from the recorded events. In the
 browser (zh-CN) the operator confirms both -> dispatched; the department member sees them on
 ``/department`` and marks each disposed with a note. The review page's outbox publisher sends the
@@ -25,7 +26,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
-from test_browser import OPERATOR, PASSWORD, SIZES, _site, browser, review_site, wait_js  # noqa: F401
+from street_run import street_site
+from test_browser import OPERATOR, PASSWORD, SIZES, browser, review_site, wait_js  # noqa: F401
 
 from alerts.verify import Verifier, VerifierService
 from camera_config.schema import Camera, MqttConfig, TicketsConfig
@@ -69,7 +71,7 @@ def test_the_whole_loop_in_chromium_on_a_real_replay(review_site: Any, browser: 
                                                      asset_path: Any, mosquitto: Any) -> None:
     base, db, _listener, _evidence = review_site
     clip = asset_path("vehicle_counting_input_video")
-    site = _site(tmp_path, clip, mosquitto.port)
+    site = street_site(tmp_path, clip, mosquitto.port)
     # tickets from the recorded incident events, as the ticket service makes them
     with db.transaction() as s:
         incidents = {i.zone_id: i.id for i in s.scalars(select(Incident).where(Incident.type == "illegal_parking"))}
