@@ -92,16 +92,32 @@ def test_a_disk_that_fills_up_mid_run_loses_no_event(small_disk: Path, tmp_path:
         db.dispose()
 
 
+BUSY_TIMEOUT_S = 3.0
+"""The lock test's busy timeout: storage/db.py waits 30 s for a lock; what the sink does once the wait
+runs out ('database is locked') is the same after 3 s, and the test waits a tenth as long."""
+
+
+def _busy_timeout(db: Database, seconds: float) -> None:
+    """Every connection of ``db`` from now on waits ``seconds`` for a lock (set after storage's own pragmas)."""
+
+    @sa.event.listens_for(db.engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute(f"PRAGMA busy_timeout={int(seconds * 1000)}")
+
+    db.engine.dispose()  # the migration's pooled connections were made with the 30 s wait
+
+
 def test_a_write_lock_held_past_the_busy_timeout_loses_no_event(tmp_path: Path, make_incident_event: Any) -> None:
     path = tmp_path / "patrol.db"
     db = open_database(f"sqlite:///{path}")
+    _busy_timeout(db, BUSY_TIMEOUT_S)
     sink = OutboxSink(db, spill_path=tmp_path / "spill" / "outbox.jsonl", memory_events=5, retry_s=(0.1, 0.5))
     produced = [make_incident_event(f"inc-lock-{i:04d}", 1) for i in range(20)]
     locker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     try:
         sink.publish(produced[:3])
         locker.execute("BEGIN EXCLUSIVE")  # another process's long write transaction
-        hold_s = 35.0  # the database's busy timeout is 30 s (storage/db.py)
+        hold_s = BUSY_TIMEOUT_S + 5.0  # past the busy timeout, by as much as the 35 s hold past storage's 30 s
         release = threading.Timer(hold_s, lambda: locker.execute("COMMIT"))
         release.start()
         t0 = time.monotonic()
