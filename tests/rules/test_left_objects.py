@@ -9,8 +9,9 @@ Figures (open / close times, IoU) are printed: run with ``-s`` to see them.
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,31 +105,37 @@ def fed(rule: ObstructionRule, frame: Frame, seen: Seen, image: np.ndarray | Non
     return rule.update(frame, [], detections)
 
 
-@pytest.fixture(scope="module", params=sorted(CLIPS))
-def outcome(request, asset_path, seen: Seen) -> tuple[str, Outcome]:
-    name = request.param
-    clip = CLIPS[name]
-    zone = KeepClearZone(id="floor", type="keep_clear", polygon=clip.polygon, limit_s=LIMIT_S,
-                         close_grace_s=GRACE_S)
-    rule: ObstructionRule | None = None
-    lifecycle = IncidentLifecycle("left-cam", "JD-0101", {zone.id: ZonePolicy.of(zone)})
-    events: list[IncidentEvent] = []
-    pts = 0.0
-    for frame in frames(asset_path(clip.asset), ANALYSIS_FPS):
-        rule = rule or ObstructionRule(zone, (frame.width, frame.height))
-        events += lifecycle.step(frame, fed(rule, frame, seen))
-        pts = frame.pts
-    for e in events:
-        print(f"{name}: {e.stream_pts:7.1f} s {e.event:8s} {e.type} at {e.location} box {e.evidence.boxes[0].xyxy}")
-    return name, Outcome(events, pts)
+@pytest.fixture(scope="module")
+def outcome(asset_path, seen: Seen) -> Callable[[str], Outcome]:
+    """``outcome(name)``: the clip run through rule and lifecycle, once per module."""
+
+    @functools.cache
+    def run(name: str) -> Outcome:
+        clip = CLIPS[name]
+        zone = KeepClearZone(id="floor", type="keep_clear", polygon=clip.polygon, limit_s=LIMIT_S,
+                             close_grace_s=GRACE_S)
+        rule: ObstructionRule | None = None
+        lifecycle = IncidentLifecycle("left-cam", "JD-0101", {zone.id: ZonePolicy.of(zone)})
+        events: list[IncidentEvent] = []
+        pts = 0.0
+        for frame in frames(asset_path(clip.asset), ANALYSIS_FPS):
+            rule = rule or ObstructionRule(zone, (frame.width, frame.height))
+            events += lifecycle.step(frame, fed(rule, frame, seen))
+            pts = frame.pts
+        for e in events:
+            print(f"{name}: {e.stream_pts:7.1f} s {e.event:8s} {e.type} at {e.location} box {e.evidence.boxes[0].xyxy}")
+        return Outcome(events, pts)
+
+    return run
 
 
 def _opened(events: list[IncidentEvent]) -> list[IncidentEvent]:
     return [e for e in events if e.event == "opened"]
 
 
-def test_one_obstruction_for_the_left_object(outcome: tuple[str, Outcome]) -> None:
-    name, out = outcome
+@pytest.mark.parametrize("name", sorted(CLIPS))
+def test_one_obstruction_for_the_left_object(outcome: Callable[[str], Outcome], name: str) -> None:
+    out = outcome(name)
     mine = out.on_object(CLIPS[name].object_box)
     opened = _opened(mine)
     assert [e.type for e in opened] == ["obstruction"], [(e.stream_pts, e.location) for e in opened]
@@ -136,10 +143,8 @@ def test_one_obstruction_for_the_left_object(outcome: tuple[str, Outcome]) -> No
 
 
 def test_avss_suitcase_opens_in_time_stays_through_occlusion_and_closes_after_it_goes(
-        outcome: tuple[str, Outcome]) -> None:
-    name, out = outcome
-    if name != "avss":
-        pytest.skip("AVSS timeline")
+        outcome: Callable[[str], Outcome]) -> None:
+    out = outcome("avss")
     mine = out.on_object(CLIPS["avss"].object_box)
     (opened,) = _opened(mine)
     opened_s = opened.stream_pts or 0.0
@@ -153,10 +158,8 @@ def test_avss_suitcase_opens_in_time_stays_through_occlusion_and_closes_after_it
     assert 155.0 <= closed_s <= 165.0 + GRACE_S + 10.0, closed_s
 
 
-def test_aboda_backpack_opens_within_limit_of_being_alone(outcome: tuple[str, Outcome]) -> None:
-    name, out = outcome
-    if name != "aboda":
-        pytest.skip("ABODA timeline")
+def test_aboda_backpack_opens_within_limit_of_being_alone(outcome: Callable[[str], Outcome]) -> None:
+    out = outcome("aboda")
     (opened,) = _opened(out.on_object(CLIPS["aboda"].object_box))
     opened_s = opened.stream_pts or 0.0
     print(f"aboda backpack: opened {opened_s:.1f} s")
@@ -164,18 +167,14 @@ def test_aboda_backpack_opens_within_limit_of_being_alone(outcome: tuple[str, Ou
     assert 9.0 + LIMIT_S <= opened_s <= 15.0 + LIMIT_S + 5.0, opened_s
 
 
-def test_aboda_passers_by_give_nothing(outcome: tuple[str, Outcome]) -> None:
-    name, out = outcome
-    if name != "aboda":
-        pytest.skip("ABODA passers-by")
+def test_aboda_passers_by_give_nothing(outcome: Callable[[str], Outcome]) -> None:
+    out = outcome("aboda")
     mine = {e.incident_id for e in out.on_object(CLIPS["aboda"].object_box)}
     assert [e for e in _opened(out.events) if e.incident_id not in mine] == []
 
 
-def test_avss_nothing_else_fires_on_the_platform(outcome: tuple[str, Outcome]) -> None:
-    name, out = outcome
-    if name != "avss":
-        pytest.skip("AVSS platform")
+def test_avss_nothing_else_fires_on_the_platform(outcome: Callable[[str], Outcome]) -> None:
+    out = outcome("avss")
     mine = {e.incident_id for e in out.on_object(CLIPS["avss"].object_box)}
     assert [(e.stream_pts, e.location) for e in _opened(out.events) if e.incident_id not in mine] == []
 
