@@ -37,9 +37,9 @@ unit: setup assets
 
 test: lint typecheck unit
 
-# the Ray cluster of network namespaces (tests/test_cluster.py), not yet part of `make test`
+# the Ray cluster of network namespaces alone (tests/test_cluster.py; `make test` runs it too)
 test-cluster: setup assets
-	PATROL_CLUSTER_TEST=1 $(BIN)/python -m pytest -q tests/test_cluster.py
+	$(BIN)/python -m pytest -q tests/test_cluster.py
 
 demo: assets
 	$(BIN)/python scripts/demo.py

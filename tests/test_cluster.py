@@ -26,15 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-pytestmark = [
-    pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900),
-    # Not in `make test` (run it with `make test-cluster`): inside the full suite it failed 2 of 2 times
-    # (alone it passed 4 of 4): after the node is stopped its group restarts on the other node within
-    # seconds, but the test RTSP server answers some mounts with "Invalid data" for minutes, so not every
-    # moved camera streams again. Until that is understood it would make CI fail at random.
-    pytest.mark.skipif(os.environ.get("PATROL_CLUSTER_TEST") != "1",
-                       reason="the Ray cluster test runs with `make test-cluster` (PATROL_CLUSTER_TEST=1)"),
-]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(900)]
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = "vehicle_counting_input_video"  # 640 x 352, a car standing at the right-hand kerb
@@ -142,12 +134,16 @@ def test_cluster_moves_a_dead_nodes_cameras_and_delivers_every_event_once(
                     c["state"] == "streaming" and c["frames_analysed"] >= 2 and c["started_at"] >= after
                     and c["node_ip"] != avoid for c in cams.values())
 
-            try:
-                _wait("all 12 cameras streaming on the cluster", all_streaming, 300)
-            except AssertionError:
+            def explain() -> None:
                 driver_log.flush()
                 print("driver log tail:\n" + (tmp_path / "driver.log").read_text(errors="replace")[-4000:])
                 print("status:", json.dumps(_status(status_path))[:3000])
+                print("RTSP server log tail:\n" + Path(srv.log_path).read_text(errors="replace")[-3000:])
+
+            try:
+                _wait("all 12 cameras streaming on the cluster", all_streaming, 300)
+            except AssertionError:
+                explain()
                 raise
             before = _status(status_path)
             nodes_used = {g["node_ip"] for g in before["groups"]}
@@ -159,9 +155,14 @@ def test_cluster_moves_a_dead_nodes_cameras_and_delivers_every_event_once(
             killed = time.time()
             netns_cluster.stop_node(victim)
             t_kill = time.monotonic()
-            back = _wait(f"cameras {moved} streaming again off {victim.ip}",
-                         lambda: all_streaming(avoid=victim.ip) and all(
-                             _cameras(_status(status_path))[c]["started_at"] > killed for c in moved), FAILOVER_LIMIT_S)
+            try:
+                back = _wait(f"cameras {moved} streaming again off {victim.ip}",
+                             lambda: all_streaming(avoid=victim.ip) and all(
+                                 _cameras(_status(status_path))[c]["started_at"] > killed for c in moved),
+                             FAILOVER_LIMIT_S)
+            except AssertionError:
+                explain()
+                raise
             print(f"node {victim.name} ({victim.ip}) stopped: its {len(moved)} camera(s) streamed again on "
                   f"the other node after {back - t_kill:.1f} s")
             time.sleep(10)
