@@ -149,7 +149,10 @@ def test_sigint_before_any_handler_exits_130_without_a_traceback() -> None:
                              "import patrol.commands.models as m\n"
                              "m.models_list = slow\n"
                              "sys.exit(cli.main(['models', 'list']))\n"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # as from a shell: SIGINT not ignored (a child inheriting SIG_IGN from the
+                            # test run keeps it ignored, sleeps 30 s and exits 0 -- seen once in make test)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
