@@ -221,9 +221,8 @@ def serve(args: argparse.Namespace) -> int:
         media.connect("new-state", on_new_state)
 
     server = GstRtspServer.RTSPServer()
-    # One thread per client connection (the pool's default is a single thread for all clients, so
-    # one client that stops reading a TCP-interleaved stream -- a frozen or dying process -- stalls
-    # every other client and mount of the server until it goes away).
+    # One thread per client connection: the pool's default is a single thread for all clients, which
+    # serialises them; on a loaded machine some mounts then timed out ("Invalid data") for minutes.
     server.get_thread_pool().set_max_threads(-1)
     server.set_address(args.host)
     server.set_service(str(args.port))

@@ -142,20 +142,16 @@ def test_cluster_moves_a_dead_nodes_cameras_and_delivers_every_event_once(
 
             try:
                 _wait("all 12 cameras streaming on the cluster", all_streaming, 300)
-            except AssertionError:
-                explain()
-                raise
-            before = _status(status_path)
-            nodes_used = {g["node_ip"] for g in before["groups"]}
-            print(f"groups: {[(g['group'], g['node_ip'], len(g['cameras'])) for g in before['groups']]}")
-            assert len(before["groups"]) >= 2 and len(nodes_used) == 2, "the groups should spread over both workers"
-            victim = next(n for n in netns_cluster.worker_nodes if n.ip in nodes_used)
-            moved = [c for c, v in _cameras(before).items() if v["node_ip"] == victim.ip]
-            time.sleep(8)  # let incidents open on the victim too
-            killed = time.time()
-            netns_cluster.stop_node(victim)
-            t_kill = time.monotonic()
-            try:
+                before = _status(status_path)
+                nodes_used = {g["node_ip"] for g in before["groups"]}
+                print(f"groups: {[(g['group'], g['node_ip'], len(g['cameras'])) for g in before['groups']]}")
+                assert len(before["groups"]) >= 2 and len(nodes_used) == 2, "the groups should spread over both workers"
+                victim = next(n for n in netns_cluster.worker_nodes if n.ip in nodes_used)
+                moved = [c for c, v in _cameras(before).items() if v["node_ip"] == victim.ip]
+                time.sleep(8)  # let incidents open on the victim too
+                killed = time.time()
+                netns_cluster.stop_node(victim)
+                t_kill = time.monotonic()
                 back = _wait(f"cameras {moved} streaming again off {victim.ip}",
                              lambda: all_streaming(avoid=victim.ip) and all(
                                  _cameras(_status(status_path))[c]["started_at"] > killed for c in moved),
