@@ -44,7 +44,6 @@ from models.regions import RegionPlanner, Tile, detect_with_regions
 from pipeline.health import HealthMonitor, HealthReport, publish_health
 from pipeline.metrics import CameraMetrics, make_registry
 from pipeline.sampler import LatestFrameSlot
-from pipeline.scores import ScoreThresholds
 from pipeline.sources import PacketListener, Source
 
 log = logging.getLogger("patrol.worker")
@@ -142,7 +141,6 @@ class CameraRuntime:
     slot: LatestFrameSlot
     analyzer: Analyzer
     metrics: CameraMetrics
-    thresholds: ScoreThresholds
     track_ids: set[int] = field(default_factory=set)
     analyzer_errors: int = 0
     stale_waiting: int = 0
@@ -188,8 +186,7 @@ class PatrolWorker:
             source = Source.from_camera(cam, slot.put, realtime=realtime, keyframe_only=keyframe_only,
                                         metrics=metrics,
                                         on_packet=packet_listeners(cam) if packet_listeners else None)
-            self.cameras[cam.id] = CameraRuntime(cam, source, slot, analyzer_factory(cam, config), metrics,
-                                                 ScoreThresholds(cam.detector))
+            self.cameras[cam.id] = CameraRuntime(cam, source, slot, analyzer_factory(cam, config), metrics)
         self.health = HealthMonitor(config.cameras)
         self.registry = make_registry(self._metrics_snapshot)
         self.started_at: float | None = None
@@ -416,7 +413,6 @@ class PatrolWorker:
         return time.monotonic() - rt.last_analysed <= STARVED_AFTER_INTERVALS / rt.camera.analysis_fps
 
     def _analyse_one(self, rt: CameraRuntime, frame: Frame, dets: Detections) -> None:
-        rt.metrics.add_detections(COCO80[c] for c in rt.thresholds(dets).class_id.tolist())
         t0 = time.perf_counter()
         try:
             events = rt.analyzer.process(frame, dets)
@@ -428,7 +424,7 @@ class PatrolWorker:
             rt.metrics.stage["analyze"].add(time.perf_counter() - t0)
             rt.metrics.frames_analysed += 1
             rt.last_analysed = time.monotonic()
-        self._note_tracks(rt)
+        self._note_report(rt)
         if events:
             rt.metrics.events += len(events)
             try:
@@ -446,8 +442,14 @@ class PatrolWorker:
         self.request_stop()
 
     @staticmethod
-    def _note_tracks(rt: CameraRuntime) -> None:
+    def _note_report(rt: CameraRuntime) -> None:
+        """The camera's metrics from the analyzer's report of the frame (``analyzer.last``, a
+        :class:`rules.analyzer.FrameReport`; an analyzer without one adds nothing): detections per
+        class past the score thresholds (the analyzer applied them), distinct and current tracks."""
         report = getattr(rt.analyzer, "last", None)
+        kept = getattr(report, "kept", None)
+        if kept is not None:
+            rt.metrics.add_detections(COCO80[c] for c in kept.class_id.tolist())
         tracks = getattr(report, "tracks", None)
         if tracks is None:
             return

@@ -1,11 +1,11 @@
 """The per-camera analyzer: detections in, incident events out.
 
 ``CameraAnalyzer.process(frame, detections) -> list[IncidentEvent]`` runs, for one analysed frame:
-detector score thresholds from the camera config (:class:`pipeline.scores.ScoreThresholds`) ->
+detector score thresholds from the camera config (:class:`rules.scores.ScoreThresholds`) ->
 tracker -> every zone's rule, built from its kind in :mod:`rules.registry` and gated by the zone's
 schedule here, for every zone alike -> lifecycle. Background models (keep_clear zones, the shared
 stall-occupancy one) are told of people and vehicles down to ``detector.ignore_score`` (the weak
-detections, :meth:`~pipeline.scores.ScoreThresholds.weak`); rules act on the thresholded ones.
+detections, :meth:`~rules.scores.ScoreThresholds.weak`); rules act on the thresholded ones.
 It never runs a detector itself, so detection and analysis stay separable: :func:`replay`
 iterates frames, asks a ``detect(frame)`` callable (a live detector via :func:`detector_fn`, or a
 cache of per-frame detections) and feeds the analyzer. Rules are built on the first frame, when
@@ -30,13 +30,13 @@ from core.events import IncidentEvent
 from core.types import Detections, Frame, Track
 from models.stall_signal import StallRegion, StallScorer, shared_scorer
 from pipeline.sampler import TimeSampler
-from pipeline.scores import ScoreThresholds
 from pipeline.tracking import ObjectTracker
 from pipeline.zones import schedule_active
 from rules.background import DualBackground, StaticRegion
 from rules.findings import Finding, Rule
 from rules.lifecycle import IncidentLifecycle, ZonePolicy
 from rules.registry import OccupancyFed, RuleContext, RuleKind, WeakFed, kinds_of
+from rules.scores import ScoreThresholds
 from rules.stall import StallRule
 
 log = logging.getLogger("patrol.analyzer")
@@ -55,7 +55,8 @@ class FrameReport:
     findings: tuple[Finding, ...]
     events: tuple[IncidentEvent, ...]
     kept: Detections | None = None
-    """Debug mode only: the detections past the camera's score thresholds (what the rules saw)."""
+    """The detections past the camera's score thresholds (what the tracker and the rules saw); the
+    worker counts them per class from here, so the thresholds run once per frame."""
     rule_states: tuple[dict[str, Any], ...] = ()
     """Debug mode only: each zone's ``rule.debug_state(pts)`` (its clocks and why it fires or not), in
     zone order; ``{"zone", "rule", "items": [...]}``, ``"off_schedule": True`` while the zone sleeps."""
@@ -148,8 +149,8 @@ class CameraAnalyzer:
         for i, (zone, kind) in enumerate(zip(self.camera.zones, self.kinds, strict=True)):
             findings.extend(self._run_zone(i, zone, kind, frame, tracks, dets, weak, regions))
         events = self.lifecycle.step(frame, findings)
-        self.last = FrameReport(frame.pts, len(dets), tuple(tracks), tuple(findings), tuple(events),
-                                *((dets, self._rule_states(frame)) if self.debug else ()))
+        self.last = FrameReport(frame.pts, len(dets), tuple(tracks), tuple(findings), tuple(events), dets,
+                                self._rule_states(frame) if self.debug else ())
         return events
 
     def _rule_states(self, frame: Frame) -> tuple[dict[str, Any], ...]:

@@ -102,7 +102,7 @@ def test_step_batches_latest_frame_of_every_camera() -> None:
     assert [e.camera_id for e in sink.events] == ["a", "b"]
     rows = {r["camera_id"]: r for r in worker.summary()}
     assert rows["a"]["frames_dropped"] == 2 and rows["a"]["frames_analysed"] == 1
-    assert rows["a"]["detections"] == {"car": 1}  # person at 0.2 is below default_score 0.3
+    assert rows["a"]["detections"] == {}  # this analyzer reports no kept detections to count
     assert rows["a"]["events"] == 1
     assert worker.step() == 0 and det.batches == [2]
 
@@ -142,8 +142,15 @@ def test_analyzer_failure_is_isolated_to_its_camera() -> None:
     assert [e.camera_id for e in sink.events] == ["good"]
 
 
+def analysing_worker(cameras: dict[str, str], **camera: Any) -> PatrolWorker:
+    """A worker over the scripted detector with the real analyzer (which applies the thresholds)."""
+    det = ScriptedDetector()
+    return PatrolWorker(site(cameras, **camera), detector_loader=lambda _m, _s: det,
+                        analyzer_factory=camera_analyzer, sink=ListSink(), stale_after_s=None)
+
+
 def test_class_score_thresholds_per_camera() -> None:
-    worker, *_ = make_worker({"a": "a.mp4"}, camera={"detector": {"class_scores": {"person": 0.1}}})
+    worker = analysing_worker({"a": "a.mp4"}, detector={"class_scores": {"person": 0.1}})
     worker.load_detectors()
     worker.cameras["a"].slot.put(frame("a", 0.0))
     worker.step()
@@ -205,8 +212,22 @@ def test_prometheus_exposition_has_per_camera_series() -> None:
     assert 'patrol_frames_dropped_total{camera="a"} 1.0' in text
     assert 'patrol_frames_analysed_total{camera="b"} 0.0' in text
     assert 'patrol_camera_state{camera="a",state="connecting"} 1.0' in text
-    assert 'patrol_detections_total{camera="a",class="car"} 1.0' in text
     assert 'patrol_stage_seconds_count{camera="a",stage="infer"} 1.0' in text
+
+
+def test_detection_counts_are_what_the_analyzer_kept() -> None:
+    """The analyzer applies the score thresholds (once a frame); the worker counts what its report
+    kept: the car at 0.9, not the person at 0.2 under the 0.3 default."""
+    worker = analysing_worker({"a": "a.mp4", "b": "b.mp4"}, detector={"default_score": 0.3})
+    worker.load_detectors()
+    worker.cameras["a"].slot.put(frame("a", 0.0))
+    worker.step()
+    text = generate_latest(worker.registry).decode()
+    assert 'patrol_detections_total{camera="a",class="car"} 1.0' in text
+    assert 'class="person"' not in text
+    rows = {r["camera_id"]: r for r in worker.summary()}
+    assert rows["a"]["detections"] == {"car": 1} and rows["b"]["detections"] == {}
+    assert worker.cameras["a"].analyzer.last.kept.class_id.tolist() == [CLASS_ID["car"]]  # type: ignore[attr-defined]
 
 
 def test_json_lines_sink_writes_one_event_per_line() -> None:

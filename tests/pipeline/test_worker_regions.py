@@ -77,7 +77,6 @@ def test_tiles_of_every_camera_go_in_the_one_batch_and_come_back_in_frame_pixels
     assert centres == sorted((round((t.x1 + t.x2) / 2), round((t.y1 + t.y2) / 2)) for t in plan)
     assert len(analyzers["off"].seen[0][1]) == 0  # the whole frame only: the small car is missed
     assert len(analyzers["small"].seen[0][1]) == 1  # 400x300 is not shrunk: no tiles, the frame itself
-    assert worker.summary()[0]["detections"] == {"car": 2}
 
 
 def test_a_setting_that_cannot_be_planned_runs_the_camera_on_the_whole_frame(caplog: Any) -> None:

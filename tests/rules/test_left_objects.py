@@ -24,10 +24,10 @@ from camera_config.schema import DetectorChoice, KeepClearZone
 from core.coco import CLASS_ID
 from core.events import IncidentEvent
 from core.types import Detections, Frame
-from pipeline.scores import ScoreThresholds
 from rules.background import DualBackground
 from rules.lifecycle import IncidentLifecycle, ZonePolicy
 from rules.obstruction import ObstructionRule
+from rules.scores import ScoreThresholds
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""Per-class score thresholds: one rule, applied by the worker's counts and the analyzer alike."""
+"""Per-class score thresholds: one rule, applied once per frame by the analyzer (the worker counts what it kept)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from camera_config.schema import Camera, DetectorChoice
 from core.coco import CLASS_ID
 from core.types import Detections, Frame
-from pipeline.scores import ScoreThresholds
 from rules.analyzer import CameraAnalyzer
+from rules.scores import ScoreThresholds
 
 CHOICE = DetectorChoice(default_score=0.4, class_scores={"car": 0.2, "person": 0.6})
 
@@ -59,3 +59,4 @@ def test_the_analyzer_tracks_what_the_thresholds_keep() -> None:
     frame = Frame("cam-1", 0.0, 0.0, np.zeros((100, 100, 3), np.uint8))
     analyzer.process(frame, dets((CLASS_ID["car"], 0.3), (CLASS_ID["person"], 0.5), (80, 0.9)))
     assert analyzer.last is not None and analyzer.last.detections == 1
+    assert analyzer.last.kept is not None and analyzer.last.kept.class_id.tolist() == [CLASS_ID["car"]]

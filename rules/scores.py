@@ -1,7 +1,7 @@
 """A camera's per-class score thresholds (``detector.class_scores`` over ``default_score``), in one place.
 
-Both the worker (its per-class detection counts) and the analyzer (what the tracker and the rules
-see) keep a detection by this one rule:
+The analyzer applies them once per frame (what the tracker and the rules see, and what the
+worker's per-class detection counts read from its report); a detection is kept by this one rule:
 
 * a COCO class (id 0..79) is kept when its score reaches the camera's threshold for that class
   name, or ``default_score`` when the config names none;
