@@ -73,6 +73,12 @@ def _services():  # type: ignore[no-untyped-def]
     return module
 
 
+@pytest.fixture(scope="session")
+def services():  # type: ignore[no-untyped-def]
+    """``scripts/services.py`` itself, for a test that starts a broker of its own making."""
+    return _services()
+
+
 @pytest.fixture
 def mosquitto():  # type: ignore[no-untyped-def]
     """A fresh mosquitto on a free port with persistence; ``.stop()`` / ``.start()`` restart it."""

@@ -8,10 +8,8 @@ comes up later is connected to, and the error clears.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,30 +22,17 @@ from alerts.transport import Endpoint
 from camera_config.schema import MqttConfig, MqttTls
 from pipeline.probes import connected_probe
 
-REPO = Path(__file__).resolve().parents[2]
 PASSWORD = "right-Passw0rd"
 
 pytestmark = pytest.mark.integration
 
 
-def load_services() -> Any:
-    """scripts/services.py (throwaway mosquitto), loaded by path as tests/conftest.py does."""
-    if "patrol_test_services" in sys.modules:
-        return sys.modules["patrol_test_services"]
-    spec = importlib.util.spec_from_file_location("patrol_test_services", REPO / "scripts" / "services.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["patrol_test_services"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
-def broker() -> Iterator[Any]:
+def broker(services: Any) -> Iterator[Any]:
     """mosquitto with user ``pipeline``: plain on ``.port``, TLS (a throwaway CA) on ``.tls_port``."""
     if shutil.which("mosquitto") is None or shutil.which("openssl") is None:
         pytest.skip("mosquitto or openssl not installed (scripts/install_system_deps.sh)")
-    with load_services().Mosquitto(users={"pipeline": PASSWORD}, tls=True) as b:
+    with services.Mosquitto(users={"pipeline": PASSWORD}, tls=True) as b:
         yield b
 
 
@@ -118,10 +103,10 @@ def test_right_ca_and_password_over_tls_is_healthy(broker: Any) -> None:
         t.stop()
 
 
-def test_a_broker_that_comes_later_is_connected_and_the_error_clears(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_broker_that_comes_later_is_connected_and_the_error_clears(caplog: pytest.LogCaptureFixture,
+                                                                     services: Any) -> None:
     if shutil.which("mosquitto") is None:
         pytest.skip("mosquitto not installed (scripts/install_system_deps.sh)")
-    services = load_services()
     port = services.free_port()
     caplog.set_level(logging.INFO, logger="alerts.mqtt")
     t = transport(port, name="later")

@@ -8,7 +8,6 @@ database row and no evidence file.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import sqlite3
@@ -127,18 +126,6 @@ def test_check_config_never_prints_a_secret(tmp_path: Path) -> None:
     assert MQTT_SECRET not in proc.stdout + proc.stderr
 
 
-def load_services() -> Any:
-    """scripts/services.py (throwaway mosquitto), loaded by path as tests/conftest.py does."""
-    if "patrol_test_services" in sys.modules:
-        return sys.modules["patrol_test_services"]
-    spec = importlib.util.spec_from_file_location("patrol_test_services", REPO / "scripts" / "services.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["patrol_test_services"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 class Recorder:
     """Every message on the broker (``#``), as user ``pipeline``."""
 
@@ -171,8 +158,7 @@ def database_texts(db_path: Path) -> list[str]:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_secrets_from_the_environment_reach_no_log_message_or_row(
-        rtsp_server: Any, asset_path: Any, tmp_path: Path) -> None:
-    services = load_services()
+        rtsp_server: Any, asset_path: Any, tmp_path: Path, services: Any) -> None:
     if shutil.which("mosquitto") is None:
         pytest.skip("mosquitto not installed (scripts/install_system_deps.sh)")
     srv = rtsp_server({"street": asset_path("vehicle_counting_input_video")}, user="bob", password=CAM_SECRET)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from browser_kit import ARTIFACTS, SIZES, chromium, log_in, screens, serving, wait_js
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import select
 from street_run import copy_run, street_site
@@ -40,17 +40,7 @@ from storage.models import EvidenceRef, Incident, Verdict
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 OPERATOR, PASSWORD = "operator", "review-demo-pw"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class VerdictListener:
@@ -80,8 +70,6 @@ def review_site(tmp_path: Path, asset_path, mosquitto, street_run: Path  # type:
                 ) -> Iterator[tuple[str, Database, VerdictListener, str]]:
     """The review page over this test's copy of the recorded street run (its outbox not yet sent),
     under uvicorn, with a real outbox publisher to a real mosquitto and a listener of verdicts."""
-    import uvicorn
-
     config = street_site(tmp_path, asset_path("vehicle_counting_input_video"), mosquitto.port)
     copy_run(street_run, tmp_path)
     db = open_database(config.database.url)
@@ -93,19 +81,10 @@ def review_site(tmp_path: Path, asset_path, mosquitto, street_run: Path  # type:
     ctx.wake_outbox = publisher.wake
     link.start()
     publisher.start()
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
     try:
-        yield f"http://127.0.0.1:{port}", db, listener, config.evidence.dir
+        with serving(create_app(ctx)) as base:
+            yield base, db, listener, config.evidence.dir
     finally:
-        server.should_exit = True
-        thread.join(10)
         publisher.stop()
         link.stop(offline=False)
         listener.close()
@@ -115,23 +94,9 @@ def review_site(tmp_path: Path, asset_path, mosquitto, street_run: Path  # type:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """One headless Chromium for the module; each test opens its own page or context."""
-    if not Path(CHROMIUM).exists() or shutil.which("ffprobe") is None:
-        pytest.skip("chromium not installed (scripts/install_system_deps.sh)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-def wait_js(page: Any, expression: str, timeout_s: float) -> None:
-    """Poll a JS expression (page.wait_for_function compiles its predicate with eval, which the
-    page's Content-Security-Policy rightly forbids; evaluate runs outside the page's CSP)."""
-    deadline = time.monotonic() + timeout_s
-    while not page.evaluate(expression):
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {expression}"
-        time.sleep(0.1)
+    if shutil.which("ffprobe") is None:
+        pytest.skip("ffprobe not installed (scripts/install_system_deps.sh)")
+    yield from chromium()
 
 
 def test_operator_reviews_real_incidents_in_chromium(review_site, browser) -> None:  # type: ignore[no-untyped-def]
@@ -155,9 +120,7 @@ def test_operator_reviews_real_incidents_in_chromium(review_site, browser) -> No
     # not logged in: sent to the login page
     page.goto(base + "/queue")
     assert "/login" in page.url
-    page.fill("input[name=username]", OPERATOR)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
+    log_in(page, base, OPERATOR, PASSWORD, "/queue")
     page.wait_for_url(base + "/queue")
     rows = page.locator("#queue tr.row")
     assert rows.count() == len(incidents)
@@ -206,7 +169,6 @@ def test_operator_reviews_real_incidents_in_chromium(review_site, browser) -> No
 
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"
-SIZES = {"1440x900": {"width": 1440, "height": 900}, "390x844": {"width": 390, "height": 844}}
 
 
 def _pixel(png: bytes, x: float, y: float) -> Any:
@@ -215,21 +177,6 @@ def _pixel(png: bytes, x: float, y: float) -> Any:
 
     image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
     return image[int(y), int(x)].astype(int)
-
-
-def _screens(page: Any, name: str) -> None:
-    """The page at 1440x900 and 390x844 (saved, printed); at 390 px nothing is wider than the screen."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for size, viewport in SIZES.items():
-        page.set_viewport_size(viewport)
-        time.sleep(0.3)
-        path = SCREENSHOTS / f"review-{name}-zh-CN-{size}.png"
-        page.screenshot(path=str(path), full_page=True)
-        print(f"screenshot: {path}")
-        if viewport["width"] == 390:
-            width = page.evaluate("document.documentElement.scrollWidth")
-            assert width <= 390, f"{name} is {width} px wide at 390 px"
-    page.set_viewport_size(SIZES["1440x900"])
 
 
 @pytest.mark.parametrize("lang", ["zh-CN", "en"])
@@ -244,9 +191,7 @@ def test_review_in_each_language_boxes_enter_and_reasons(review_site, browser, l
     page = context.new_page()
     page.goto(f"{base}/login?lang={lang}")  # the user's choice, kept in a cookie
     assert page.evaluate("document.documentElement.lang") == lang and words["login"] in page.inner_text("h1")
-    page.fill("input[name=username]", OPERATOR)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("form.login button[type=submit]")
+    log_in(page, base, OPERATOR, PASSWORD, "/queue")
     page.wait_for_url(base + "/queue")
     assert page.evaluate("document.documentElement.lang") == lang
     assert words["type"] in page.inner_text("#queue") and "illegal_parking" not in page.inner_text("#queue")
@@ -256,7 +201,7 @@ def test_review_in_each_language_boxes_enter_and_reasons(review_site, browser, l
                   ".every(i => i.complete && i.naturalWidth === 640)", 10)
     assert page.locator("#queue img.thumb").count() == rows  # every incident has its snapshot as thumbnail
     if lang == "zh-CN":
-        _screens(page, "queue")
+        screens(page, "review-queue", SCREENSHOTS)
 
     page.locator("#queue tr.row a").first.click()
     page.wait_for_url(f"{base}/incidents/**")
@@ -303,5 +248,5 @@ def test_review_in_each_language_boxes_enter_and_reasons(review_site, browser, l
     with db.transaction() as s:
         assert s.scalars(select(Verdict)).all() == []
     if lang == "zh-CN":
-        _screens(page, "incident")
+        screens(page, "review-incident", SCREENSHOTS)
     context.close()

@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_kit import ARTIFACTS, chromium, log_in, serving, wait_js
 from matplotlib.path import Path as Polygon
 from review_kit import PASSWORD
 
@@ -36,8 +35,6 @@ from storage.db import open_database
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = REPO / "test-artifacts"
 SITE = """\
 # camera page acceptance: one camera over the shared street clip
 site: {{name: Jiading test, timezone: Asia/Shanghai}}
@@ -57,19 +54,9 @@ cameras:
 DRAWN = [(0.86, 0.42), (0.995, 0.42), (0.995, 0.64), (0.86, 0.64)]
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def camera_site(tmp_path: Path, asset_path) -> Iterator[tuple[str, Path, Path]]:  # type: ignore[no-untyped-def]
     """The review page under uvicorn with the site file to edit; an engineer and an operator."""
-    import uvicorn
-
     clip = asset_path("vehicle_counting_input_video")
     site = tmp_path / "site.yaml"
     site.write_text(SITE.format(clip=clip), encoding="utf-8")
@@ -78,50 +65,20 @@ def camera_site(tmp_path: Path, asset_path) -> Iterator[tuple[str, Path, Path]]:
     add_operator(db, "olga", PASSWORD, role="operator")
     ctx = ReviewContext(db=db, store=EvidenceStore(tmp_path / "evidence"), codec=SessionCodec(b"k" * 64, 3600),
                         timezone="Asia/Shanghai", language="en", site_file=str(site))
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(ctx), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
     try:
-        yield f"http://127.0.0.1:{port}", site, clip
+        with serving(create_app(ctx)) as base:
+            yield base, site, clip
     finally:
-        server.should_exit = True
-        thread.join(10)
         db.dispose()
 
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("chromium not installed (scripts/install_system_deps.sh)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield b
-        b.close()
+    yield from chromium()
 
 
-def wait_js(page: Any, expression: str, timeout_s: float) -> None:
-    """Poll a JS expression (page.wait_for_function needs eval, which the page's CSP forbids)."""
-    deadline = time.monotonic() + timeout_s
-    while not page.evaluate(expression):
-        assert time.monotonic() < deadline, f"timed out after {timeout_s} s waiting for {expression}"
-        time.sleep(0.1)
-
-
-def log_in(page: Any, base: str, user: str, target: str) -> None:
-    page.goto(base + target)
-    assert "/login" in page.url
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
+def log_in_to(page: Any, base: str, user: str, target: str) -> None:
+    log_in(page, base, user, PASSWORD, target)
     page.wait_for_url(base + target)
 
 
@@ -165,14 +122,14 @@ def test_engineer_draws_a_no_parking_zone_that_fires_where_it_was_drawn(camera_s
 
     # an operator may not open the camera pages: a 403 page, not JSON
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    log_in(page, base, "olga", "/queue")
+    log_in_to(page, base, "olga", "/queue")
     answer = page.goto(base + "/cameras/street-1")
     assert answer.status == 403 and answer.headers["content-type"].startswith("text/html")
     assert page.locator("#zones-svg").count() == 0
     page.close()
 
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    log_in(page, base, "erin", "/cameras")
+    log_in_to(page, base, "erin", "/cameras")
     page.click("#cameras a:text('street-1')")
     page.wait_for_url(base + "/cameras/street-1")
     wait_js(page, "document.getElementById('camera-frame').complete && "

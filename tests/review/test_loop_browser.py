@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from browser_kit import SIZES, log_in, screens
 from sqlalchemy import select
 from street_run import street_site
-from test_browser import OPERATOR, PASSWORD, SIZES, browser, review_site, wait_js  # noqa: F401
+from test_browser import OPERATOR, PASSWORD, browser, review_site  # noqa: F401
 
 from alerts.verify import Verifier, VerifierService
 from camera_config.schema import Camera, MqttConfig, TicketsConfig
@@ -44,27 +45,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 MEMBER, MEMBER_PW = "street-team", "dispose-demo-pw"
 GONE_FROM_S = 28.0
-
-
-def _screens(page: Any, name: str, out: Path) -> None:
-    for size, viewport in SIZES.items():
-        page.set_viewport_size(viewport)
-        time.sleep(0.3)
-        path = out / f"loop-{name}-zh-CN-{size}.png"
-        page.screenshot(path=str(path), full_page=True)
-        print(f"screenshot: {path}")
-        if viewport["width"] == 390:
-            width = page.evaluate("document.documentElement.scrollWidth")
-            assert width <= 390, f"{name} is {width} px wide at 390 px"
-    page.set_viewport_size(SIZES["1440x900"])
-
-
-def _login(page: Any, base: str, user: str, password: str, then: str) -> None:
-    page.goto(f"{base}/login?lang=zh-CN&next={then}")
-    page.fill("input[name=username]", user)
-    page.fill("input[name=password]", password)
-    page.click("form.login button[type=submit]")
-    page.wait_for_load_state()
 
 
 def test_the_whole_loop_in_chromium_on_a_real_replay(review_site: Any, browser: Any, tmp_path: Path,  # noqa: F811
@@ -111,7 +91,7 @@ def test_the_whole_loop_in_chromium_on_a_real_replay(review_site: Any, browser: 
         context = browser.new_context(viewport=SIZES["1440x900"])
         page = context.new_page()
         # the operator confirms both incidents -> their tickets are dispatched
-        _login(page, base, OPERATOR, PASSWORD, "/queue")
+        log_in(page, base, OPERATOR, PASSWORD, "/queue", lang="zh-CN")
         for zone in ("far-side", "kerb-right"):
             page.goto(f"{base}/incidents/{incidents[zone]}")
             page.click("#confirm")
@@ -120,14 +100,14 @@ def test_the_whole_loop_in_chromium_on_a_real_replay(review_site: Any, browser: 
             assert {repo.get_ticket(s, t).state for t in tickets.values()} == {"dispatched"}
         context.clear_cookies()
         # the department member's view shows both; each is marked disposed with a note
-        _login(page, base, MEMBER, MEMBER_PW, "/department")
+        log_in(page, base, MEMBER, MEMBER_PW, "/department", lang="zh-CN")
         page.goto(f"{base}/department")
         assert page.evaluate("document.documentElement.lang") == "zh-CN"
         listed = page.locator("#dispatched li.ticket")
         assert sorted(int(listed.nth(i).get_attribute("data-ticket") or 0) for i in range(listed.count())) == \
             sorted(tickets.values())
         assert "违章停车" in page.inner_text("#dispatched") and "0510" in page.inner_text("#dispatched")
-        _screens(page, "department", tmp_path)
+        screens(page, "loop-department", tmp_path)
         for zone in ("far-side", "kerb-right"):
             page.goto(f"{base}/tickets/{tickets[zone]}")
             page.fill("form.dispose input[name=note]", "已劝离并拖走车辆")
@@ -154,7 +134,7 @@ def test_the_whole_loop_in_chromium_on_a_real_replay(review_site: Any, browser: 
         for step in ("accepted", "dispatched", "disposed", "verified", "archived"):
             cell = page.inner_text(f"#timings tr[data-step={step}] td:nth-child(2)")
             assert cell.strip() not in ("", "–"), (step, cell)
-        _screens(page, "ticket", tmp_path)
+        screens(page, "loop-ticket", tmp_path)
         page.goto(f"{base}/tickets/{tickets['kerb-right']}")
         assert page.get_attribute("#ticket-state", "data-state") == "dispatched"
         with db.transaction() as s:
@@ -172,7 +152,7 @@ def test_the_whole_loop_in_chromium_on_a_real_replay(review_site: Any, browser: 
         row = page.locator(f"#report tr[data-department='{department}']")
         assert row.count() == 1 and row.get_attribute("data-count") == str(len(made)) and len(made) >= 2
         assert row.get_attribute("data-overdue") == str(overdue)
-        _screens(page, "report", tmp_path)
+        screens(page, "loop-report", tmp_path)
         context.close()
     finally:
         stop.set()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from browser_kit import free_port
 from sqlalchemy import select
 
 from patrol.cli import main
@@ -54,15 +54,9 @@ def test_add_operator_from_stdin_and_from_a_file(tmp_path: Path, monkeypatch: py
     assert all(h.startswith("$argon2id$") and "password" not in h for h in ops.values())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.integration
 def test_serve_prints_its_address_and_guards_pages(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     cfg = _config(tmp_path, port)
     proc = subprocess.Popen([sys.executable, "-m", "patrol", "review", "serve", "--config", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
