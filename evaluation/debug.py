@@ -56,7 +56,7 @@ def _box(values: Sequence[float]) -> list[float]:
 def trace_line(camera_id: str, report: FrameReport) -> dict[str, Any]:
     """One analysed frame of the trace (JSON-able)."""
     kept = report.kept
-    detections = [] if kept is None else [
+    detections = [
         {"class": COCO80[int(c)], "score": round(float(s), 4), "xyxy": _box(b)}
         for b, s, c in zip(kept.xyxy, kept.score, kept.class_id, strict=True)]
     return {
@@ -95,10 +95,9 @@ def draw(image: Image, camera: Camera, report: FrameReport) -> Image:
         cv2.polylines(img, [pts], True, ZONE_BGR, 1, cv2.LINE_AA)
         _text(img, f"{zone.id} ({zone.type})", (int(pts[0][0]) + 2, int(pts[0][1]) + 12), ZONE_BGR)
     kept = report.kept
-    if kept is not None:
-        for b, s, c in zip(kept.xyxy, kept.score, kept.class_id, strict=True):
-            x1, y1 = _rect(img, b, DETECTION_BGR, 1)
-            _text(img, f"{COCO80[int(c)]} {float(s):.2f}", (x1, max(y1 - 3, 10)), DETECTION_BGR)
+    for b, s, c in zip(kept.xyxy, kept.score, kept.class_id, strict=True):
+        x1, y1 = _rect(img, b, DETECTION_BGR, 1)
+        _text(img, f"{COCO80[int(c)]} {float(s):.2f}", (x1, max(y1 - 3, 10)), DETECTION_BGR)
     for t in report.tracks:
         x1, _, _, y2 = (round(v) for v in t.xyxy)
         _text(img, f"#{t.track_id}", (x1 + 2, y2 - 3), TRACK_BGR)

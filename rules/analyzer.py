@@ -50,16 +50,20 @@ class FrameReport:
     """What the analyzer saw in one frame (for engineers tuning a camera)."""
 
     pts: float
-    detections: int
+    kept: Detections
+    """The detections past the camera's score thresholds (what the tracker and the rules saw); the
+    worker counts them per class from here, so the thresholds run once per frame."""
     tracks: tuple[Track, ...]
     findings: tuple[Finding, ...]
     events: tuple[IncidentEvent, ...]
-    kept: Detections | None = None
-    """The detections past the camera's score thresholds (what the tracker and the rules saw); the
-    worker counts them per class from here, so the thresholds run once per frame."""
     rule_states: tuple[dict[str, Any], ...] = ()
     """Debug mode only: each zone's ``rule.debug_state(pts)`` (its clocks and why it fires or not), in
     zone order; ``{"zone", "rule", "items": [...]}``, ``"off_schedule": True`` while the zone sleeps."""
+
+    @property
+    def detections(self) -> int:
+        """How many detections passed the thresholds."""
+        return len(self.kept)
 
 
 class CameraAnalyzer:
@@ -149,7 +153,7 @@ class CameraAnalyzer:
         for i, (zone, kind) in enumerate(zip(self.camera.zones, self.kinds, strict=True)):
             findings.extend(self._run_zone(i, zone, kind, frame, tracks, dets, weak, regions))
         events = self.lifecycle.step(frame, findings)
-        self.last = FrameReport(frame.pts, len(dets), tuple(tracks), tuple(findings), tuple(events), dets,
+        self.last = FrameReport(frame.pts, dets, tuple(tracks), tuple(findings), tuple(events),
                                 self._rule_states(frame) if self.debug else ())
         return events
 
