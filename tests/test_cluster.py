@@ -134,12 +134,6 @@ def test_cluster_moves_a_dead_nodes_cameras_and_delivers_every_event_once(
                     c["state"] == "streaming" and c["frames_analysed"] >= 2 and c["started_at"] >= after
                     and c["node_ip"] != avoid for c in cams.values())
 
-            def explain() -> None:
-                driver_log.flush()
-                print("driver log tail:\n" + (tmp_path / "driver.log").read_text(errors="replace")[-4000:])
-                print("status:", json.dumps(_status(status_path))[:3000])
-                print("RTSP server log tail:\n" + Path(srv.log_path).read_text(errors="replace")[-3000:])
-
             try:
                 _wait("all 12 cameras streaming on the cluster", all_streaming, 300)
                 before = _status(status_path)
@@ -156,8 +150,11 @@ def test_cluster_moves_a_dead_nodes_cameras_and_delivers_every_event_once(
                              lambda: all_streaming(avoid=victim.ip) and all(
                                  _cameras(_status(status_path))[c]["started_at"] > killed for c in moved),
                              FAILOVER_LIMIT_S)
-            except AssertionError:
-                explain()
+            except AssertionError:  # what the driver, the cluster and the RTSP server last said
+                driver_log.flush()
+                print("driver log tail:\n" + (tmp_path / "driver.log").read_text(errors="replace")[-4000:])
+                print("status:", json.dumps(_status(status_path))[:3000])
+                print("RTSP server log tail:\n" + Path(srv.log_path).read_text(errors="replace")[-3000:])
                 raise
             print(f"node {victim.name} ({victim.ip}) stopped: its {len(moved)} camera(s) streamed again on "
                   f"the other node after {back - t_kill:.1f} s")
