@@ -240,7 +240,8 @@ class AssetCache:
                 with src.open("rb") as fh:
                     self._store(asset, member, fh, f"mirror file {src}")
                 return target
-            tried.append(f"not in mirror {self.mirror_dir}")
+            tried.append(f"not in mirror {self.mirror_dir}" + ("" if self.mirror_dir.is_dir() else
+                         " (no such folder: set PATROL_MIRROR to the folder that holds the shared models and footage)"))
         else:
             tried.append("no mirror (set PATROL_MIRROR)")
         url = self._member_url(asset, member)

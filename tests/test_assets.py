@@ -111,8 +111,9 @@ def test_corrupted_cache_file_is_replaced_from_mirror(tmp_path: Path, mirror: Pa
 
     path.write_bytes(b"bit rot again")
     (mirror / "footage" / "clip.mp4").unlink()
-    with pytest.raises(AssetError, match="not in mirror"):
+    with pytest.raises(AssetError, match="not in mirror") as err:
         cache.fetch(_asset())
+    assert "no such folder" not in str(err.value)  # the mirror is there, only the file is not
     assert not path.exists()  # the damaged copy is gone, not served later
 
 
@@ -123,7 +124,7 @@ def test_no_mirror_and_unreachable_url_is_a_clear_error(tmp_path: Path) -> None:
         cache.fetch(_asset(url=url))
     msg = str(err.value)
     assert "asset 'clip'" in msg and "footage/clip.mp4" in msg
-    assert f"not in mirror {tmp_path / 'empty-mirror'}" in msg
+    assert f"not in mirror {tmp_path / 'empty-mirror'} (no such folder: set PATROL_MIRROR" in msg
     assert f"download from {url} failed" in msg
     assert _leftovers(tmp_path / "cache") == []
 
